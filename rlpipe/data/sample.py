@@ -1,0 +1,55 @@
+"""The typed record that travels from rollout to trainer.
+
+One `Sample` is one response to one prompt. Samples that answer the same prompt share `group_index`
+(the GRPO group, `rollout.n_samples` of them). Token lists are plain Python ints so samples pickle
+cheaply across Ray and into rollout dumps.
+
+    prompt_tokens     [P]   token ids of the (templated) prompt
+    response_tokens   [R]   generated ids, EOS included when the engine stopped on it
+    rollout_log_probs [R]   per-token log-probs the engine reported for response_tokens
+    loss_mask         [R]   1 where the token is trained on (all ones for plain single-turn rollouts)
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Why generation of a sample stopped."""
+
+    PENDING = "pending"  # not generated yet (or resumed from the partial-rollout buffer)
+    COMPLETED = "completed"  # stopped on EOS or a stop string/token
+    TRUNCATED = "truncated"  # hit max_response_len
+    ABORTED = "aborted"  # cut short by the rollout (dynamic sampling had enough groups)
+
+
+@dataclass
+class Sample:
+    """One prompt/response pair with everything the reward, filters and trainer need."""
+
+    prompt: str | list[dict[str, str]]
+    label: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    index: int = 0
+    group_index: int = 0
+    prompt_tokens: list[int] = field(default_factory=list)
+    response_tokens: list[int] = field(default_factory=list)
+    response_text: str = ""
+    rollout_log_probs: list[float] = field(default_factory=list)
+    loss_mask: list[int] | None = None
+    reward: float | None = None
+    status: Status = Status.PENDING
+    weight_version: int = 0
+    rollout_id: int = -1
+
+    @property
+    def response_length(self) -> int:
+        return len(self.response_tokens)
+
+    @property
+    def tokens(self) -> list[int]:
+        """Prompt followed by response: the sequence the trainer scores."""
+        return self.prompt_tokens + self.response_tokens

@@ -1,0 +1,1 @@
+"""Rollout: engines (in-process HF, SGLang), generate_rollout, filters, buffers, eval."""

@@ -1,0 +1,61 @@
+"""The rollout-engine interface, shaped like SGLang's Engine/HTTP API.
+
+Two implementations: `HFEngine` (in-process transformers model; the CPU default and the tests) and the
+SGLang engine client (production, GPU). The loop and the rollout manager only ever see this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings (SGLang's names)."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1 = off
+    n: int = 1  # samples per prompt
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class GenerateOutput:
+    """One generated response: ids, text, per-token log-probs and why it stopped."""
+
+    output_ids: list[int]
+    text: str
+    output_log_probs: list[float]
+    finish_reason: str  # "stop" (EOS / stop token) | "length" (max_new_tokens) | "abort"
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What the rollout side needs from an inference engine."""
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[GenerateOutput]]:
+        """For each prompt (token ids), `params.n` responses."""
+
+    def begin_weight_update(self) -> None: ...
+
+    def update_weights_from_tensor(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+        """Load HF-named tensors; only legal between begin_weight_update and end_weight_update."""
+
+    def end_weight_update(self) -> None: ...
+
+    def flush_cache(self) -> None: ...
+
+    def release_memory_occupation(self) -> None: ...
+
+    def resume_memory_occupation(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    @property
+    def weight_version(self) -> int: ...
