@@ -1,0 +1,111 @@
+"""`python launch.py`: CLI overrides in, a resolved run out, then the job (or a sweep of jobs).
+
+    python launch.py [key=value | group=option | +experiment=name ...] [--cfg job] [--miles] [-m] [--traceback]
+
+Config problems print one message per problem and exit with code 2 before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rlpipe.config import ConfigError, Resolved, load
+
+USAGE = __doc__.split("\n\n")[1]
+FLAGS_HELP = """flags:
+  --cfg job     print the resolved config (derived values with their reasons) and exit
+  --miles       print the equivalent Miles launch arrays and exit
+  -m, --multirun  expand comma-separated overrides into a sweep; every point is validated first
+  --traceback   show Python tracebacks for config errors
+  -h, --help    this message"""
+
+
+def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
+    overrides, flags, words = [], set(), iter(argv)
+    for word in words:
+        if word == "--cfg":
+            flags.add("cfg:" + next(words, "job"))
+        elif word in ("-m", "--multirun"):
+            flags.add("multirun")
+        elif word.startswith("-"):
+            flags.add(word)
+        else:
+            # `+experiment=x` and `experiment=x` mean the same: the root config already lists a default experiment.
+            overrides.append(word[1:] if word.startswith("+experiment=") else word)
+    return overrides, flags
+
+
+def sweep_points(overrides: list[str]) -> list[list[str]]:
+    """The cartesian product of comma-separated sweep overrides (Hydra's basic-sweeper grammar)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for text, override in zip(overrides, parsed, strict=True):
+        if override.is_sweep_override():
+            key = text.split("=", 1)[0]
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    return [list(point) for point in itertools.product(*choices)]
+
+
+def _multirun(overrides: list[str]) -> int:
+    points = sweep_points(overrides)
+    problems = []
+    for point in points:  # validate every point before the first job starts
+        try:
+            load(point)
+        except ConfigError as exc:
+            problems.append(f"sweep point {' '.join(point)}:\n{exc.render()}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    stamp = time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
+    print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/", flush=True)
+    failed = 0
+    for i, point in enumerate(points):
+        print(f"[{i + 1}/{len(points)}] {' '.join(point)}", flush=True)
+        cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), *point, f"output_dir={stamp}/{i}"]
+        failed += subprocess.call(cmd, env=os.environ) != 0
+    print(f"rlpipe: sweep done, {len(points) - failed} succeeded, {failed} failed")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides, flags = _split_args(sys.argv[1:] if argv is None else argv)
+    if flags & {"-h", "--help"}:
+        print(USAGE + "\n" + FLAGS_HELP)
+        return 0
+    unknown = flags - {"cfg:job", "--miles", "multirun", "--traceback"}
+    if unknown:
+        print(f"rlpipe: unknown flag(s) {', '.join(sorted(unknown))}\n{FLAGS_HELP}", file=sys.stderr)
+        return 2
+    try:
+        if "multirun" in flags:
+            return _multirun(overrides)
+        printing = bool(flags & {"cfg:job", "--miles"})
+        run: Resolved = load(overrides, check_paths=not printing)
+    except ConfigError as exc:
+        if "--traceback" in flags:
+            raise
+        print(exc.render(), file=sys.stderr)
+        return 2
+    if "cfg:job" in flags:
+        from rlpipe.config.render import to_yaml
+
+        print(to_yaml(run), end="")
+        return 0
+    if "--miles" in flags:
+        from rlpipe.config.miles import export_miles
+
+        print(export_miles(run))
+        return 0
+    from rlpipe.run import run_job
+
+    return run_job(run)

@@ -1,0 +1,73 @@
+"""Showing a resolved run: YAML with the reason beside every derived value, and the start-of-run table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from rlpipe.config.resolve import Resolved
+
+
+def _scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+def _emit(node: dict[str, Any], prefix: str, depth: int, reasons: dict[str, str], out: list[str]) -> None:
+    pad = "  " * depth
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        note = f"  # {reasons[path]}" if path in reasons else ""
+        if isinstance(value, dict) and value:
+            out.append(f"{pad}{key}:{note}")
+            _emit(value, path + ".", depth + 1, reasons, out)
+        else:
+            out.append(f"{pad}{key}: {_scalar(value)}{note}")
+
+
+def to_yaml(run: Resolved) -> str:
+    """The whole resolved config as YAML; derived values carry `# derived: ...` comments, then the topology."""
+    reasons = {d.key: d.reason for d in run.derivations}
+    out: list[str] = []
+    _emit(run.cfg.model_dump(mode="json"), "", 0, reasons, out)
+    out.append("# topology (derived):")
+    out.extend(f"#   {k}: {v}" for k, v in run.topology.model_dump().items())
+    out.extend(f"# warning: {w}" for w in run.warnings)
+    return "\n".join(out) + "\n"
+
+
+def derived_rows(run: Resolved) -> list[tuple[str, str, str]]:
+    """(key, value, reason) for every derived value, in the order they were derived."""
+    return [(d.key, _scalar(d.value), d.reason) for d in run.derivations]
+
+
+def print_summary(run: Resolved) -> None:
+    """The start-of-run table: the headline values, every derived value with its reason, then warnings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg, topo = run.cfg, run.topology
+    table = Table(title=f"rlpipe run `{cfg.run_name}`", show_lines=False, title_justify="left")
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value", style="bold")
+    table.add_column("why")
+    headline = {
+        "model": f"{cfg.model.name} ({cfg.model.num_layers} layers, hidden {cfg.model.hidden_size})",
+        "ckpt.hf_checkpoint": cfg.ckpt.hf_checkpoint,
+        "rollout.prompt_data": cfg.rollout.prompt_data,
+        "algo": f"{cfg.algo.advantage_estimator} / {cfg.algo.loss_type}",
+        "optim.lr": cfg.optim.lr,
+        "rollout.num_rollout": cfg.rollout.num_rollout,
+        "placement": f"{topo.device}, {topo.actor_gpus} trainer rank(s), DP {topo.data_parallel}, "
+        f"{cfg.rollout.engine} engine x {topo.num_engines}, {cfg.cluster.backend}",
+    }
+    for key, value in headline.items():
+        table.add_row(key, str(value), run.reason(key) or "set")
+    for key, value, reason in derived_rows(run):
+        if key in headline:
+            continue
+        table.add_row(key, value, reason)
+    console = Console(stderr=False)
+    console.print(table)
+    for warning in run.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}")

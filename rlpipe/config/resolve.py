@@ -1,0 +1,686 @@
+"""Resolution: every derived value, computed once, each with its reason.
+
+`resolve(cfg)` takes the validated-but-unresolved RunConfig and returns a `Resolved`: the final frozen
+RunConfig (every `None` that is derivable filled), the placement `Topology`, the list of derivations
+(`rollout.global_batch_size = 128  (derived: batch_size 16 x n_samples 8 / num_steps_per_rollout 1)`)
+and warnings. Every rule is a small function below, run in order against one mutable dict; problems are
+collected across all rules and raised together. Nothing here imports torch, Ray or SGLang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rlpipe.config.errors import ConfigError, Problem
+from rlpipe.config.schema import EvalDataset, RunConfig
+
+
+@dataclass(frozen=True)
+class Derivation:
+    key: str
+    value: Any
+    reason: str
+
+
+class Topology(BaseModel):
+    """Placement numbers derived from the cluster and perf groups."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str  # "cpu" | "cuda"
+    actor_gpus: int  # trainer ranks (GPUs; processes on CPU)
+    data_parallel: int  # actor_gpus / (TP x PP x CP)
+    rollout_gpus: int  # GPUs serving rollout (= actor_gpus under colocate; 0 for the in-process HF engine on CPU)
+    num_engines: int  # rollout engines (rollout_gpus / GPUs per engine; 1 in-process engine on CPU)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The resolved run: what every other module receives."""
+
+    cfg: RunConfig
+    topology: Topology
+    derivations: tuple[Derivation, ...]
+    warnings: tuple[str, ...]
+
+    def reason(self, key: str) -> str | None:
+        return next((d.reason for d in self.derivations if d.key == key), None)
+
+
+@dataclass
+class _Resolver:
+    """Mutable state shared by the rules: the config as a nested dict, plus what they found."""
+
+    d: dict[str, Any]
+    derivations: list[Derivation] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    topology: dict[str, Any] = field(default_factory=dict)
+    check_paths: bool = True  # False for --cfg job / --miles: a missing path is then a warning
+
+    def path_problem(self, key: str, message: str, fix: str, value: Any = None) -> None:
+        if self.check_paths:
+            self.problem(key, message, fix, value)
+        else:
+            self.warn(key, f"{message} ({value})" if value is not None else message)
+
+    def get(self, key: str) -> Any:
+        node: Any = self.d
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def derive(self, key: str, value: Any, reason: str) -> None:
+        *parents, leaf = key.split(".")
+        node = self.d
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+        self.derivations.append(Derivation(key, value, reason))
+
+    def problem(self, key: str, message: str, fix: str = "", value: Any = None) -> None:
+        self.problems.append(Problem(key, message, fix, value))
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{key}: {message}")
+
+
+# ------------------------------------------------------------------------------------------------ rules
+def _accelerator(r: _Resolver) -> None:
+    if r.get("cluster.accelerator") == "auto":
+        # Cheap and import-free: the NVIDIA driver's control device exists only where a GPU is usable.
+        has_gpu = os.path.exists("/dev/nvidiactl")
+        r.derive(
+            "cluster.accelerator",
+            "cuda" if has_gpu else "cpu",
+            "auto: /dev/nvidiactl " + ("present" if has_gpu else "absent"),
+        )
+
+
+def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """(checkpoint folder, train jsonl, eval jsonl) the demo builds; named by a hash of what shapes them."""
+    cache = Path(demo["cache_dir"])
+    arch = json.dumps({k: v for k, v in sorted(model.items()) if k != "name"}, sort_keys=True)
+    model_hash = hashlib.sha256(f"{arch}|{demo['seed']}".encode()).hexdigest()[:10]
+    data = cache / f"data-{demo['task']}-{demo['digits']}d-{demo['n_train']}-{demo['n_eval']}-s{demo['seed']}"
+    return cache / f"tiny-qwen2-{model_hash}", data / "train.jsonl", data / "eval.jsonl"
+
+
+DEMO_ARCH_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "vocab_size",
+    "rotary_base",
+    "norm_epsilon",
+    "max_position_embeddings",
+)
+
+
+def _demo(r: _Resolver) -> None:
+    demo = r.d["demo"]
+    if demo is None:
+        return
+    missing = [k for k in DEMO_ARCH_FIELDS if r.d["model"][k] is None]
+    for k in missing:
+        r.problem(
+            f"model.{k}",
+            "the demo builds its tiny model from the model group, which leaves this unset",
+            "use model=tiny, or set it",
+        )
+    if missing:
+        return
+    ckpt, train, evalset = demo_paths(demo, r.d["model"])
+    why = f"built offline by the demo (task {demo['task']}) on first run, cached in {demo['cache_dir']}"
+    if r.get("ckpt.hf_checkpoint") is None:
+        r.derive("ckpt.hf_checkpoint", str(ckpt), why)
+    if r.get("rollout.prompt_data") is None:
+        r.derive("rollout.prompt_data", str(train), why)
+    if not r.d["eval"]["datasets"]:
+        r.derive("eval.datasets", {demo["task"]: {"path": str(evalset)}}, why)
+    if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None:
+        r.derive("rollout.rm_type", "exact_match", "demo tasks are scored by exact match up to EOS")
+
+
+# HF config.json key -> (our model field, transform)
+HF_MODEL_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "num_hidden_layers": ("num_layers", int),
+    "hidden_size": ("hidden_size", int),
+    "intermediate_size": ("ffn_hidden_size", int),
+    "num_attention_heads": ("num_attention_heads", int),
+    "num_key_value_heads": ("num_query_groups", int),
+    "head_dim": ("kv_channels", int),
+    "vocab_size": ("vocab_size", int),
+    "max_position_embeddings": ("max_position_embeddings", int),
+    "rope_theta": ("rotary_base", float),
+    "rms_norm_eps": ("norm_epsilon", float),
+    "tie_word_embeddings": ("untie_embeddings_and_output_weights", lambda tied: not tied),
+    "num_experts": ("num_experts", int),
+    "num_experts_per_tok": ("moe_router_topk", int),
+    "moe_intermediate_size": ("moe_ffn_hidden_size", int),
+    "partial_rotary_factor": ("rotary_percent", float),
+}
+# Architecture facts implied by the model family rather than spelled in config.json.
+_DENSE_ROPE = {"normalization": "RMSNorm", "swiglu": True, "add_bias_linear": False}
+HF_FAMILY_FACTS: dict[str, dict[str, Any]] = {
+    "qwen2": {**_DENSE_ROPE, "add_qkv_bias": True, "qk_layernorm": False},
+    "qwen3": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": True},
+    "qwen3_moe": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": True},
+    "llama": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": False},
+    "glm4": {
+        **_DENSE_ROPE,
+        "add_qkv_bias": True,
+        "qk_layernorm": False,
+        "rotary_interleaved": True,
+        "post_self_attn_layernorm": True,
+        "post_mlp_layernorm": True,
+    },
+}
+
+
+def read_hf_config(folder: str) -> dict[str, Any] | None:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def hf_architecture(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our model fields as a HF config.json states them."""
+    arch = {ours: fn(hf[theirs]) for theirs, (ours, fn) in HF_MODEL_KEYS.items() if hf.get(theirs) is not None}
+    if "rope_theta" not in hf and isinstance(hf.get("rope_parameters"), dict):  # transformers 5 layout
+        theta = hf["rope_parameters"].get("rope_theta")
+        if theta is not None:
+            arch["rotary_base"] = float(theta)
+    if "kv_channels" not in arch and "hidden_size" in arch and "num_attention_heads" in arch:
+        arch["kv_channels"] = arch["hidden_size"] // arch["num_attention_heads"]
+    arch.update(HF_FAMILY_FACTS.get(hf.get("model_type", ""), {}))
+    if hf.get("attention_bias") is not None:
+        arch["add_qkv_bias"] = bool(hf["attention_bias"])
+    return arch
+
+
+def _model_from_hf(r: _Resolver) -> None:
+    path = r.get("ckpt.hf_checkpoint")
+    hf = read_hf_config(path) if path else None
+    if hf is None:
+        return
+    model = r.d["model"]
+    for key, theirs in hf_architecture(hf).items():
+        ours = model.get(key)
+        if ours is None:
+            r.derive(f"model.{key}", theirs, f"from {path}/config.json")
+        elif key == "vocab_size" and ours >= theirs:
+            continue  # a padded vocabulary (Megatron rounds it up) is not drift
+        elif ours != theirs and not (isinstance(ours, float) and abs(ours - theirs) <= 1e-12 * abs(theirs)):
+            r.problem(
+                f"model.{key}", f"drifts from {path}/config.json, which says {theirs!r}", f"model.{key}={theirs}", ours
+            )
+
+
+def _fp8_checkpoint(folder: str) -> bool:
+    hf = read_hf_config(folder) or {}
+    quant = hf.get("quantization_config") or {}
+    return "fp8" in Path(folder).name.lower() or str(quant.get("quant_method", "")).lower() == "fp8"
+
+
+def _writable(folder: str) -> bool:
+    path = Path(folder).absolute()
+    while not path.exists():
+        path = path.parent
+    return os.access(path, os.W_OK)
+
+
+def _paths(r: _Resolver) -> None:
+    built = r.d["demo"] is not None  # the demo writes its checkpoint and data at start
+    hf = r.get("ckpt.hf_checkpoint")
+    if hf is None:
+        r.problem(
+            "ckpt.hf_checkpoint",
+            "no HuggingFace checkpoint given (tokenizer, config, initial weights)",
+            "ckpt.hf_checkpoint=/path/to/model, or +experiment=tiny-cpu for the offline demo",
+        )
+    elif not built and not Path(hf).is_dir():
+        r.path_problem("ckpt.hf_checkpoint", "folder does not exist", "point it at a HuggingFace model folder", hf)
+    data = r.get("rollout.prompt_data")
+    if data is None:
+        r.problem("rollout.prompt_data", "no prompt dataset given", "rollout.prompt_data=/path/to/prompts.jsonl")
+    elif not built and not Path(data).is_file():
+        r.path_problem("rollout.prompt_data", "file does not exist", "point it at a .jsonl or .parquet file", data)
+    elif Path(data).suffix not in (".jsonl", ".parquet"):
+        r.problem("rollout.prompt_data", "unsupported file type", "use a .jsonl or .parquet file", data)
+    for name, ds in r.d["eval"]["datasets"].items():
+        if not built and not Path(ds["path"]).is_file():
+            r.path_problem(
+                f"eval.datasets.{name}.path", "file does not exist", "fix the path or remove the dataset", ds["path"]
+            )
+    ref = r.get("ckpt.ref_load")
+    if ref and not Path(ref).exists():
+        r.path_problem("ckpt.ref_load", "folder does not exist", "point it at the reference weights", ref)
+    save = r.get("ckpt.save")
+    if save and not _writable(save):
+        r.path_problem("ckpt.save", "folder is not writable", "choose a folder you can write to", save)
+
+
+def _dataset_rows(path: str) -> int | None:
+    """Rows in a prompt file, cheaply (line count / parquet footer); None if it cannot be read yet."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(p).metadata.num_rows
+    with p.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+KNOBS = ("batch_size", "n_samples", "global_batch_size", "num_steps_per_rollout")
+
+
+def _batch_knobs(r: _Resolver) -> None:
+    """The four-knob invariant: batch_size x n_samples == global_batch_size x num_steps_per_rollout."""
+    ro = r.d["rollout"]
+    given = {k: ro[k] for k in KNOBS if ro[k] is not None}
+    missing = [k for k in KNOBS if k not in given]
+    if len(missing) > 1:
+        r.problem(
+            "rollout",
+            f"{len(given)} of the four batch knobs are set; missing: {', '.join(missing)}",
+            "set three of batch_size, n_samples, global_batch_size, num_steps_per_rollout; the usual choice "
+            "is rollout.num_steps_per_rollout=1 (strict on-policy) and the fourth is derived",
+        )
+        return
+    bs, n, gbs, steps = (ro[k] for k in KNOBS)
+    if not missing:
+        if bs * n != gbs * steps:
+            r.problem(
+                "rollout.global_batch_size",
+                f"batch_size {bs} x n_samples {n} = {bs * n} samples produced per rollout, but "
+                f"global_batch_size {gbs} x num_steps_per_rollout {steps} = {gbs * steps} consumed",
+                "make the products equal, or set one knob to null to derive it (e.g. "
+                "rollout.num_steps_per_rollout=null)",
+            )
+        return
+    (key,) = missing
+    if key == "global_batch_size":
+        numerator, denominator = bs * n, steps
+        arithmetic = f"batch_size {bs} x n_samples {n} / num_steps_per_rollout {steps}"
+    elif key == "num_steps_per_rollout":
+        numerator, denominator = bs * n, gbs
+        arithmetic = f"batch_size {bs} x n_samples {n} / global_batch_size {gbs}"
+    elif key == "batch_size":
+        numerator, denominator = gbs * steps, n
+        arithmetic = f"global_batch_size {gbs} x num_steps_per_rollout {steps} / n_samples {n}"
+    else:
+        numerator, denominator = gbs * steps, bs
+        arithmetic = f"global_batch_size {gbs} x num_steps_per_rollout {steps} / batch_size {bs}"
+    if numerator % denominator:
+        r.problem(
+            f"rollout.{key}",
+            f"cannot be derived: {arithmetic} = {numerator / denominator:g} is not a "
+            "whole number (Miles would floor it silently and drop samples)",
+            "change one of the other three knobs so the division is exact",
+        )
+        return
+    r.derive(f"rollout.{key}", numerator // denominator, f"derived: {arithmetic}")
+
+
+def _num_rollout(r: _Resolver) -> None:
+    ro = r.d["rollout"]
+    if ro["num_rollout"] is not None and ro["num_epoch"] is not None:
+        r.problem("rollout.num_epoch", "both num_rollout and num_epoch are set", "set only one (the other: null)")
+    elif ro["num_rollout"] is None and ro["num_epoch"] is None:
+        r.problem("rollout.num_rollout", "the run length is not set", "rollout.num_rollout=100 or rollout.num_epoch=1")
+    elif ro["num_rollout"] is None and ro["batch_size"]:
+        demo = r.d["demo"]
+        rows = demo["n_train"] if demo else _dataset_rows(ro["prompt_data"] or "")
+        if rows is not None:
+            total = -(-rows * ro["num_epoch"] // ro["batch_size"])  # ceil
+            r.derive(
+                "rollout.num_rollout",
+                total,
+                f"derived: {rows} prompts x num_epoch {ro['num_epoch']} / batch_size {ro['batch_size']}, rounded up",
+            )
+
+
+def _colocate(r: _Resolver) -> None:
+    cl = r.d["cluster"]
+    actor_gpus = cl["actor_num_nodes"] * cl["actor_num_gpus_per_node"]
+    for key in ("offload_train", "offload_rollout"):
+        if cl[key] is None:
+            r.derive(
+                f"cluster.{key}",
+                cl["colocate"],
+                "colocate: phases time-slice the same GPUs" if cl["colocate"] else "not colocated",
+            )
+    if cl["colocate"]:
+        if cl["rollout_num_gpus"] is not None and cl["rollout_num_gpus"] != actor_gpus:
+            r.warn("cluster.rollout_num_gpus", f"ignored under colocate: rollout uses the {actor_gpus} actor GPUs")
+        r.derive(
+            "cluster.rollout_num_gpus",
+            actor_gpus,
+            f"colocate: rollout shares the actor's {cl['actor_num_nodes']} x {cl['actor_num_gpus_per_node']} GPUs",
+        )
+        if r.get("rollout.mode") == "async":
+            r.problem(
+                "rollout.mode",
+                "async rollout overlaps generation with training, which colocated GPUs cannot do (they time-slice)",
+                "rollout.mode=sync, or cluster.colocate=false",
+                "async",
+            )
+
+
+def _sglang(r: _Resolver) -> None:
+    sg, colocate = r.d["sglang"], r.get("cluster.colocate")
+    if sg["mem_fraction_static"] is None and colocate:
+        r.derive("sglang.mem_fraction_static", 0.8, "colocate: leave Megatron headroom during init, or it OOMs")
+    if colocate:
+        parts = tuple(int(x) for x in sg["version"].split(".")[:3] if x.isdigit())
+        if parts <= (0, 5, 13):
+            name, value = "disable_piecewise_cuda_graph", True
+        else:
+            name, value = "cuda_graph_backend_prefill", "disabled"
+        if name not in sg["extra"]:
+            r.derive(
+                f"sglang.extra.{name}",
+                value,
+                f"colocate: piecewise CUDA graphs OOM on NVLS (flag name for SGLang {sg['version']})",
+            )
+
+
+SAMPLING_KEYS = ("input_key", "label_key", "rm_type", "n_samples", "max_response_len", "temperature", "top_p", "top_k")
+
+
+def _eval_inherit(r: _Resolver) -> None:
+    """Each eval dataset field: dataset's own, else eval's, else rollout's (n_samples has eval's default)."""
+    ev, ro = r.d["eval"], r.d["rollout"]
+    for name, ds in ev["datasets"].items():
+        full = {**EvalDataset.model_construct().model_dump(), **ds}
+        for key in SAMPLING_KEYS:
+            if full.get(key) is not None:
+                continue
+            if ev.get(key) is not None:
+                value, source = ev[key], f"eval.{key}"
+            elif key == "n_samples":
+                value, source = 1, "default"
+            else:
+                value, source = ro[key], f"rollout.{key}"
+            r.derive(f"eval.datasets.{name}.{key}", value, f"inherited from {source}")
+
+
+def _perf(r: _Resolver) -> None:
+    pf, device = r.d["perf"], r.get("cluster.accelerator")
+    tp = pf["tensor_parallel"]
+    if pf["sequence_parallel"] is None:
+        if device == "cpu":
+            r.derive("perf.sequence_parallel", False, "cpu: megatron's sequence parallel needs CUDA")
+        else:
+            r.derive(
+                "perf.sequence_parallel",
+                tp > 1,
+                "TP > 1: always pair TP with sequence parallel (reclaims activation memory)"
+                if tp > 1
+                else "TP = 1: nothing to shard",
+            )
+    elif pf["sequence_parallel"] and device == "cpu":
+        r.problem(
+            "perf.sequence_parallel",
+            "sequence parallel needs CUDA and this run is on CPU",
+            "perf.sequence_parallel=false",
+        )
+    elif pf["sequence_parallel"] and tp == 1:
+        r.warn("perf.sequence_parallel", "has no effect at tensor_parallel 1")
+    if pf["use_dynamic_batch_size"]:
+        if pf["max_tokens_per_gpu"] is None:
+            r.problem(
+                "perf.max_tokens_per_gpu",
+                "dynamic batching packs samples under this token budget, which is unset",
+                "perf.max_tokens_per_gpu=4608 (or perf.use_dynamic_batch_size=false)",
+            )
+        else:
+            r.derivations.append(
+                Derivation(
+                    "perf.micro_batch_size",
+                    pf["micro_batch_size"],
+                    "irrelevant: dynamic batching packs by max_tokens_per_gpu",
+                )
+            )
+            budget = pf["max_tokens_per_gpu"] * pf["context_parallel"]
+            longest = r.get("rollout.max_response_len") + (r.get("rollout.max_prompt_len") or 0)
+            if longest > budget:
+                r.warn(
+                    "perf.max_tokens_per_gpu",
+                    f"a sample can reach {longest} tokens but one micro-batch holds {pf['max_tokens_per_gpu']} x "
+                    f"CP {pf['context_parallel']} = {budget}; such a sample goes alone and may OOM "
+                    "(keep rollout.max_response_len <= max_tokens_per_gpu x context_parallel)",
+                )
+    if pf["recompute_granularity"] == "full" and pf["recompute_method"] is None:
+        r.problem("perf.recompute_method", "full recompute needs a method", "perf.recompute_method=uniform")
+    num_experts = r.get("model.num_experts")
+    if num_experts and num_experts % pf["expert_parallel"]:
+        r.problem(
+            "perf.expert_parallel",
+            f"does not divide model.num_experts {num_experts}",
+            "choose a divisor of the expert count",
+            pf["expert_parallel"],
+        )
+    if not num_experts and (pf["expert_parallel"] > 1 or pf["expert_tensor_parallel"] > 1):
+        r.problem(
+            "perf.expert_parallel",
+            "expert parallelism needs a MoE model (model.num_experts)",
+            "perf.expert_parallel=1 perf.expert_tensor_parallel=1",
+        )
+
+
+def _topology(r: _Resolver) -> None:
+    cl, pf = r.d["cluster"], r.d["perf"]
+    device = r.get("cluster.accelerator")
+    actor = cl["actor_num_nodes"] * cl["actor_num_gpus_per_node"]
+    model_parallel = pf["tensor_parallel"] * pf["pipeline_parallel"] * pf["context_parallel"]
+    if actor % model_parallel:
+        r.problem(
+            "cluster.actor_num_gpus_per_node",
+            f"{cl['actor_num_nodes']} node(s) x {cl['actor_num_gpus_per_node']} GPUs = {actor} actor GPUs, "
+            f"not divisible by TP {pf['tensor_parallel']} x PP {pf['pipeline_parallel']} x "
+            f"CP {pf['context_parallel']} = {model_parallel}",
+            "make the actor GPU count a multiple of it",
+        )
+        return
+    dp = actor // model_parallel
+    gbs = r.get("rollout.global_batch_size")
+    if gbs and gbs % dp:
+        r.problem(
+            "rollout.global_batch_size",
+            f"{gbs} samples do not split evenly over {dp} data-parallel ranks",
+            f"use a multiple of {dp}",
+            gbs,
+        )
+    per_engine = r.get("sglang.rollout_num_gpus_per_engine")
+    if r.get("rollout.engine") == "hf":
+        rollout_gpus, engines = (cl["rollout_num_gpus"] or 0) if not cl["colocate"] else actor, 1
+    else:
+        rollout_gpus = cl["rollout_num_gpus"]
+        if rollout_gpus is None:
+            r.problem(
+                "cluster.rollout_num_gpus",
+                "SGLang engines need GPUs of their own when not colocated",
+                "cluster.rollout_num_gpus=4, or cluster.colocate=true",
+            )
+            return
+        if rollout_gpus % per_engine:
+            r.problem(
+                "cluster.rollout_num_gpus",
+                f"{rollout_gpus} rollout GPUs do not split into engines of "
+                f"{per_engine} GPUs (sglang.rollout_num_gpus_per_engine)",
+                f"use a multiple of {per_engine}",
+                rollout_gpus,
+            )
+            return
+        engines = rollout_gpus // per_engine
+        if device == "cpu":
+            r.problem("rollout.engine", "SGLang serves on GPUs only and this run is on CPU", "rollout.engine=hf")
+    r.topology = {
+        "device": device,
+        "actor_gpus": actor,
+        "data_parallel": dp,
+        "rollout_gpus": rollout_gpus,
+        "num_engines": engines,
+    }
+    r.derivations.append(
+        Derivation("topology.data_parallel", dp, f"derived: {actor} actor GPUs / (TP x PP x CP = {model_parallel})")
+    )
+    if r.get("rollout.engine") == "sglang":
+        r.derivations.append(
+            Derivation(
+                "topology.num_engines", engines, f"derived: {rollout_gpus} rollout GPUs / {per_engine} GPUs per engine"
+            )
+        )
+
+
+GROUP_ESTIMATORS = ("grpo", "gspo", "reinforce_plus_plus_baseline")
+
+
+def _algo(r: _Resolver) -> None:
+    al, ro = r.d["algo"], r.d["rollout"]
+    if al["eps_clip_high"] is None:
+        r.derive("algo.eps_clip_high", al["eps_clip"], "defaults to eps_clip (symmetric clip)")
+    if al["use_kl_loss"]:
+        if not r.get("ckpt.ref_load"):
+            r.problem(
+                "ckpt.ref_load",
+                "algo.use_kl_loss needs the reference model's weights",
+                f"ckpt.ref_load={r.get('ckpt.hf_checkpoint') or '/path/to/ref'} (the HF checkpoint works), "
+                "or algo.use_kl_loss=false",
+            )
+        if al["kl_loss_coef"] == 0:
+            r.derivations.append(Derivation("algo.kl_loss_coef", 0.0, "KL is computed and logged only (monitor)"))
+        if al["kl_coef"] > 0:
+            r.problem(
+                "algo.kl_coef",
+                "reward-level KL and the KL loss both penalise KL; use one",
+                "algo.kl_coef=0 or algo.use_kl_loss=false",
+                al["kl_coef"],
+            )
+    elif al["kl_coef"] > 0 and not r.get("ckpt.ref_load"):
+        r.problem(
+            "ckpt.ref_load",
+            "algo.kl_coef > 0 needs the reference model's weights",
+            "set ckpt.ref_load, or algo.kl_coef=0",
+        )
+    ref = r.get("ckpt.ref_load")
+    if ref and _fp8_checkpoint(ref):
+        r.problem(
+            "ckpt.ref_load",
+            "points at an FP8 checkpoint; the reference must stay BF16 or the KL anchor silently changes",
+            "point ckpt.ref_load at the BF16 weights (FP8 belongs in ckpt.hf_checkpoint)",
+            ref,
+        )
+    if ro["n_samples"] == 1 and al["advantage_estimator"] in GROUP_ESTIMATORS and al["loss_type"] == "policy_loss":
+        r.problem(
+            "rollout.n_samples",
+            f"{al['advantage_estimator']} compares samples within a group; with one "
+            "sample per prompt every advantage is 0",
+            "rollout.n_samples=8 (or more)",
+            1,
+        )
+    if ro["partial_rollout"] and (ro["num_steps_per_rollout"] or 1) > 1 and not al["use_tis"]:
+        r.warn(
+            "rollout.partial_rollout",
+            "resumed samples are off-policy and num_steps_per_rollout > 1 reuses them; "
+            "set algo.use_tis=true to keep the gradient well-behaved",
+        )
+    if (
+        ro["over_sampling_batch_size"] is not None
+        and ro["batch_size"]
+        and ro["over_sampling_batch_size"] < ro["batch_size"]
+    ):
+        r.problem(
+            "rollout.over_sampling_batch_size",
+            f"smaller than batch_size {ro['batch_size']}",
+            f"rollout.over_sampling_batch_size={ro['batch_size'] * 2} (or null)",
+            ro["over_sampling_batch_size"],
+        )
+    if al["loss_type"] == "custom_loss" and not al["custom_loss_function_path"]:
+        r.problem(
+            "algo.custom_loss_function_path",
+            "loss_type=custom_loss needs the function",
+            "algo.custom_loss_function_path=pkg.module.loss",
+        )
+    if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None and al["loss_type"] != "sft_loss":
+        r.problem("rollout.rm_type", "no reward is configured", "rollout.rm_type=math (see the reward hub's list)")
+
+
+def _dotted_paths(r: _Resolver) -> None:
+    from rlpipe.config.dotted import DOTTED_FIELDS, check_dotted
+    from rlpipe.reward import load_custom_reward
+
+    for key in DOTTED_FIELDS:
+        path = r.get(key)
+        if not path:
+            continue
+        if key == "rollout.custom_rm_path":  # the reward hub owns the reward signature rules
+            try:
+                load_custom_reward(path, group_rm=r.get("rollout.group_rm"))
+                error = None
+            except ValueError as exc:
+                error = str(exc)
+        else:
+            error = check_dotted(key, path)
+        if error:
+            r.problem(key, error, "fix the dotted path (module.function) or the function's parameters", path)
+
+
+def _reward_type(r: _Resolver) -> None:
+    from rlpipe.reward import REWARD_TYPES
+
+    for key in ["rollout.rm_type", *(f"eval.datasets.{n}.rm_type" for n in r.d["eval"]["datasets"])]:
+        value = r.get(key)
+        if value is not None and value not in REWARD_TYPES:
+            r.problem(key, "unknown reward type", "one of: " + ", ".join(REWARD_TYPES), value)
+
+
+RULES: tuple[Callable[[_Resolver], None], ...] = (
+    _accelerator,
+    _demo,
+    _model_from_hf,
+    _paths,
+    _batch_knobs,
+    _num_rollout,
+    _colocate,
+    _sglang,
+    _eval_inherit,
+    _perf,
+    _topology,
+    _algo,
+    _dotted_paths,
+    _reward_type,
+)
+
+
+def resolve(cfg: RunConfig, check_paths: bool = True) -> Resolved:
+    """Fill every derivable value, check every cross-field rule, and return the frozen result.
+
+    With check_paths=False (printing a plan for another machine) missing files are warnings, not errors."""
+    r = _Resolver(cfg.model_dump(), check_paths=check_paths)
+    for rule in RULES:
+        rule(r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    try:
+        final = RunConfig.model_validate(r.d)  # validate after every merge: derived values obey the schema too
+    except ValidationError as exc:  # a rule derived an out-of-bounds value: still the user's config to fix
+        from rlpipe.config.load import problems_from_validation
+
+        raise ConfigError(problems_from_validation(exc)) from None
+    return Resolved(final, Topology(**r.topology), tuple(r.derivations), tuple(r.warnings))
