@@ -11,7 +11,7 @@ from typing import Any
 DOTTED_FIELDS: dict[str, tuple[int, str]] = {
     "rollout.dynamic_sampling_filter_path": (2, "f(cfg, samples) -> bool"),
     "rollout.buffer_filter_path": (4, "f(cfg, rollout_id, buffer, num_samples) -> list[Sample]"),
-    "rollout.rollout_function_path": (3, "f(cfg, rollout_id, data_source, evaluation=False) -> list[list[Sample]]"),
+    "rollout.rollout_function_path": (3, "f(cfg, rollout_id, source: RolloutSource) -> list[list[Sample]]"),
     "rollout.custom_rm_path": (2, "checked by rlpipe.reward.load_custom_reward"),
     "algo.custom_loss_function_path": (2, "f(cfg, inputs) -> (loss, metrics)"),
 }

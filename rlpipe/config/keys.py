@@ -62,6 +62,12 @@ def is_known_key(key: str) -> bool:
 def suggest(key: str) -> str:
     """A did-you-mean fix for an unknown key: the nearest schema key, else the valid keys of its group."""
     keys = sorted(schema_keys())
+    if key.startswith(DATASETS_PREFIX) and key.count(".") == 3:  # eval.datasets.<name>.<field>: a dataset's fields
+        dataset, _, leaf = key.rpartition(".")
+        close = difflib.get_close_matches(leaf, list(EvalDataset.model_fields), n=1, cutoff=0.6)
+        if close:
+            return f"did you mean `{dataset}.{close[0]}`?"
+        return "valid keys of an eval dataset: " + ", ".join(EvalDataset.model_fields)
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     if not close:  # compare the last component within the same group ("rollout.samples" -> n_samples)
         group, _, leaf = key.rpartition(".")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,12 +107,17 @@ def _accelerator(r: _Resolver) -> None:
 
 
 def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path, Path]:
-    """(checkpoint folder, train jsonl, eval jsonl) the demo builds; named by a hash of what shapes them."""
+    """(checkpoint folder, train jsonl, eval jsonl) the demo builds; the checkpoint is named by a hash of the
+    architecture and seed, the data files by `rlpipe.data.tasks.task_dataset_paths`."""
+    from rlpipe.data.tasks import task_dataset_paths
+
     cache = Path(demo["cache_dir"])
     arch = json.dumps({k: v for k, v in sorted(model.items()) if k != "name"}, sort_keys=True)
     model_hash = hashlib.sha256(f"{arch}|{demo['seed']}".encode()).hexdigest()[:10]
-    data = cache / f"data-{demo['task']}-{demo['digits']}d-{demo['n_train']}-{demo['n_eval']}-s{demo['seed']}"
-    return cache / f"tiny-qwen2-{model_hash}", data / "train.jsonl", data / "eval.jsonl"
+    train, evalset = task_dataset_paths(
+        cache / "data", demo["task"], demo["n_train"], demo["n_eval"], demo["seed"], demo["digits"]
+    )
+    return cache / f"tiny-qwen2-{model_hash}", train, evalset
 
 
 DEMO_ARCH_FIELDS = (
@@ -214,6 +220,13 @@ def _model_from_hf(r: _Resolver) -> None:
     path = r.get("ckpt.hf_checkpoint")
     hf = read_hf_config(path) if path else None
     if hf is None:
+        if path and r.d["model"]["name"] == "auto" and Path(path).is_dir():  # a missing folder: _paths says so
+            r.path_problem(
+                "ckpt.hf_checkpoint",
+                "model=auto takes the architecture from config.json, which this folder lacks",
+                "point ckpt.hf_checkpoint at a HuggingFace model folder, or choose model=<name>",
+                path,
+            )
         return
     model = r.d["model"]
     for key, theirs in hf_architecture(hf).items():
@@ -354,6 +367,17 @@ def _num_rollout(r: _Resolver) -> None:
             )
 
 
+def _lr_schedule(r: _Resolver) -> None:
+    ro = r.d["rollout"]
+    if r.get("optim.lr_decay_iters") is None and ro["num_rollout"] and ro["num_steps_per_rollout"]:
+        steps = ro["num_rollout"] * ro["num_steps_per_rollout"]
+        r.derive(
+            "optim.lr_decay_iters",
+            steps,
+            f"the whole run: num_rollout {ro['num_rollout']} x num_steps_per_rollout {ro['num_steps_per_rollout']}",
+        )
+
+
 def _colocate(r: _Resolver) -> None:
     cl = r.d["cluster"]
     actor_gpus = cl["actor_num_nodes"] * cl["actor_num_gpus_per_node"]
@@ -386,7 +410,13 @@ def _sglang(r: _Resolver) -> None:
     if sg["mem_fraction_static"] is None and colocate:
         r.derive("sglang.mem_fraction_static", 0.8, "colocate: leave Megatron headroom during init, or it OOMs")
     if colocate:
-        parts = tuple(int(x) for x in sg["version"].split(".")[:3] if x.isdigit())
+        # Leading digits of each part, so "0.5.14rc1" and "0.5.13.post1" compare as 0.5.14 and 0.5.13.
+        parts = tuple(int(m.group()) for x in sg["version"].split(".")[:3] if (m := re.match(r"\d+", x)))
+        if not parts:
+            r.problem(
+                "sglang.version", "is not a version number", "sglang.version=0.5.23 (major.minor.patch)", sg["version"]
+            )
+            return
         if parts <= (0, 5, 13):
             name, value = "disable_piecewise_cuda_graph", True
         else:
@@ -657,6 +687,7 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _paths,
     _batch_knobs,
     _num_rollout,
+    _lr_schedule,
     _colocate,
     _sglang,
     _eval_inherit,

@@ -164,7 +164,7 @@ class RolloutConfig(Group):
     )
     rollout_function_path: str | None = F(
         None,
-        "Dotted path of the rollout function f(cfg, rollout_id, data_source, evaluation=False).",
+        "Dotted path of the rollout function f(cfg, rollout_id, source) -> groups of samples.",
         "--rollout-function-path",
     )
     mode: Literal["sync", "async"] = F(

@@ -1,0 +1,71 @@
+"""Config latency: how long `launch.py` takes to reject a bad config, and to print a resolved one.
+
+The promise (issue 2): every config mistake is caught and explained in under a second, with nothing heavy
+imported. Each case runs as a fresh subprocess, as a user would type it; rounds interleave the cases with a
+bare `python -c pass` baseline so that load from other processes on the machine hits all of them alike.
+
+    python bench/config_latency.py            # 5 rounds, prints a markdown table
+    python bench/config_latency.py --runs 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_S = 1.0
+
+# name -> (argv after the interpreter, the exit code that proves the case did what it says)
+CASES: dict[str, tuple[list[str], int]] = {
+    "baseline `python -c pass`": (["-c", "pass"], 0),
+    "unknown key `rollout.n_sample=8`": (["launch.py", "rollout.n_sample=8"], 2),
+    "bad value `rollout.batch_size=0`": (["launch.py", "rollout.batch_size=0"], 2),
+    "`--cfg job` (default experiment)": (["launch.py", "--cfg", "job"], 0),
+}
+
+
+def time_once(argv: list[str], expected_rc: int) -> float:
+    """Wall seconds of one fresh interpreter running argv; fails loudly if it exits with the wrong code."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != expected_rc:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}, expected {expected_rc}:\n{proc.stderr}")
+    return elapsed
+
+
+def measure(runs: int) -> dict[str, float]:
+    """Median seconds per case over `runs` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(runs):
+        for name, (argv, rc) in CASES.items():
+            times[name].append(time_once(argv, rc))
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="subprocess runs per case (the median is reported)")
+    args = parser.parse_args()
+    medians = measure(args.runs)
+    baseline = medians["baseline `python -c pass`"]
+    print(f"median of {args.runs} runs each, Python {sys.version.split()[0]}, goal <= {GOAL_S:.1f} s\n")
+    print("| case | seconds | x baseline | goal |")
+    print("|---|---:|---:|---|")
+    over = 0
+    for name, seconds in medians.items():
+        is_baseline = name.startswith("baseline")
+        ok = is_baseline or seconds <= GOAL_S
+        over += not ok
+        verdict = "" if is_baseline else ("met" if ok else "OVER")
+        print(f"| {name} | {seconds:.3f} | {seconds / baseline:.1f} | {verdict} |")
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

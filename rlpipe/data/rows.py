@@ -1,0 +1,54 @@
+"""Read dataset rows from jsonl or parquet, with errors that name the file and the line.
+
+Kept apart from `dataset.py` so light callers (the task maker, the SFT warm-up) read rows without importing
+transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """A prompt dataset cannot be read: bad file, malformed row, missing key, or no rows."""
+
+
+def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number from 1, row dict) for each row of a `.jsonl` or `.parquet` file; blank lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file {path} does not exist")
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+    elif path.suffix in (".jsonl", ".json"):
+        yield from _jsonl_rows(path)
+    else:
+        raise DatasetError(f"{path}: unsupported dataset format {path.suffix!r}; use .jsonl or .parquet")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{line_no}: a row must be a JSON object, got {type(row).__name__}")
+            yield line_no, row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
+        raise DatasetError(f"{path}: cannot read parquet file ({e})") from e
+    # Row numbers count from 1 like jsonl lines, so messages read the same for both formats.
+    yield from enumerate(table.to_pylist(), start=1)

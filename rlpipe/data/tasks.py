@@ -1,0 +1,111 @@
+"""Synthetic tasks with verifiable answers, written as prompt datasets for the offline demo.
+
+    reverse   "r123"      -> "321"   (default; the digit string may start with zeros)
+    copy      "c123"      -> "123"
+    add       "12+345="   -> "357"   (operands below 10**digits, written without leading zeros)
+
+Every prompt character is in the tiny model's vocabulary (`rlpipe.data.tiny_model.CHARACTERS`). Rows are
+`{"prompt": [{"role": "user", "content": ...}] | str, "label": answer, "metadata": {"task": ...}}`.
+Splits come from one seeded sample of distinct problems: the first `n_eval` are the eval split and the next
+`n_train` the train split, so they are disjoint and the eval split does not change with `n_train`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from rlpipe.data.rows import read_rows
+
+Task = Literal["reverse", "copy", "add"]
+TASKS: tuple[str, ...] = ("reverse", "copy", "add")
+
+
+def problem_count(task: Task, digits: int) -> int:
+    """How many distinct problems `task` has at this digit count."""
+    _check_task(task, digits)
+    return 10 ** (2 * digits) if task == "add" else 10**digits
+
+
+def make_problem(task: Task, index: int, digits: int) -> tuple[str, str]:
+    """(prompt text, answer) of problem number `index` in [0, problem_count(task, digits))."""
+    if task == "add":
+        a, b = divmod(index, 10**digits)
+        return f"{a}+{b}=", str(a + b)
+    s = f"{index:0{digits}d}"
+    return ("r" + s, s[::-1]) if task == "reverse" else ("c" + s, s)
+
+
+def write_task_dataset(
+    folder: str | Path,
+    task: Task = "reverse",
+    n_train: int = 512,
+    n_eval: int = 64,
+    seed: int = 0,
+    digits: int = 3,
+    as_messages: bool = True,
+) -> tuple[Path, Path]:
+    """Write (or reuse) `<task>...train.jsonl` and `...eval.jsonl` in `folder`; returns (train_path, eval_path).
+
+    The file names carry every argument, so an existing pair is the same data and is reused. Each file is
+    written to a temporary name and renamed into place (atomic).
+    """
+    _check_task(task, digits)
+    train_path, eval_path = task_dataset_paths(folder, task, n_train, n_eval, seed, digits, as_messages)
+    space = problem_count(task, digits)
+    if n_train < 1 or n_eval < 0 or n_train + n_eval > space:
+        raise ValueError(
+            f"task {task!r} with digits={digits} has {space} distinct problems; "
+            f"n_train={n_train} + n_eval={n_eval} must be between 1 and {space}"
+        )
+    train_path.parent.mkdir(parents=True, exist_ok=True)
+    if train_path.is_file() and eval_path.is_file():
+        return train_path, eval_path
+    indices = random.Random(seed).sample(range(space), n_eval + n_train)
+    rows = [_row(task, i, digits, as_messages) for i in indices]
+    _write_jsonl_atomic(eval_path, rows[:n_eval])
+    _write_jsonl_atomic(train_path, rows[n_eval:])
+    return train_path, eval_path
+
+
+def task_dataset_paths(
+    folder: str | Path, task: str, n_train: int, n_eval: int, seed: int, digits: int, as_messages: bool = True
+) -> tuple[Path, Path]:
+    """(train, eval) file paths `write_task_dataset` uses: the names carry every argument."""
+    stem = f"{task}-d{digits}-s{seed}-{n_train}x{n_eval}-{'chat' if as_messages else 'text'}"
+    return Path(folder) / f"{stem}.train.jsonl", Path(folder) / f"{stem}.eval.jsonl"
+
+
+def sft_pairs(path: str | Path) -> Iterator[tuple[str | list[dict[str, str]], str]]:
+    """(prompt, answer) pairs of a task dataset file, for the supervised warm-up (use the train split)."""
+    for _, row in read_rows(path):
+        yield row["prompt"], row["label"]
+
+
+def _row(task: Task, index: int, digits: int, as_messages: bool) -> dict[str, Any]:
+    text, answer = make_problem(task, index, digits)
+    prompt: str | list[dict[str, str]] = [{"role": "user", "content": text}] if as_messages else text
+    return {"prompt": prompt, "label": answer, "metadata": {"task": task}}
+
+
+def _check_task(task: str, digits: int) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
+
+
+def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

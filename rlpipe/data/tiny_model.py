@@ -1,0 +1,165 @@
+"""Build a tiny Qwen2 checkpoint with a character tokenizer, offline, for the CPU demo and the tests.
+
+The checkpoint is an ordinary HF folder (`config.json`, `model.safetensors`, `tokenizer.json`,
+`tokenizer_config.json` with the chat template), so every code path that loads a real model loads this one.
+The tokenizer has one token per character of a small alphabet: digits, the symbols the synthetic tasks use
+(`rlpipe.data.tasks`) and the chat template's role letters, plus pad/bos/eos/unk.
+
+Builds are cached and atomic: the folder holds `rlpipe_tiny_spec.json` (the spec and its hash); a folder built
+from the same spec is reused, and a new build is written to a temporary sibling and renamed into place, so a
+killed build never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+# Bump when the vocabulary, template or config layout changes: it invalidates cached checkpoints.
+FORMAT_VERSION = 1
+SPEC_FILE = "rlpipe_tiny_spec.json"
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# digits; "+" "=" for the add task; "r" "c" task letters; "u" "a" "s" role letters and ":" for the template.
+CHARACTERS = (*"0123456789", "+", "=", ":", "r", "c", "u", "a", "s")
+VOCAB: tuple[str, ...] = (*SPECIAL_TOKENS, *CHARACTERS)
+
+# "<s>u:r123a:" for one user turn: bos, then per message its role's first letter, ":", the content, and eos
+# after assistant turns (so SFT on templated conversations teaches the model to stop). No newlines: every
+# template character is a token the tiny model has to read.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}a:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape and seed of the tiny Qwen2 model (defaults: ~77k parameters)."""
+
+    num_layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 256
+    seed: int = 0
+    tie_word_embeddings: bool = False
+
+    def digest(self) -> str:
+        """Hash of the spec and FORMAT_VERSION: equal digests mean an interchangeable checkpoint."""
+        payload = json.dumps({"format": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def build_tiny_checkpoint(path: Path, spec: TinyModelSpec) -> Path:
+    """Write (or reuse) a tiny Qwen2 checkpoint with tokenizer at `path`; returns `path`.
+
+    Raises FileExistsError if `path` is a non-empty folder that this function did not build.
+    """
+    path = Path(path)
+    if _built_from(path, spec):
+        return path
+    if path.exists() and any(path.iterdir()) and not (path / SPEC_FILE).exists():
+        raise FileExistsError(f"{path} exists and is not an rlpipe tiny checkpoint; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        _write_checkpoint(tmp, spec)
+        if not _built_from(path, spec):  # a concurrent builder may have finished meanwhile
+            _replace_dir(tmp, path)
+    except OSError:
+        # A concurrent builder may have renamed its identical build into place first.
+        if not _built_from(path, spec):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """The character-level tokenizer with the chat template, as a PreTrainedTokenizerFast."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(VOCAB)}, unk_token=UNK))
+    # One pre-token per character (newlines included), then a word-level lookup; Fuse joins on decode.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        chat_template=CHAT_TEMPLATE,
+    )
+    tok.padding_side = "left"
+    return tok
+
+
+def _write_checkpoint(folder: Path, spec: TinyModelSpec) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_char_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(VOCAB),
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        intermediate_size=spec.intermediate,
+        max_position_embeddings=spec.max_position_embeddings,
+        rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    # fork_rng: the seed drives this init only; the caller's global RNG state is restored afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = Qwen2ForCausalLM(config)
+    model.save_pretrained(folder)
+    # save_jinja_files=False keeps the template inside tokenizer_config.json, where every loader looks.
+    tok.save_pretrained(folder, save_jinja_files=False)
+    spec_record = {"digest": spec.digest(), "format": FORMAT_VERSION, "spec": dataclasses.asdict(spec)}
+    (folder / SPEC_FILE).write_text(json.dumps(spec_record, indent=2, sort_keys=True))
+
+
+def _built_from(path: Path, spec: TinyModelSpec) -> bool:
+    spec_file = path / SPEC_FILE
+    if not spec_file.is_file():
+        return False
+    try:
+        return json.loads(spec_file.read_text()).get("digest") == spec.digest()
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename `src` onto `dst`; a stale rlpipe build at `dst` is moved aside first and deleted after."""
+    if dst.exists() and any(dst.iterdir()):
+        stale = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.stale-"))
+        os.replace(dst, stale / "old")
+        try:
+            os.replace(src, dst)
+        finally:
+            shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(src, dst)

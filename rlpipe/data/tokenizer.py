@@ -1,0 +1,65 @@
+"""Load a checkpoint's tokenizer and turn prompts into token ids the way every rlpipe component does.
+
+Loaded with `PreTrainedTokenizerFast` from `tokenizer.json`, not `AutoTokenizer`: transformers 5's
+AutoTokenizer may rebuild a byte-level BPE from a qwen2 folder's config and ignore the saved tokenizer.
+Padding side is not saved with a tokenizer, so it is set here: left, as batched generation needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerFast
+
+Prompt = str | list[dict[str, Any]]
+
+
+def load_tokenizer(hf_checkpoint: str | Path) -> PreTrainedTokenizerFast:
+    """The fast tokenizer saved in `hf_checkpoint` (a local folder), with left padding."""
+    folder = Path(hf_checkpoint)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"tokenizer folder {folder} does not exist")
+    if not (folder / "tokenizer.json").is_file():
+        present = sorted(p.name for p in folder.iterdir())
+        raise FileNotFoundError(
+            f"no tokenizer in {folder}: expected tokenizer.json (and tokenizer_config.json); the folder holds "
+            f"{present}. Save one with tokenizer.save_pretrained({str(folder)!r})."
+        )
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        # Padding positions are masked out, so any id works; EOS is the usual choice (Llama-style checkpoints).
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def special_token_ids(tok: PreTrainedTokenizerFast) -> frozenset[int]:
+    """Ids of all special tokens (pad, bos, eos, unk, extra specials)."""
+    return frozenset(tok.all_special_ids)
+
+
+def encode_prompt(tok: PreTrainedTokenizerFast, prompt: Prompt, apply_chat_template: bool) -> list[int]:
+    """Token ids of a prompt, templated with the checkpoint's chat template (generation prompt appended).
+
+    With templating on, a plain string becomes one user message; with it off, the prompt must be a string and is
+    encoded as-is. `add_special_tokens=False` because the template already places bos/eos where it wants them.
+    """
+    if apply_chat_template:
+        if tok.chat_template is None:
+            raise ValueError(f"the tokenizer from {tok.name_or_path!r} has no chat template; turn templating off")
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    elif isinstance(prompt, str):
+        text = prompt
+    else:
+        raise ValueError("a prompt given as chat messages needs apply_chat_template=True")
+    return tok.encode(text, add_special_tokens=False)
+
+
+def encode_sft_pair(tok: PreTrainedTokenizerFast, prompt: Prompt, answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) for supervised warm-up: templated prompt, then the answer followed by EOS."""
+    return encode_prompt(tok, prompt, apply_chat_template=True), [
+        *tok.encode(answer, add_special_tokens=False),
+        tok.eos_token_id,
+    ]

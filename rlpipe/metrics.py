@@ -1,0 +1,89 @@
+"""Where metrics go: metrics.jsonl always, TensorBoard and wandb when switched on, and the reward-curve PNG.
+
+Each record is `{"rollout_id": k, "phase": "train"|"eval"|"warmup", ...floats}`. Secrets never enter a record
+or a saved config: wandb reads its key from the environment itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rlpipe.config.schema import LogConfig
+
+
+class MetricsLogger:
+    """Appends one JSON line per record; mirrors scalars to TensorBoard / wandb as configured."""
+
+    def __init__(self, run_dir: Path, log: LogConfig, run_name: str, resume_from: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.plot_path = run_dir / "reward_curve.png"
+        # A resumed run rewrites history from its checkpoint on: drop records of rollouts it will redo.
+        kept = [r for r in self.read(self.path) if resume_from is not None and r.get("rollout_id", -1) < resume_from]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._tb = None
+        if log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self._wandb = None
+        if log.wandb:
+            import wandb  # optional dependency; the config check reports it missing before the run starts
+
+            self._wandb = wandb.init(
+                project=log.wandb_project,
+                group=log.wandb_group,
+                name=run_name,
+                mode=log.wandb_mode,
+                dir=str(run_dir),
+            )
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def log(self, phase: str, step: int, metrics: dict[str, float]) -> None:
+        record = {"phase": phase, "rollout_id": step, **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        scalars = {f"{phase}/{k}": v for k, v in metrics.items() if math.isfinite(float(v))}
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def plot(self) -> Path:
+        """Reward per rollout (and eval reward) as a PNG beside metrics.jsonl."""
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: render to a file
+        import matplotlib.pyplot as plt
+
+        records = self.read(self.path)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [r for r in records if r["phase"] == "train"]
+        ax.plot([r["rollout_id"] for r in train], [r["reward_mean"] for r in train], label="sampled reward (train)")
+        evals = [r for r in records if r["phase"] == "eval"]
+        for key in sorted({k for r in evals for k in r if k.endswith("/reward_mean")}):
+            points = [(r["rollout_id"], r[key]) for r in evals if key in r]
+            ax.plot(*zip(*points, strict=True), marker="o", label=f"eval {key.split('/')[0]}")
+        ax.set_xlabel("rollout")
+        ax.set_ylabel("mean reward")
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=110)
+        plt.close(fig)
+        return self.plot_path
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,29 @@
+"""The end-of-run report: what moved, and where the files are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlpipe.loop import Summary
+
+
+def print_report(summary: Summary, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rlpipe: run finished", title_justify="left")
+    table.add_column("metric", style="cyan")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    n = min(10, summary.last_rollout - summary.first_rollout)
+    table.add_row(
+        f"sampled reward (mean of first / last {n} rollouts)",
+        f"{summary.reward_first:.3f}",
+        f"{summary.reward_last:.3f}",
+    )
+    for key in sorted(summary.eval_after):
+        before = summary.eval_before.get(key)
+        table.add_row(f"eval {key}", "-" if before is None else f"{before:.3f}", f"{summary.eval_after[key]:.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"metrics: {run_dir / 'metrics.jsonl'}   plot: {run_dir / 'reward_curve.png'}")

@@ -1,0 +1,53 @@
+"""Running one resolved job in this process: check support, show the plan, build, loop, report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rlpipe.config import ConfigError, Resolved
+from rlpipe.config.render import print_summary, to_yaml
+from rlpipe.support import unsupported
+
+
+def run_job(run: Resolved) -> int:
+    problems = unsupported(run)
+    if problems:
+        print(ConfigError(problems).render(), file=sys.stderr)
+        return 2
+    cfg = run.cfg
+    print_summary(run)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
+
+    import torch  # heavy imports only from here on
+
+    from rlpipe.data.tokenizer import load_tokenizer
+    from rlpipe.loop import Loop
+    from rlpipe.report import print_report
+    from rlpipe.rollout.hf_engine import HFEngine
+    from rlpipe.train import distributed
+    from rlpipe.train.setup import trainer_spec
+    from rlpipe.train.trainer import MegatronTrainer
+
+    if cfg.demo is not None:
+        from rlpipe.data.demo import build_demo_assets
+
+        build_demo_assets(cfg)
+    if run.topology.device == "cpu":
+        torch.set_num_threads(1)  # measured: one thread beats two for this size of model on 2 cores
+    assert cfg.ckpt.hf_checkpoint is not None
+    distributed.init_single_process()
+    try:
+        trainer = MegatronTrainer(trainer_spec(cfg))
+        if cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0:
+            assert cfg.ckpt.ref_load is not None
+            trainer.load_reference(Path(cfg.ckpt.ref_load))
+        engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+        loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)
+        summary = loop.train()
+    finally:
+        distributed.teardown()
+    print_report(summary, run_dir)
+    return 0

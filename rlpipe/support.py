@@ -1,0 +1,68 @@
+"""What this version can run: resolved configs that ask for a mode not built yet fail here, before any
+heavy import, with the key, why, and what to do instead (each names the issue that tracks it)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from rlpipe.config import Problem, Resolved
+
+
+def unsupported(run: Resolved) -> list[Problem]:
+    cfg, topo = run.cfg, run.topology
+    p: list[Problem] = []
+
+    def no(key: str, why: str, fix: str) -> None:
+        p.append(Problem(key, why, fix))
+
+    if cfg.cluster.backend == "ray":
+        no(
+            "cluster.backend",
+            "Ray placement is not built yet (issue: Ray placement and actors)",
+            "cluster.backend=local",
+        )
+    if cfg.rollout.engine == "sglang":
+        no("rollout.engine", "the SGLang engine is not built yet (issue: SGLang rollout engines)", "rollout.engine=hf")
+    if cfg.rollout.mode == "async":
+        no("rollout.mode", "async rollout is not built yet (issue: execution modes)", "rollout.mode=sync")
+    if cfg.rollout.over_sampling_batch_size or cfg.rollout.dynamic_sampling_filter_path:
+        no(
+            "rollout.over_sampling_batch_size",
+            "dynamic sampling is not built yet (issue: execution modes)",
+            "rollout.over_sampling_batch_size=null rollout.dynamic_sampling_filter_path=null",
+        )
+    if cfg.rollout.partial_rollout:
+        no(
+            "rollout.partial_rollout",
+            "partial rollout is not built yet (issue: execution modes)",
+            "rollout.partial_rollout=false",
+        )
+    if cfg.algo.advantage_estimator in ("ppo", "on_policy_distillation"):
+        no(
+            "algo.advantage_estimator",
+            f"{cfg.algo.advantage_estimator} needs a critic / teacher model, not built yet (issue: RL algorithms)",
+            "algo=grpo (or gspo, reinforce_plus_plus, reinforce_plus_plus_baseline)",
+        )
+    if cfg.algo.loss_type != "policy_loss":
+        no(
+            "algo.loss_type",
+            f"{cfg.algo.loss_type} as the RL-phase loss is not built yet; a supervised phase is declared with `warmup`",
+            "algo.loss_type=policy_loss",
+        )
+    if cfg.perf.pipeline_parallel > 1 or cfg.perf.context_parallel > 1:
+        no(
+            "perf.pipeline_parallel",
+            "pipeline and context parallelism are not built yet (issue: Megatron trainer in depth)",
+            "perf.pipeline_parallel=1 perf.context_parallel=1",
+        )
+    if cfg.cluster.backend == "local" and topo.actor_gpus > 1:
+        no(
+            "cluster.actor_num_gpus_per_node",
+            f"the local backend runs one trainer process, not {topo.actor_gpus}",
+            "cluster.actor_num_nodes=1 cluster.actor_num_gpus_per_node=1 (TP/DP > 1 need the Ray backend)",
+        )
+    if cfg.perf.bf16 and topo.device == "cpu":
+        no("perf.bf16", "bf16 training on CPU is slow and untested here", "perf.bf16=false")
+    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
+        no("log.wandb", "wandb is not installed", "pip install wandb, or log.wandb=false")
+    return p

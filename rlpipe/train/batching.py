@@ -1,0 +1,92 @@
+"""Split a batch of token sequences into micro-batches and lay each out as model input.
+
+Two layouts give the same log-probs:
+  * padded (fixed `micro_batch_size`): rows [b, s], right-padded; Megatron's default causal mask is enough
+    because padding after a sequence cannot affect its positions.
+  * packed (`use_dynamic_batch_size`): one row [1, T] holding several sequences back to back, position ids
+    restarting per sequence and a block-diagonal causal mask. Miles packs into THD with TransformerEngine;
+    without TE an explicit [1, 1, T, T] mask computes the same thing (no padding FLOPs, exact token cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where one sample sits in a micro-batch: row, first position, length, and where its response starts."""
+
+    row: int
+    offset: int
+    length: int
+    response_start: int
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Model input for one micro-batch. `indices` are positions in the caller's batch, in `spans` order."""
+
+    indices: list[int]
+    spans: list[Span]
+    tokens: torch.Tensor  # [b, s] int64
+    position_ids: torch.Tensor  # [b, s] int64
+    attention_mask: torch.Tensor | None  # [b, 1, s, s] bool, True = masked; None = default causal mask
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Next-token targets: labels[:, j] = tokens[:, j + 1] (the last column is a dummy 0)."""
+        return torch.nn.functional.pad(self.tokens[:, 1:], (0, 1))  # [b, s]
+
+
+def split_fixed(n: int, micro_batch_size: int) -> list[list[int]]:
+    """Consecutive groups of micro_batch_size indices (the last one may be smaller)."""
+    return [list(range(i, min(i + micro_batch_size, n))) for i in range(0, n, micro_batch_size)]
+
+
+def split_by_tokens(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Greedy, in order: add a sample to the current micro-batch while the token total stays <= max_tokens.
+
+    A sample longer than max_tokens goes alone in its own micro-batch.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, length in enumerate(lengths):
+        if current and used + length > max_tokens:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def padded_micro_batch(seqs: list[list[int]], response_starts: list[int], indices: list[int]) -> MicroBatch:
+    """Right-padded rows [b, max_len] (pad id 0) under the default causal mask."""
+    width = max(len(seqs[i]) for i in indices)
+    tokens = torch.zeros(len(indices), width, dtype=torch.long)
+    spans = []
+    for row, i in enumerate(indices):
+        tokens[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+        spans.append(Span(row=row, offset=0, length=len(seqs[i]), response_start=response_starts[i]))
+    position_ids = torch.arange(width).unsqueeze(0).expand(len(indices), -1)
+    return MicroBatch(indices, spans, tokens, position_ids, attention_mask=None)
+
+
+def packed_micro_batch(seqs: list[list[int]], response_starts: list[int], indices: list[int]) -> MicroBatch:
+    """All sequences concatenated in one row [1, T] with a block-diagonal causal mask."""
+    total = sum(len(seqs[i]) for i in indices)
+    tokens = torch.tensor([t for i in indices for t in seqs[i]], dtype=torch.long).unsqueeze(0)  # [1, T]
+    position_ids = torch.cat([torch.arange(len(seqs[i])) for i in indices]).unsqueeze(0)  # [1, T]
+    allowed = torch.zeros(total, total, dtype=torch.bool)
+    spans, offset = [], 0
+    for i in indices:
+        n = len(seqs[i])
+        allowed[offset : offset + n, offset : offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        spans.append(Span(row=0, offset=offset, length=n, response_start=response_starts[i]))
+        offset += n
+    return MicroBatch(indices, spans, tokens, position_ids, attention_mask=~allowed[None, None])

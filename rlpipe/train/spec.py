@@ -1,0 +1,67 @@
+"""`TrainerSpec`: the plain values the Megatron trainer needs, filled by the lead from the resolved RunConfig.
+
+Kept free of pydantic and torch so it pickles into Ray actors and can be built in tests by hand. The config
+layer owns defaults, documentation of user-facing keys and cross-field validation; this record only checks
+that each enumeration holds a value the trainer implements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ParamsDtype = Literal["fp32", "bf16"]
+Recompute = Literal["full", "selective"]
+OptimizerName = Literal["adam", "sgd"]
+LrDecayStyle = Literal["constant", "linear", "cosine"]
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """Everything `MegatronTrainer` reads. Field meanings follow Megatron's flags of the same name.
+
+    No defaults on purpose: the config layer owns them (one place, documented); this record only carries them.
+    """
+
+    hf_checkpoint: Path  # HF folder: config.json (architecture) and *.safetensors (weights for load_hf)
+    tensor_parallel: int
+    pipeline_parallel: int
+    context_parallel: int
+    sequence_parallel: bool  # forced off on CPU (needs CUDA-only fused collectives in practice)
+    params_dtype: ParamsDtype
+    micro_batch_size: int  # samples per micro-batch when use_dynamic_batch_size is False
+    use_dynamic_batch_size: bool  # pack samples into micro-batches of <= max_tokens_per_gpu tokens
+    max_tokens_per_gpu: int | None  # token cap of one packed micro-batch (dynamic batch size only)
+    recompute_granularity: Recompute | None
+    recompute_method: Literal["uniform", "block"] | None
+    recompute_num_layers: int | None
+    optimizer: OptimizerName
+    lr: float
+    min_lr: float
+    lr_decay_style: LrDecayStyle
+    lr_warmup_iters: int
+    lr_decay_iters: int | None  # required for linear / cosine decay
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    sgd_momentum: float  # only read when optimizer == "sgd"
+    clip_grad: float
+    use_distributed_optimizer: bool
+    seed: int
+    temperature: float  # logits / temperature before log-softmax, matching the rollout sampler
+
+    def __post_init__(self) -> None:
+        if self.params_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"params_dtype={self.params_dtype!r}: expected 'fp32' or 'bf16'")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer={self.optimizer!r}: expected 'adam' or 'sgd'")
+        if self.lr_decay_style not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_decay_style={self.lr_decay_style!r}: expected constant, linear or cosine")
+        if self.lr_decay_style != "constant" and not self.lr_decay_iters:
+            raise ValueError(f"lr_decay_style={self.lr_decay_style!r} needs lr_decay_iters > 0")
+        if self.use_dynamic_batch_size and not self.max_tokens_per_gpu:
+            raise ValueError("use_dynamic_batch_size needs max_tokens_per_gpu > 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0")

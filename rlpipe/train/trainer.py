@@ -1,0 +1,411 @@
+"""`MegatronTrainer`: a Megatron-core GPT model, DDP, optimizer and LR schedule behind four verbs.
+
+    load_hf(path)              HF safetensors -> this rank's Megatron shards (start of a run)
+    compute_log_probs(...)     per-sample response log-probs (and entropies), no grad
+    train_step(...)            one optimizer step over this rank's share of the global batch
+    hf_named_tensors()         full HF-named weights on every rank (pushed to the rollout engines)
+    save_checkpoint / load_checkpoint
+
+Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor and data parallelism
+on CPU (gloo) and GPU; pipeline and context parallelism are not implemented yet (the constructor refuses them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from safetensors.torch import load_file
+from transformers import AutoConfig
+
+from rlpipe.train.batching import MicroBatch, packed_micro_batch, padded_micro_batch, split_by_tokens, split_fixed
+from rlpipe.train.cpu_shim import apply_cpu_patches
+from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
+from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
+from rlpipe.train.spec import TrainerSpec
+from rlpipe.train.weights import hf_to_megatron, megatron_to_hf
+
+LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+
+
+class MegatronTrainer:
+    """The policy model under training; one instance per rank, all ranks calling the same methods in step."""
+
+    def __init__(self, spec: TrainerSpec) -> None:
+        if spec.pipeline_parallel != 1 or spec.context_parallel != 1:
+            raise NotImplementedError("MegatronTrainer supports tensor and data parallelism only (pp = cp = 1)")
+        apply_cpu_patches()
+        self.spec = spec
+        self.hf_config = AutoConfig.from_pretrained(spec.hf_checkpoint)
+        tensor_parallel.model_parallel_cuda_manual_seed(spec.seed)
+        self.config = transformer_config_from_hf(self.hf_config, spec)
+        self.model = DistributedDataParallel(
+            self.config,
+            DistributedDataParallelConfig(
+                grad_reduce_in_fp32=True, use_distributed_optimizer=spec.use_distributed_optimizer
+            ),
+            build_gpt_model(self.hf_config, self.config),
+        )
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer=spec.optimizer,
+                lr=spec.lr,
+                min_lr=spec.min_lr,
+                weight_decay=spec.weight_decay,
+                adam_beta1=spec.adam_beta1,
+                adam_beta2=spec.adam_beta2,
+                adam_eps=spec.adam_eps,
+                sgd_momentum=spec.sgd_momentum,
+                clip_grad=spec.clip_grad,
+                bf16=spec.params_dtype == "bf16",
+                params_dtype=self.config.params_dtype,
+                use_distributed_optimizer=spec.use_distributed_optimizer,
+            ),
+            [self.model],
+        )
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer,
+            init_lr=0.0 if spec.lr_warmup_iters else spec.lr,
+            max_lr=spec.lr,
+            min_lr=spec.min_lr,
+            lr_warmup_steps=spec.lr_warmup_iters,
+            lr_decay_steps=spec.lr_decay_iters or 1,  # unused by "constant"; the spec requires it otherwise
+            lr_decay_style=spec.lr_decay_style,
+            start_wd=spec.weight_decay,
+            end_wd=spec.weight_decay,
+            wd_incr_steps=1,
+            wd_incr_style="constant",
+        )
+        # What Megatron's training loop wires into the config: without finalize_model_grads the DDP grad
+        # all-reduce never runs; no_sync defers it to the last micro-batch; grad_scale_func is the loss scale.
+        self.config.finalize_model_grads_func = finalize_model_grads
+        self.config.no_sync_func = self.model.no_sync
+        self.config.grad_scale_func = self.optimizer.scale_loss
+        self._reference: dict[str, torch.Tensor] | None = None  # frozen KL anchor, see load_reference
+
+    # ----- weights -----
+
+    @property
+    def _module(self) -> torch.nn.Module:
+        return self.model.module  # the GPTModel inside DDP: parameter names without the "module." prefix
+
+    def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
+        """Every *.safetensors file of an HF checkpoint folder, as this rank's Megatron shards."""
+        hf_state = {}
+        for file in sorted(Path(path).glob("*.safetensors")):
+            hf_state.update(load_file(file))
+        if not hf_state:
+            raise FileNotFoundError(f"no *.safetensors weights in {path}")
+        return hf_to_megatron(
+            hf_state,
+            self.hf_config,
+            parallel_state.get_tensor_model_parallel_rank(),
+            parallel_state.get_tensor_model_parallel_world_size(),
+        )
+
+    @torch.no_grad()
+    def load_hf(self, path: Path) -> None:
+        """Load an HF checkpoint's weights into this rank's shards (the start-of-run conversion)."""
+        shards = self._hf_shards(path)
+        params = dict(self._module.named_parameters())
+        if params.keys() != shards.keys():
+            raise KeyError(f"HF -> Megatron names differ: {sorted(params.keys() ^ shards.keys())}")
+        for name, param in params.items():
+            param.copy_(shards[name])
+        self.optimizer.reload_model_params()  # refresh the optimizer's fp32 main copies (bf16 / distributed)
+
+    @torch.no_grad()
+    def load_reference(self, path: Path) -> None:
+        """Keep an HF checkpoint's weights, converted to this rank's shards, as the frozen KL reference.
+
+        Held on the CPU and swapped into the model only while reference log-probs are computed (as Miles
+        does), so the reference costs host memory, not a second model on the device.
+        """
+        self._reference = {name: t.cpu() for name, t in self._hf_shards(path).items()}
+
+    @torch.no_grad()
+    def compute_ref_log_probs(self, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
+        """Like `compute_log_probs`, under the reference weights (`load_reference` first)."""
+        if self._reference is None:
+            raise RuntimeError("no reference weights: call load_reference(ckpt.ref_load) first")
+        params = dict(self._module.named_parameters())
+        actor = {name: p.detach().cpu().clone() for name, p in params.items()}
+        try:
+            for name, p in params.items():
+                p.copy_(self._reference[name])
+            return self.compute_log_probs(seqs, response_starts)
+        finally:
+            for name, p in params.items():
+                p.copy_(actor[name])
+
+    def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Full HF-named weights, gathered over the TP group; every rank gets the whole list."""
+        group = parallel_state.get_tensor_model_parallel_group()
+        return list(megatron_to_hf(self._module.named_parameters(), self.hf_config, group))
+
+    # ----- forward passes -----
+
+    def _micro_batches(self, seqs: list[list[int]], response_starts: list[int]) -> list[MicroBatch]:
+        bad = [i for i, (s, r) in enumerate(zip(seqs, response_starts, strict=True)) if not 1 <= r <= len(s)]
+        if bad:  # the first response token needs at least one token before it to be scored
+            raise ValueError(f"samples {bad}: response_start must lie in [1, len(seq)]")
+        if self.spec.use_dynamic_batch_size:
+            groups = split_by_tokens([len(s) for s in seqs], self.spec.max_tokens_per_gpu)
+            return [packed_micro_batch(seqs, response_starts, g) for g in groups]
+        groups = split_fixed(len(seqs), self.spec.micro_batch_size)
+        return [padded_micro_batch(seqs, response_starts, g) for g in groups]
+
+    def _response_stats(
+        self, mb: MicroBatch, logits: torch.Tensor, with_entropy: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-sample log-probs (and entropies) of the response tokens: logits at position j score token j+1."""
+        logits = prepare_logits(logits, self.hf_config.vocab_size, self.spec.temperature)  # [b, s, V/T]
+        log_probs = token_log_probs(logits, mb.labels.to(logits.device))  # [b, s]
+        entropy = token_entropy(logits) if with_entropy else None  # [b, s]
+        lps, ents = [], []
+        for span in mb.spans:
+            # Response tokens sit at offset+response_start .. offset+length-1; their predictors one earlier.
+            sl = slice(span.offset + span.response_start - 1, span.offset + span.length - 1)
+            lps.append(log_probs[span.row, sl])
+            if entropy is not None:
+                ents.append(entropy[span.row, sl])
+        return lps, ents
+
+    def _run(
+        self,
+        micro_batches: list[MicroBatch],
+        on_output: Callable[[MicroBatch, torch.Tensor], tuple[torch.Tensor, dict]],
+        forward_only: bool,
+    ) -> list[dict]:
+        """Run Megatron's schedule over the micro-batches; returns what `on_output` reported for each."""
+        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        batches = iter(micro_batches)
+
+        def forward_step(_data_iterator: object, model: torch.nn.Module) -> tuple[torch.Tensor, Callable]:
+            mb = next(batches)
+            mask = mb.attention_mask.to(device) if mb.attention_mask is not None else None
+            logits = model(mb.tokens.to(device), mb.position_ids.to(device), mask)  # [b, s, V/T]
+            return logits, lambda output: on_output(mb, output)
+
+        return get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=None,
+            model=[self.model],
+            num_microbatches=len(micro_batches),
+            seq_length=max(mb.tokens.shape[1] for mb in micro_batches),
+            micro_batch_size=max(mb.tokens.shape[0] for mb in micro_batches),
+            forward_only=forward_only,
+        )
+
+    @torch.no_grad()
+    def compute_log_probs(
+        self, seqs: list[list[int]], response_starts: list[int], with_entropy: bool = False
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Log-probs of each sample's response tokens given everything before them: [len - start] per sample.
+
+        With `with_entropy`, also the per-token entropies of the same positions, as (log_probs, entropies).
+        """
+
+        def collect(mb: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            lps, ents = self._response_stats(mb, logits, with_entropy)
+            return torch.zeros((), device=logits.device), {"indices": mb.indices, "log_probs": lps, "entropy": ents}
+
+        self.model.eval()
+        outputs = self._run(self._micro_batches(seqs, response_starts), collect, forward_only=True)
+        log_probs: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+        entropies: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+        for out in outputs:
+            for k, i in enumerate(out["indices"]):
+                log_probs[i] = out["log_probs"][k].cpu()
+                if with_entropy:
+                    entropies[i] = out["entropy"][k].cpu()
+        return (log_probs, entropies) if with_entropy else log_probs
+
+    # ----- training -----
+
+    def train_step(
+        self, seqs: list[list[int]], response_starts: list[int], loss_fn: LossFn, lr: float | None = None
+    ) -> dict[str, float]:
+        """One optimizer step over this data-parallel rank's share of the global batch.
+
+        With `lr`, the step runs at that fixed learning rate and does not advance the LR schedule (the
+        supervised warm-up uses this, so the RL schedule starts at its own step 0).
+
+        `loss_fn(sample_indices, log_probs, entropies)` returns one micro-batch's contribution to the global loss
+        (already divided by the global denominator) and metrics; indices point into `seqs`. Returns the metrics
+        summed over micro-batches (this rank only) plus grad_norm and the lr this step used.
+        """
+        micro_batches = self._micro_batches(seqs, response_starts)
+        # Megatron's schedule divides each micro-batch loss by num_microbatches, and DDP averages gradients over
+        # the data-parallel ranks. Multiplying both back makes the gradient that of the sum of the loss_fn
+        # contributions over all micro-batches and ranks, i.e. of the global loss.
+        undo_averaging = len(micro_batches) * parallel_state.get_data_parallel_world_size()
+
+        def loss_of(mb: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            lps, ents = self._response_stats(mb, logits, with_entropy=True)
+            loss, metrics = loss_fn(mb.indices, lps, ents)
+            return loss * undo_averaging, {k: v.detach() for k, v in metrics.items()}
+
+        self.model.train()
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        outputs = self._run(micro_batches, loss_of, forward_only=False)
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        used_lr = self.optimizer.param_groups[0]["lr"]
+        _, grad_norm, _ = self.optimizer.step()
+        if lr is None:
+            self.scheduler.step(increment=1)
+        else:  # put the schedule's values back untouched
+            for group, value in zip(self.optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = value
+        summed: dict[str, float] = {}
+        for out in outputs:
+            for key, value in out.items():
+                summed[key] = summed.get(key, 0.0) + float(value)
+        return {**summed, "grad_norm": float(grad_norm), "lr": float(used_lr)}
+
+    # ----- checkpoints -----
+
+    def save_checkpoint(self, directory: Path, iteration: int, extra_state: dict | None = None) -> None:
+        """Write iter_{iteration:07d}/ and latest_checkpointed_iteration.txt under `directory` atomically.
+
+        `extra_state` (JSON-able: the loop's data cursor, say) is saved inside the same folder, so it can
+        never disagree with the weights it belongs to.
+
+        Megatron's legacy layout: mp_rank_{tp:02d}/model_optim_rng.pt (model, optimizer, scheduler; written by
+        data-parallel rank 0); beside it each rank's RNG state in rng_dp{dp:03d}.pt and, for the distributed
+        optimizer, its shard in distrib_optim_dp{dp:03d}.pt (the torch optimizer state over that shard and the
+        fp32 main params: megatron 0.16's gathered `save_parameter_state` format cannot be loaded back with
+        torch's Adam, whose per-parameter "step" it drops). Files land in a temp folder that is fsynced, then
+        renamed into place; the tracker file is replaced last, so a crash leaves the previous checkpoint as the
+        latest. Resume needs the same TP/DP layout. Megatron's resharding torch_dist format is a later issue.
+        """
+        directory = Path(directory)
+        final = directory / f"iter_{iteration:07d}"
+        tmp = directory / f"iter_{iteration:07d}.tmp"
+        rank0 = dist.get_rank() == 0
+        if rank0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        shard = tmp / f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
+        dp_rank = parallel_state.get_data_parallel_rank()
+        if dp_rank == 0:
+            shard.mkdir(exist_ok=True)
+            state = {
+                "iteration": iteration,
+                "extra_state": extra_state or {},
+                "model": self._module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "opt_param_scheduler": self.scheduler.state_dict(),
+            }
+            _save_synced(state, shard / "model_optim_rng.pt")
+        dist.barrier()
+        if self.spec.use_distributed_optimizer:
+            _save_synced(_optimizer_shards(self.optimizer), shard / f"distrib_optim_dp{dp_rank:03d}.pt")
+        _save_synced(_rng_state(), shard / f"rng_dp{dp_rank:03d}.pt")
+        dist.barrier()
+        if rank0:
+            for folder in [*tmp.iterdir(), tmp]:
+                _fsync_dir(folder)
+            shutil.rmtree(final, ignore_errors=True)  # re-saving an iteration replaces it
+            os.replace(tmp, final)
+            tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
+            tracker_tmp.write_text(str(iteration))
+            _fsync_file(tracker_tmp)
+            os.replace(tracker_tmp, directory / TRACKER_FILE)
+            _fsync_dir(directory)
+        dist.barrier()
+
+    @torch.no_grad()  # the distributed optimizer copies into views of the (grad-requiring) parameters
+    def load_checkpoint(self, directory: Path) -> tuple[int, dict] | None:
+        """Restore model, optimizer, scheduler and RNG from the latest checkpoint.
+
+        Returns (iteration, extra_state given to save_checkpoint), or None when `directory` holds none."""
+        tracker = Path(directory) / TRACKER_FILE
+        if not tracker.exists():
+            return None
+        iteration = int(tracker.read_text().strip())
+        shard = (
+            Path(directory) / f"iter_{iteration:07d}" / f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
+        )
+        state = torch.load(shard / "model_optim_rng.pt", map_location="cpu", weights_only=False)
+        self._module.load_state_dict(state["model"])
+        self.optimizer.reload_model_params()
+        self.optimizer.load_state_dict(state["optimizer"])
+        dp_rank = parallel_state.get_data_parallel_rank()
+        if self.spec.use_distributed_optimizer:
+            _load_optimizer_shards(self.optimizer, torch.load(shard / f"distrib_optim_dp{dp_rank:03d}.pt"))
+        self.scheduler.load_state_dict(state["opt_param_scheduler"])
+        _set_rng_state(torch.load(shard / f"rng_dp{dp_rank:03d}.pt", weights_only=False))
+        return iteration, state.get("extra_state", {})
+
+
+def _rng_state() -> dict:
+    """Host, device and Megatron tracker RNG states of this rank."""
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _inner_optimizers(optimizer: object) -> list:
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _optimizer_shards(optimizer: object) -> list[dict]:
+    """This rank's distributed-optimizer shard: torch optimizer state and fp32 main params, per chained optimizer."""
+    return [
+        {
+            "torch": inner.optimizer.state_dict(),
+            "main_params": [p.detach().clone() for group in inner.optimizer.param_groups for p in group["params"]],
+        }
+        for inner in _inner_optimizers(optimizer)
+    ]
+
+
+def _load_optimizer_shards(optimizer: object, shards: list[dict]) -> None:
+    for inner, saved in zip(_inner_optimizers(optimizer), shards, strict=True):
+        inner.optimizer.load_state_dict(saved["torch"])
+        params = [p for group in inner.optimizer.param_groups for p in group["params"]]
+        for param, value in zip(params, saved["main_params"], strict=True):
+            param.copy_(value)
+
+
+def _save_synced(obj: object, path: Path) -> None:
+    torch.save(obj, path)
+    _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,163 @@
+"""From rewarded samples to optimizer steps: log-probs -> advantages -> loss -> step, for RL and for SFT.
+
+The trainer knows tokens and losses; `rlpipe.algo` knows the math; this module joins them for one rollout:
+
+    old log-probs (trainer, no grad) [+ reference log-probs with KL] -> advantages over the whole rollout
+    -> num_steps_per_rollout optimizer steps of global_batch_size samples each, in rollout order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, fields
+
+import torch
+
+from rlpipe.algo import (
+    AdvantageConfig,
+    AdvantageInputs,
+    AlgoSettings,
+    LossReduction,
+    compute_advantages,
+    compute_policy_loss,
+    group_reward_stats,
+    kl_penalty,
+    sft_loss,
+)
+from rlpipe.config.schema import RunConfig
+from rlpipe.data.sample import Sample
+from rlpipe.train.trainer import MegatronTrainer
+
+
+@dataclass
+class TrainBatch:
+    """Token-level view of a list of samples, shapes per sample i: [R_i] response tokens."""
+
+    seqs: list[list[int]]  # prompt + response ids
+    response_starts: list[int]  # index of the first response token in seqs[i]
+    loss_masks: list[torch.Tensor]  # [R_i] float, 1 = trained on
+
+    @classmethod
+    def of(cls, samples: list[Sample]) -> TrainBatch:
+        masks = [torch.tensor(s.loss_mask or [1] * s.response_length, dtype=torch.float32) for s in samples]
+        return cls([s.tokens for s in samples], [len(s.prompt_tokens) for s in samples], masks)
+
+    def select(self, indices: list[int]) -> TrainBatch:
+        return TrainBatch(
+            [self.seqs[i] for i in indices],
+            [self.response_starts[i] for i in indices],
+            [self.loss_masks[i] for i in indices],
+        )
+
+
+def algo_settings(cfg: RunConfig) -> AlgoSettings:
+    a = cfg.algo
+    assert a.eps_clip_high is not None  # resolved
+    return AlgoSettings(
+        advantage_estimator=a.advantage_estimator,
+        eps_clip=a.eps_clip,
+        eps_clip_high=a.eps_clip_high,
+        eps_clip_c=a.eps_clip_c,
+        use_kl_loss=a.use_kl_loss,
+        kl_loss_coef=a.kl_loss_coef,
+        kl_loss_type=a.kl_loss_type,
+        entropy_coef=a.entropy_coef,
+        use_tis=a.use_tis,
+        tis_clip=a.tis_clip,
+        tis_clip_low=a.tis_clip_low,
+        calculate_per_token_loss=a.calculate_per_token_loss,
+    )
+
+
+def _mean_over_steps(per_step: list[dict[str, float]]) -> dict[str, float]:
+    sums: dict[str, float] = defaultdict(float)
+    for metrics in per_step:
+        for key, value in metrics.items():
+            sums[key] += value
+    return {key: value / len(per_step) for key, value in sums.items()}
+
+
+@dataclass
+class _PerSample:
+    """Per-sample tensors of one rollout ([R_i] each), indexed by rollout position."""
+
+    old: list[torch.Tensor]
+    advantages: list[torch.Tensor]
+    loss_masks: list[torch.Tensor]
+    ref: list[torch.Tensor] | None
+    rollout: list[torch.Tensor] | None
+
+    def pick(self, rows: list[int]) -> _PerSample:
+        def take(values: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+            return None if values is None else [values[r] for r in rows]
+
+        return _PerSample(*(take(getattr(self, f.name)) for f in fields(self)))  # type: ignore[arg-type]
+
+
+def _policy_loss_fn(rows: list[int], data: _PerSample, settings: AlgoSettings, denominator: float):
+    """The trainer's loss callback for one optimizer step over rollout positions `rows`."""
+
+    def loss_fn(local: list[int], log_probs: list[torch.Tensor], entropies: list[torch.Tensor]):
+        mb = data.pick([rows[i] for i in local])  # micro-batch positions -> rollout positions
+        return compute_policy_loss(
+            log_probs=log_probs,
+            old_log_probs=mb.old,
+            advantages=mb.advantages,
+            loss_masks=mb.loss_masks,
+            settings=settings,
+            global_denominator=denominator,
+            ref_log_probs=mb.ref,
+            rollout_log_probs=mb.rollout,
+            entropies=entropies,
+        )
+
+    return loss_fn
+
+
+def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -> dict[str, float]:
+    """Train on one rollout's samples (groups consecutive); returns metrics averaged over its optimizer steps."""
+    batch = TrainBatch.of(samples)
+    algo, n_steps = cfg.algo, cfg.rollout.num_steps_per_rollout
+    assert n_steps is not None and cfg.rollout.n_samples is not None  # resolved
+    old = trainer.compute_log_probs(batch.seqs, batch.response_starts)  # the policy that generated the rollout
+    needs_ref = algo.use_kl_loss or algo.kl_coef > 0
+    ref = trainer.compute_ref_log_probs(batch.seqs, batch.response_starts) if needs_ref else None
+    rollout_lp = [torch.tensor(s.rollout_log_probs, dtype=torch.float32) for s in samples] if algo.use_tis else None
+    rewards = torch.tensor([float(s.reward or 0.0) for s in samples])  # [N]
+    kl_in_reward = [kl_penalty(o, r, "k1") for o, r in zip(old, ref, strict=True)] if ref and algo.kl_coef else None
+    advantages = compute_advantages(
+        algo.advantage_estimator,
+        AdvantageInputs(rewards, batch.loss_masks, cfg.rollout.n_samples, kl=kl_in_reward),
+        AdvantageConfig(
+            normalize_std=algo.grpo_std_normalization, gamma=algo.gamma, lambd=algo.lambd, kl_coef=algo.kl_coef
+        ),
+    ).advantages
+    per_sample = _PerSample(old, advantages, batch.loss_masks, ref, rollout_lp)
+    settings = algo_settings(cfg)
+    steps = []
+    step_size = len(samples) // n_steps
+    for step in range(n_steps):  # consecutive slices of the rollout, one optimizer step each
+        rows = list(range(step * step_size, (step + 1) * step_size))
+        sub = batch.select(rows)
+        reduction = LossReduction.for_global_batch(sub.loss_masks, algo.calculate_per_token_loss)
+        loss_fn = _policy_loss_fn(rows, per_sample, settings, reduction.denominator)
+        steps.append(trainer.train_step(sub.seqs, sub.response_starts, loss_fn))
+    stats = group_reward_stats(rewards, cfg.rollout.n_samples)
+    return {
+        **_mean_over_steps(steps),
+        "reward_mean": rewards.mean().item(),
+        "reward_group_std_mean": stats.std.mean().item(),
+        "zero_std_groups": stats.zero_std_fraction,
+        "response_len_mean": sum(s.response_length for s in samples) / len(samples),
+    }
+
+
+def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token: bool) -> dict[str, float]:
+    """One supervised step (negative log-likelihood of the responses) at a fixed learning rate."""
+    reduction = LossReduction.for_global_batch(batch.loss_masks, per_token)
+
+    def loss_fn(local: list[int], log_probs: list[torch.Tensor], entropies: list[torch.Tensor]):
+        loss = sft_loss(torch.cat(log_probs), [batch.loss_masks[i] for i in local], reduction)
+        return loss, {"sft_loss": loss.detach()}
+
+    return trainer.train_step(batch.seqs, batch.response_starts, loss_fn, lr=lr)

@@ -1,0 +1,174 @@
+"""HF <-> Megatron (local layer spec) weight conversion for the Qwen2 / Llama families.
+
+Megatron's layout, per tensor-parallel rank r of T (names as in `GPTModel` built from the local spec):
+
+    embedding.word_embeddings.weight       [P/T, h]   rows r*P/T.. of embed_tokens padded to P (P % T == 0)
+    decoder.layers.{i}.input_layernorm.weight          replicated
+    decoder.layers.{i}.self_attention.linear_qkv.weight [G/T*(q+2)*d, h]  per query group: [q heads | k | v]
+    decoder.layers.{i}.self_attention.linear_qkv.bias   same interleave (Qwen2)
+    decoder.layers.{i}.self_attention.linear_proj.weight [h, H*d/T]   o_proj, split on the input dim
+    decoder.layers.{i}.pre_mlp_layernorm.weight         replicated (HF post_attention_layernorm)
+    decoder.layers.{i}.mlp.linear_fc1.weight  [2F/T, h]  cat(gate rows of rank r, up rows of rank r)
+    decoder.layers.{i}.mlp.linear_fc2.weight  [h, F/T]   down_proj, split on the input dim
+    decoder.final_layernorm.weight                      replicated (HF model.norm)
+    output_layer.weight                     [P/T, h]    lm_head padded to P; absent when embeddings are tied
+
+H heads, G query groups (kv heads), q = H/G, d head dim, F intermediate size, V vocab, P padded vocab.
+Padded vocab rows are zeros; the trainer masks their logits, and export drops them. This module is torch
+only (no Megatron import) so conversions are testable without process groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+
+
+def padded_vocab_size(vocab_size: int, tp_size: int, divisible_by: int = 128) -> int:
+    """Megatron's padding: round the vocab up to a multiple of divisible_by * tp_size (even TP split)."""
+    multiple = divisible_by * tp_size
+    return -(-vocab_size // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class _Dims:
+    heads: int
+    groups: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def of(cls, hf_config: Any) -> _Dims:
+        heads = hf_config.num_attention_heads
+        head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
+        return cls(
+            heads=heads,
+            groups=hf_config.num_key_value_heads,
+            head_dim=head_dim,
+            vocab=hf_config.vocab_size,
+            tied=bool(hf_config.tie_word_embeddings),
+        )
+
+
+def _qkv_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: _Dims) -> torch.Tensor:
+    """Interleave HF q/k/v (weights [out, h] or biases [out]) into Megatron's per-group layout, [G, (q+2)d, ...]."""
+    g, d = dims.groups, dims.head_dim
+    rest = q.shape[1:]
+    return torch.cat([q.reshape(g, -1, *rest), k.reshape(g, d, *rest), v.reshape(g, d, *rest)], dim=1)
+
+
+def _qkv_split(full: torch.Tensor, dims: _Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of `_qkv_full` applied to the gathered [G*(q+2)*d, ...] tensor."""
+    g, d = dims.groups, dims.head_dim
+    rest = full.shape[1:]
+    grouped = full.reshape(g, -1, *rest)  # [G, (q+2)d, ...]
+    q, k, v = torch.split(grouped, [grouped.shape[1] - 2 * d, d, d], dim=1)
+    return q.reshape(-1, *rest), k.reshape(-1, *rest), v.reshape(-1, *rest)
+
+
+def _vocab_shard(weight: torch.Tensor, padded: int, tp_rank: int, tp_size: int) -> torch.Tensor:
+    padded_weight = torch.zeros(padded, *weight.shape[1:], dtype=weight.dtype)
+    padded_weight[: weight.shape[0]] = weight
+    return padded_weight.chunk(tp_size, dim=0)[tp_rank]
+
+
+def hf_to_megatron(
+    hf_state_dict: dict[str, torch.Tensor], hf_config: Any, tp_rank: int, tp_size: int, vocab_divisible_by: int = 128
+) -> dict[str, torch.Tensor]:
+    """This TP rank's Megatron state dict (names without any DDP `module.` prefix) from a full HF state dict."""
+    dims = _Dims.of(hf_config)
+    padded = padded_vocab_size(dims.vocab, tp_size, vocab_divisible_by)
+    if dims.groups % tp_size:
+        raise ValueError(f"num_key_value_heads={dims.groups} is not divisible by tensor_parallel={tp_size}")
+
+    def split(t: torch.Tensor, dim: int) -> torch.Tensor:
+        return t.chunk(tp_size, dim=dim)[tp_rank].clone()
+
+    out = {
+        "embedding.word_embeddings.weight": _vocab_shard(
+            hf_state_dict["model.embed_tokens.weight"], padded, tp_rank, tp_size
+        )
+    }
+    if not dims.tied:
+        out["output_layer.weight"] = _vocab_shard(hf_state_dict["lm_head.weight"], padded, tp_rank, tp_size)
+    out["decoder.final_layernorm.weight"] = hf_state_dict["model.norm.weight"].clone()
+    for i in range(hf_config.num_hidden_layers):
+        hf, mg = f"model.layers.{i}.", f"decoder.layers.{i}."
+        attn = hf + "self_attn."
+        out[mg + "input_layernorm.weight"] = hf_state_dict[hf + "input_layernorm.weight"].clone()
+        out[mg + "pre_mlp_layernorm.weight"] = hf_state_dict[hf + "post_attention_layernorm.weight"].clone()
+        for kind in ("weight", "bias"):
+            if attn + f"q_proj.{kind}" in hf_state_dict:
+                qkv = _qkv_full(*(hf_state_dict[attn + f"{p}_proj.{kind}"] for p in "qkv"), dims)  # [G, (q+2)d, ...]
+                out[mg + f"self_attention.linear_qkv.{kind}"] = split(qkv, 0).flatten(0, 1)
+        out[mg + "self_attention.linear_proj.weight"] = split(hf_state_dict[attn + "o_proj.weight"], 1)
+        gate = split(hf_state_dict[hf + "mlp.gate_proj.weight"], 0)
+        up = split(hf_state_dict[hf + "mlp.up_proj.weight"], 0)
+        out[mg + "mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
+        out[mg + "mlp.linear_fc2.weight"] = split(hf_state_dict[hf + "mlp.down_proj.weight"], 1)
+    return out
+
+
+def is_tp_replicated(megatron_name: str) -> bool:
+    """Norm weights are whole on every TP rank; every other parameter is a TP shard."""
+    return "layernorm" in megatron_name
+
+
+def shards_to_hf(megatron_name: str, shards: list[torch.Tensor], hf_config: Any) -> list[tuple[str, torch.Tensor]]:
+    """HF (name, full tensor) pairs from one Megatron parameter's TP shards, in TP-rank order."""
+    dims = _Dims.of(hf_config)
+    if megatron_name == "embedding.word_embeddings.weight":
+        return [("model.embed_tokens.weight", torch.cat(shards)[: dims.vocab])]
+    if megatron_name == "output_layer.weight":
+        return [("lm_head.weight", torch.cat(shards)[: dims.vocab])]
+    if megatron_name == "decoder.final_layernorm.weight":
+        return [("model.norm.weight", shards[0])]
+    match = _LAYER.fullmatch(megatron_name)
+    if match is None:
+        raise KeyError(f"no HF name for Megatron parameter {megatron_name!r}")
+    hf, rest = f"model.layers.{match.group(1)}.", match.group(2)
+    if rest == "input_layernorm.weight":
+        return [(hf + "input_layernorm.weight", shards[0])]
+    if rest == "pre_mlp_layernorm.weight":
+        return [(hf + "post_attention_layernorm.weight", shards[0])]
+    if rest.startswith("self_attention.linear_qkv."):
+        kind = rest.rsplit(".", 1)[1]
+        q, k, v = _qkv_split(torch.cat(shards), dims)
+        return [(hf + f"self_attn.{p}_proj.{kind}", t) for p, t in zip("qkv", (q, k, v), strict=True)]
+    if rest == "self_attention.linear_proj.weight":
+        return [(hf + "self_attn.o_proj.weight", torch.cat(shards, dim=1))]
+    if rest == "mlp.linear_fc1.weight":
+        halves = [s.chunk(2, dim=0) for s in shards]  # per rank: (gate rows, up rows)
+        gate = torch.cat([h[0] for h in halves])
+        up = torch.cat([h[1] for h in halves])
+        return [(hf + "mlp.gate_proj.weight", gate), (hf + "mlp.up_proj.weight", up)]
+    if rest == "mlp.linear_fc2.weight":
+        return [(hf + "mlp.down_proj.weight", torch.cat(shards, dim=1))]
+    raise KeyError(f"no HF name for Megatron parameter {megatron_name!r}")
+
+
+def megatron_to_hf(
+    named_params: Iterable[tuple[str, torch.Tensor]], hf_config: Any, tp_group: dist.ProcessGroup | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Gather each parameter's TP shards (all_gather over tp_group) and yield full HF tensors on every rank.
+
+    Every yielded tensor is a copy, never a view of a live parameter. One collective per sharded parameter:
+    every rank of the TP group must iterate the same names in the same order.
+    """
+    tp_size = dist.get_world_size(tp_group) if tp_group is not None else 1
+    for name, local in named_params:
+        local = local.detach()
+        if tp_size == 1 or is_tp_replicated(name):
+            shards = [local.clone()]  # a snapshot: the caller may keep it across an optimizer step
+        else:
+            shards = [torch.empty_like(local) for _ in range(tp_size)]
+            dist.all_gather(shards, local.contiguous(), group=tp_group)
+        yield from shards_to_hf(name, shards, hf_config)

@@ -1,0 +1,624 @@
+"""Table-driven tests for every resolution rule in rlpipe.config.resolve.
+
+Each row starts from the blank recipe (conftest `recipe`: experiment=none, files in tmp_path, CPU) and adds
+the overrides that exercise one rule. `{tmp}` in an override is the test's tmp_path. Good rows list what
+must be derived (value and the words of its reason), what must be left as set, and the exact warnings.
+Bad rows list every problem the config must produce, no more and no fewer, each with the words its
+message and its fix must contain.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rlpipe.config import Resolved, load
+
+KNOBS = ("batch_size", "n_samples", "global_batch_size", "num_steps_per_rollout")
+
+
+@dataclass(frozen=True)
+class Good:
+    name: str
+    overrides: list[str]
+    derived: dict[str, tuple[object, str]] = field(default_factory=dict)  # key -> (value, words of the reason)
+    final: dict[str, object] = field(default_factory=dict)  # key -> resolved value that was set, not derived
+    not_derived: tuple[str, ...] = ()
+    warns: tuple[str, ...] = ()  # words of each expected warning; no other warning may appear
+
+
+@dataclass(frozen=True)
+class Bad:
+    name: str
+    overrides: list[str]
+    expect: list[tuple[str, str, str]]  # (key, words of the message, words of the fix), exactly these
+
+
+GOOD = [
+    # ---- four knobs: any three fill the fourth, all four are checked
+    Good(
+        "knobs-fill-global_batch_size",
+        [],
+        {"rollout.global_batch_size": (128, "derived: batch_size 16 x n_samples 8 / num_steps_per_rollout 1")},
+    ),
+    Good(
+        "knobs-fill-num_steps_per_rollout",
+        ["rollout.num_steps_per_rollout=null", "rollout.global_batch_size=32"],
+        {"rollout.num_steps_per_rollout": (4, "batch_size 16 x n_samples 8 / global_batch_size 32")},
+    ),
+    Good(
+        "knobs-fill-batch_size",
+        ["rollout.batch_size=null", "rollout.global_batch_size=64", "rollout.num_steps_per_rollout=2"],
+        {"rollout.batch_size": (16, "global_batch_size 64 x num_steps_per_rollout 2 / n_samples 8")},
+    ),
+    Good(
+        "knobs-fill-n_samples",
+        ["rollout.n_samples=null", "rollout.global_batch_size=64"],
+        {"rollout.n_samples": (4, "global_batch_size 64 x num_steps_per_rollout 1 / batch_size 16")},
+    ),
+    Good(
+        "knobs-all-four-consistent",
+        ["rollout.global_batch_size=64", "rollout.num_steps_per_rollout=2"],
+        final={"rollout.global_batch_size": 64, "rollout.num_steps_per_rollout": 2},
+        not_derived=tuple(f"rollout.{k}" for k in KNOBS),
+    ),
+    # ---- run length: num_epoch derives num_rollout from the dataset's row count (10 rows)
+    Good(
+        "num_epoch-derives-num_rollout",
+        ["rollout.num_rollout=null", "rollout.num_epoch=3", "rollout.batch_size=4", "rollout.global_batch_size=32"],
+        {"rollout.num_rollout": (8, "10 prompts x num_epoch 3 / batch_size 4, rounded up")},
+    ),
+    Good(
+        "num_epoch-after-derived-batch_size",
+        ["rollout.num_rollout=null", "rollout.num_epoch=1", "rollout.batch_size=null", "rollout.global_batch_size=40"],
+        {
+            "rollout.batch_size": (5, "/ n_samples 8"),
+            "rollout.num_rollout": (2, "10 prompts x num_epoch 1 / batch_size 5"),
+        },
+    ),
+    # ---- colocate
+    Good(
+        "not-colocated",
+        [],
+        {"cluster.offload_train": (False, "not colocated"), "cluster.offload_rollout": (False, "not colocated")},
+        final={"sglang.extra": {}},
+        not_derived=("cluster.rollout_num_gpus", "sglang.mem_fraction_static"),
+    ),
+    Good(
+        "colocate-derives-offload-gpus-and-sglang-flags",
+        ["cluster.colocate=true"],
+        {
+            "cluster.offload_train": (True, "colocate"),
+            "cluster.offload_rollout": (True, "colocate"),
+            "cluster.rollout_num_gpus": (1, "rollout shares the actor's 1 x 1 GPUs"),
+            "sglang.mem_fraction_static": (0.8, "colocate"),
+            "sglang.extra.cuda_graph_backend_prefill": ("disabled", "SGLang 0.5.23"),
+        },
+        final={"topology.rollout_gpus": 1},
+    ),
+    Good(
+        "colocate-keeps-explicit-offload",
+        ["cluster.colocate=true", "cluster.offload_train=false", "sglang.mem_fraction_static=0.6"],
+        {"cluster.offload_rollout": (True, "colocate")},
+        final={"cluster.offload_train": False, "sglang.mem_fraction_static": 0.6},
+        not_derived=("cluster.offload_train", "sglang.mem_fraction_static"),
+    ),
+    Good(
+        "colocate-ignores-rollout_num_gpus",
+        ["cluster.colocate=true", "cluster.actor_num_gpus_per_node=4", "cluster.rollout_num_gpus=2"],
+        {"cluster.rollout_num_gpus": (4, "1 x 4 GPUs")},
+        final={"topology.rollout_gpus": 4},
+        warns=("cluster.rollout_num_gpus: ignored under colocate: rollout uses the 4 actor GPUs",),
+    ),
+    *(
+        Good(
+            f"colocate-sglang-{version}",
+            ["cluster.colocate=true", f"sglang.version={version}"],
+            {f"sglang.extra.{flag}": (value, f"SGLang {version}")},
+            final={"sglang.extra": {flag: value}},
+        )
+        for version, flag, value in [
+            ("0.5.9", "disable_piecewise_cuda_graph", True),
+            ("0.5.13", "disable_piecewise_cuda_graph", True),
+            ("0.5.13.post1", "disable_piecewise_cuda_graph", True),
+            ("0.5.14", "cuda_graph_backend_prefill", "disabled"),
+            ("0.5.14rc1", "cuda_graph_backend_prefill", "disabled"),
+            ("0.6.0", "cuda_graph_backend_prefill", "disabled"),
+        ]
+    ),
+    Good(
+        "colocate-keeps-explicit-sglang-flag",
+        ["cluster.colocate=true", "sglang.version=0.5.13", "sglang.extra.disable_piecewise_cuda_graph=false"],
+        final={"sglang.extra": {"disable_piecewise_cuda_graph": False}},
+        not_derived=("sglang.extra.disable_piecewise_cuda_graph",),
+    ),
+    # ---- eval inheritance: dataset > eval > rollout
+    Good(
+        "eval-inherits-dataset-then-eval-then-rollout",
+        [
+            "eval.datasets.own.path={tmp}/train.jsonl",
+            "eval.datasets.own.top_p=0.5",
+            "eval.datasets.own.n_samples=4",
+            "eval.datasets.bare.path={tmp}/train.jsonl",
+            "eval.top_p=0.7",
+            "rollout.top_p=0.9",
+            "eval.temperature=0.3",
+            "rollout.temperature=0.8",
+            "rollout.max_response_len=512",
+            "rollout.top_k=20",
+        ],
+        {
+            "eval.datasets.own.temperature": (0.3, "inherited from eval.temperature"),
+            "eval.datasets.own.max_response_len": (512, "inherited from rollout.max_response_len"),
+            "eval.datasets.own.top_k": (20, "inherited from rollout.top_k"),
+            "eval.datasets.own.rm_type": ("math", "inherited from rollout.rm_type"),
+            "eval.datasets.bare.top_p": (0.7, "inherited from eval.top_p"),
+            "eval.datasets.bare.n_samples": (1, "inherited from eval.n_samples"),
+            "eval.datasets.bare.input_key": ("prompt", "inherited from rollout.input_key"),
+        },
+        final={"eval.datasets.own.top_p": 0.5, "eval.datasets.own.n_samples": 4},
+        not_derived=("eval.datasets.own.top_p", "eval.datasets.own.n_samples"),
+    ),
+    # ---- perf
+    Good(
+        "perf-tp2-cuda-enables-sequence-parallel",
+        ["cluster.accelerator=cuda", "perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
+        {
+            "perf.sequence_parallel": (True, "TP > 1"),
+            "topology.data_parallel": (1, "2 actor GPUs / (TP x PP x CP = 2)"),
+        },
+    ),
+    Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "TP = 1")}),
+    Good(
+        "perf-tp2-cpu-no-sequence-parallel",
+        ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
+        {"perf.sequence_parallel": (False, "cpu")},
+    ),
+    Good(
+        "perf-sequence-parallel-at-tp1-warns",
+        ["cluster.accelerator=cuda", "perf.sequence_parallel=true"],
+        not_derived=("perf.sequence_parallel",),
+        warns=("perf.sequence_parallel: has no effect at tensor_parallel 1",),
+    ),
+    Good(
+        "perf-dynamic-batching-makes-micro_batch_size-irrelevant",
+        ["perf.use_dynamic_batch_size=true", "perf.max_tokens_per_gpu=2048"],
+        {"perf.micro_batch_size": (1, "irrelevant")},
+    ),
+    Good(
+        "perf-response-longer-than-micro-batch-warns-oom",
+        [
+            "perf.use_dynamic_batch_size=true",
+            "perf.max_tokens_per_gpu=512",
+            "perf.context_parallel=2",
+            "cluster.actor_num_gpus_per_node=2",
+            "rollout.max_response_len=2048",
+        ],
+        warns=("a sample can reach 2048 tokens but one micro-batch holds 512 x CP 2 = 1024",),
+    ),
+    Good(
+        "perf-context-parallel-widens-the-budget",
+        [
+            "perf.use_dynamic_batch_size=true",
+            "perf.max_tokens_per_gpu=512",
+            "perf.context_parallel=2",
+            "cluster.actor_num_gpus_per_node=2",
+            "rollout.max_response_len=1024",
+        ],
+    ),
+    Good(
+        "perf-engine-count",
+        [
+            "cluster.accelerator=cuda",
+            "rollout.engine=sglang",
+            "perf.tensor_parallel=2",
+            "cluster.actor_num_gpus_per_node=4",
+            "cluster.rollout_num_gpus=8",
+            "sglang.rollout_num_gpus_per_engine=2",
+        ],
+        {
+            "topology.num_engines": (4, "8 rollout GPUs / 2 GPUs per engine"),
+            "topology.data_parallel": (2, "4 actor GPUs / (TP x PP x CP = 2)"),
+        },
+        final={"topology.rollout_gpus": 8, "topology.actor_gpus": 4},
+    ),
+    # ---- algo
+    Good(
+        "algo-kl-coef-0-is-monitor",
+        ["algo.use_kl_loss=true", "ckpt.ref_load={tmp}/hf"],
+        {"algo.kl_loss_coef": (0.0, "monitor")},
+    ),
+    Good(
+        "algo-kl-coef-positive",
+        ["algo.use_kl_loss=true", "ckpt.ref_load={tmp}/hf", "algo.kl_loss_coef=0.01"],
+        final={"algo.kl_loss_coef": 0.01},
+        not_derived=("algo.kl_loss_coef",),
+    ),
+    Good(
+        "algo-eps_clip_high-defaults-to-eps_clip",
+        ["algo.eps_clip=0.15", "algo.eps_clip_high=null"],
+        {"algo.eps_clip_high": (0.15, "defaults to eps_clip")},
+    ),
+    Good("algo-eps_clip_high-set", [], final={"algo.eps_clip_high": 0.28}, not_derived=("algo.eps_clip_high",)),
+    Good(
+        "algo-partial-rollout-multi-step-without-tis-warns",
+        ["rollout.partial_rollout=true", "rollout.num_steps_per_rollout=2"],
+        warns=(
+            "rollout.partial_rollout: resumed samples are off-policy and num_steps_per_rollout > 1 reuses them; "
+            "set algo.use_tis=true",
+        ),
+    ),
+    Good(
+        "algo-partial-rollout-with-tis",
+        ["rollout.partial_rollout=true", "rollout.num_steps_per_rollout=2", "algo.use_tis=true"],
+    ),
+    Good("algo-partial-rollout-one-step", ["rollout.partial_rollout=true"]),
+    Good(
+        "algo-non-group-estimator-allows-one-sample",
+        ["algo.advantage_estimator=reinforce_plus_plus", "rollout.n_samples=1"],
+        {"rollout.global_batch_size": (16, "n_samples 1")},
+    ),
+    Good("algo-over-sampling-equal-to-batch", ["rollout.over_sampling_batch_size=16"]),
+]
+
+
+BAD = [
+    # ---- four knobs
+    Bad(
+        "knobs-three-missing",
+        ["rollout.batch_size=null", "rollout.n_samples=null"],
+        [
+            (
+                "rollout",
+                "1 of the four batch knobs are set; missing: batch_size, n_samples, global_batch_size",
+                "rollout.num_steps_per_rollout=1",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-three-missing-but-one-other",
+        [
+            "rollout.batch_size=null",
+            "rollout.n_samples=null",
+            "rollout.num_steps_per_rollout=null",
+            "rollout.global_batch_size=64",
+        ],
+        [
+            (
+                "rollout",
+                "1 of the four batch knobs are set; missing: batch_size, n_samples, num_steps_per_rollout",
+                "set three of",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-all-four-inconsistent",
+        ["rollout.global_batch_size=48"],
+        [
+            (
+                "rollout.global_batch_size",
+                "batch_size 16 x n_samples 8 = 128 samples produced per rollout, but global_batch_size 48 x "
+                "num_steps_per_rollout 1 = 48 consumed",
+                "set one knob to null",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-fill-global_batch_size-not-whole",
+        ["rollout.num_steps_per_rollout=3"],
+        [
+            (
+                "rollout.global_batch_size",
+                "batch_size 16 x n_samples 8 / num_steps_per_rollout 3 = 42.6667 is not a whole number",
+                "exact",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-fill-num_steps-not-whole",
+        ["rollout.num_steps_per_rollout=null", "rollout.global_batch_size=96"],
+        [
+            (
+                "rollout.num_steps_per_rollout",
+                "batch_size 16 x n_samples 8 / global_batch_size 96 = 1.33333 is not a whole number",
+                "exact",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-fill-batch_size-not-whole",
+        ["rollout.batch_size=null", "rollout.global_batch_size=20"],
+        [
+            (
+                "rollout.batch_size",
+                "global_batch_size 20 x num_steps_per_rollout 1 / n_samples 8 = 2.5 is not a whole number",
+                "exact",
+            )
+        ],
+    ),
+    Bad(
+        "knobs-fill-n_samples-not-whole",
+        ["rollout.n_samples=null", "rollout.global_batch_size=40"],
+        [
+            (
+                "rollout.n_samples",
+                "global_batch_size 40 x num_steps_per_rollout 1 / batch_size 16 = 2.5 is not a whole number",
+                "exact",
+            )
+        ],
+    ),
+    # ---- run length
+    Bad(
+        "run-length-both",
+        ["rollout.num_epoch=2"],
+        [("rollout.num_epoch", "both num_rollout and num_epoch", "only one")],
+    ),
+    Bad("run-length-none", ["rollout.num_rollout=null"], [("rollout.num_rollout", "not set", "rollout.num_epoch=1")]),
+    # ---- colocate
+    Bad(
+        "colocate-async",
+        ["cluster.colocate=true", "rollout.mode=async"],
+        [("rollout.mode", "colocated GPUs cannot", "rollout.mode=sync, or cluster.colocate=false")],
+    ),
+    Bad(
+        "colocate-sglang-version-unreadable",
+        ["cluster.colocate=true", "sglang.version=latest"],
+        [("sglang.version", "is not a version number", "sglang.version=0.5.23")],
+    ),
+    # ---- perf and placement
+    Bad(
+        "perf-sequence-parallel-on-cpu",
+        ["perf.sequence_parallel=true"],
+        [("perf.sequence_parallel", "needs CUDA", "perf.sequence_parallel=false")],
+    ),
+    Bad(
+        "perf-dynamic-batching-without-budget",
+        ["perf.use_dynamic_batch_size=true"],
+        [("perf.max_tokens_per_gpu", "dynamic batching", "perf.max_tokens_per_gpu=")],
+    ),
+    Bad(
+        "perf-recompute-full-without-method",
+        ["perf.recompute_granularity=full"],
+        [("perf.recompute_method", "full recompute", "perf.recompute_method=uniform")],
+    ),
+    Bad(
+        "perf-expert-parallel-without-moe",
+        ["perf.expert_parallel=2"],
+        [("perf.expert_parallel", "MoE", "perf.expert_parallel=1")],
+    ),
+    Bad(
+        "gpus-not-divisible-by-tp",
+        ["cluster.accelerator=cuda", "perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=3"],
+        [
+            (
+                "cluster.actor_num_gpus_per_node",
+                "1 node(s) x 3 GPUs = 3 actor GPUs, not divisible by TP 2 x PP 1 x CP 1 = 2",
+                "multiple",
+            )
+        ],
+    ),
+    Bad(
+        "gpus-not-divisible-by-pp-x-cp",
+        [
+            "cluster.accelerator=cuda",
+            "perf.pipeline_parallel=2",
+            "perf.context_parallel=2",
+            "cluster.actor_num_nodes=2",
+            "cluster.actor_num_gpus_per_node=3",
+        ],
+        [
+            (
+                "cluster.actor_num_gpus_per_node",
+                "2 node(s) x 3 GPUs = 6 actor GPUs, not divisible by TP 1 x PP 2 x CP 2 = 4",
+                "multiple",
+            )
+        ],
+    ),
+    Bad(
+        "global-batch-not-divisible-by-dp",
+        ["cluster.actor_num_gpus_per_node=3"],
+        [("rollout.global_batch_size", "128 samples do not split evenly over 3 data-parallel ranks", "multiple of 3")],
+    ),
+    Bad(
+        "rollout-gpus-not-divisible-by-engine",
+        [
+            "cluster.accelerator=cuda",
+            "rollout.engine=sglang",
+            "cluster.rollout_num_gpus=6",
+            "sglang.rollout_num_gpus_per_engine=4",
+        ],
+        [("cluster.rollout_num_gpus", "6 rollout GPUs do not split into engines of 4 GPUs", "multiple of 4")],
+    ),
+    Bad(
+        "sglang-without-rollout-gpus",
+        ["cluster.accelerator=cuda", "rollout.engine=sglang"],
+        [("cluster.rollout_num_gpus", "GPUs of their own", "cluster.rollout_num_gpus=")],
+    ),
+    Bad(
+        "sglang-on-cpu",
+        ["rollout.engine=sglang", "cluster.rollout_num_gpus=2"],
+        [("rollout.engine", "GPUs only", "rollout.engine=hf")],
+    ),
+    # ---- algo
+    Bad("kl-without-ref_load", ["algo.use_kl_loss=true"], [("ckpt.ref_load", "use_kl_loss", "algo.use_kl_loss=false")]),
+    Bad(
+        "fp8-ref_load-by-name",
+        ["ckpt.ref_load={tmp}/Qwen3-4B-FP8"],
+        [("ckpt.ref_load", "FP8 checkpoint", "BF16")],
+    ),
+    Bad(
+        "fp8-ref_load-by-quantization-config",
+        ["ckpt.ref_load={tmp}/ref-quantized"],
+        [("ckpt.ref_load", "FP8 checkpoint", "BF16")],
+    ),
+    Bad("grpo-one-sample", ["rollout.n_samples=1"], [("rollout.n_samples", "grpo compares samples", "n_samples=8")]),
+    Bad(
+        "gspo-one-sample",
+        ["algo=gspo", "rollout.n_samples=1"],
+        [("rollout.n_samples", "gspo compares samples", "n_samples=8")],
+    ),
+    Bad(
+        "over-sampling-below-batch",
+        ["rollout.over_sampling_batch_size=8"],
+        [("rollout.over_sampling_batch_size", "smaller than batch_size 16", "rollout.over_sampling_batch_size=32")],
+    ),
+    Bad(
+        "custom-loss-without-path",
+        ["algo.loss_type=custom_loss"],
+        [("algo.custom_loss_function_path", "custom_loss", "algo.custom_loss_function_path=")],
+    ),
+    # ---- reward
+    Bad("unknown-rm_type", ["rollout.rm_type=nope"], [("rollout.rm_type", "unknown reward type", "math")]),
+    Bad(
+        "unknown-eval-rm_type",
+        ["eval.datasets.d.path={tmp}/train.jsonl", "eval.datasets.d.rm_type=nope"],
+        [("eval.datasets.d.rm_type", "unknown reward type", "deepscaler")],
+    ),
+    Bad("no-reward", ["rollout.rm_type=null"], [("rollout.rm_type", "no reward", "rollout.rm_type=")]),
+    # ---- paths
+    Bad(
+        "hf_checkpoint-unset",
+        ["ckpt.hf_checkpoint=null"],
+        [("ckpt.hf_checkpoint", "no HuggingFace checkpoint", "ckpt.hf_checkpoint=")],
+    ),
+    Bad(
+        "hf_checkpoint-missing",
+        ["ckpt.hf_checkpoint={tmp}/nowhere"],
+        [("ckpt.hf_checkpoint", "folder does not exist", "HuggingFace model folder")],
+    ),
+    Bad(
+        "prompt_data-unset",
+        ["rollout.prompt_data=null"],
+        [("rollout.prompt_data", "no prompt dataset", "rollout.prompt_data=")],
+    ),
+    Bad(
+        "prompt_data-missing",
+        ["rollout.prompt_data={tmp}/nowhere.jsonl"],
+        [("rollout.prompt_data", "file does not exist", ".jsonl")],
+    ),
+    Bad(
+        "prompt_data-wrong-type",
+        ["rollout.prompt_data={tmp}/prompts.csv"],
+        [("rollout.prompt_data", "unsupported file type", ".parquet")],
+    ),
+    Bad(
+        "eval-path-missing",
+        ["eval.datasets.aime.path={tmp}/nowhere.jsonl"],
+        [("eval.datasets.aime.path", "file does not exist", "remove the dataset")],
+    ),
+    Bad("ref_load-missing", ["ckpt.ref_load={tmp}/noref"], [("ckpt.ref_load", "folder does not exist", "reference")]),
+    Bad("model-auto-without-config-json", ["model=auto"], [("ckpt.hf_checkpoint", "config.json", "model=<name>")]),
+    # ---- all problems at once
+    Bad(
+        "several-rules-at-once",
+        [
+            "rollout.global_batch_size=48",
+            "algo.use_kl_loss=true",
+            "cluster.colocate=true",
+            "rollout.mode=async",
+            "rollout.rm_type=nope",
+            "perf.use_dynamic_batch_size=true",
+        ],
+        [
+            ("rollout.global_batch_size", "48 consumed", "null"),
+            ("ckpt.ref_load", "use_kl_loss", "ckpt.ref_load="),
+            ("rollout.mode", "colocated", "rollout.mode=sync"),
+            ("rollout.rm_type", "unknown reward type", "math"),
+            ("perf.max_tokens_per_gpu", "unset", "perf.max_tokens_per_gpu="),
+        ],
+    ),
+]
+
+
+@pytest.fixture
+def overrides(recipe: list[str], tmp_path: Path):
+    """Expand `{tmp}` and add the files a few rows point at (an FP8 folder, a quantized ref, a .csv)."""
+    (tmp_path / "Qwen3-4B-FP8").mkdir()
+    (tmp_path / "ref-quantized").mkdir()
+    (tmp_path / "ref-quantized" / "config.json").write_text(
+        json.dumps({"quantization_config": {"quant_method": "fp8"}})
+    )
+    (tmp_path / "prompts.csv").write_text("prompt,label\nq,a\n")
+
+    def expand(extra: list[str]) -> list[str]:
+        return [*recipe, *(o.format(tmp=tmp_path) for o in extra)]
+
+    return expand
+
+
+def _derived(run: Resolved) -> dict[str, tuple[object, str]]:
+    return {d.key: (d.value, d.reason) for d in run.derivations}
+
+
+def _value_at(run: Resolved, key: str) -> object:
+    node: object = run.cfg.model_dump() | {"topology": run.topology.model_dump()}
+    for part in key.split("."):
+        assert isinstance(node, dict), f"{key}: `{part}` is not under a mapping"
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("case", GOOD, ids=[c.name for c in GOOD])
+def test_rule_resolves(case: Good, overrides) -> None:
+    run = load(overrides(case.overrides))
+    derived = _derived(run)
+    for key, (value, reason) in case.derived.items():
+        assert key in derived, f"{key} not derived; derived: {sorted(derived)}"
+        assert derived[key][0] == value and type(derived[key][0]) is type(value), (key, derived[key])
+        assert reason in derived[key][1], (key, derived[key][1])
+        if not key.startswith("topology."):  # the derived value is the one the run receives
+            assert _value_at(run, key) == value
+    for key, value in case.final.items():
+        assert _value_at(run, key) == value, key
+    for key in case.not_derived:
+        assert key not in derived, f"{key} was derived ({derived.get(key)}) but the config sets it"
+    assert len(run.warnings) == len(case.warns), run.warnings
+    for words in case.warns:
+        assert any(words in w for w in run.warnings), (words, run.warnings)
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c.name for c in BAD])
+def test_rule_rejects(case: Bad, overrides, problems) -> None:
+    found = problems(overrides(case.overrides))
+    assert sorted(p.key for p in found) == sorted(key for key, _, _ in case.expect), [p.render() for p in found]
+    for key, message, fix in case.expect:
+        matches = [p for p in found if p.key == key and message in p.message and fix in p.fix]
+        assert matches, f"no problem on {key} saying {message!r} with fix {fix!r}: {[p.render() for p in found]}"
+
+
+def test_every_problem_renders_key_and_fix(overrides, problems) -> None:
+    """What the user sees: a count, then each key with its value, the rule and a `fix:` line."""
+    from rlpipe.config import ConfigError
+
+    found = problems(overrides(["rollout.global_batch_size=48", "rollout.over_sampling_batch_size=8"]))
+    text = ConfigError(found).render()
+    assert text.startswith("rlpipe: the config has 2 problems:")
+    assert "  - rollout.over_sampling_batch_size (got 8): smaller than batch_size 16" in text
+    assert text.count("\n      fix: ") == 2
+
+
+def test_paths_are_warnings_when_only_printing(overrides) -> None:
+    """check_paths=False (`--cfg job`, `--miles`): a plan for another machine; missing files warn instead."""
+    extra = ["ckpt.hf_checkpoint={tmp}/nowhere", "rollout.prompt_data={tmp}/nowhere.jsonl", "ckpt.ref_load={tmp}/no"]
+    run = load(overrides(extra), check_paths=False)
+    assert sorted(w.split(":")[0] for w in run.warnings) == [
+        "ckpt.hf_checkpoint",
+        "ckpt.ref_load",
+        "rollout.prompt_data",
+    ]
+
+
+def test_num_epoch_counts_parquet_rows(recipe, tmp_path: Path) -> None:
+    """A .parquet prompt file is counted from its footer: 7 rows x 2 epochs / batch_size 4 = 3.5 -> 4 rollouts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"prompt": [f"q{i}" for i in range(7)], "label": ["a"] * 7}), path)
+    extra = [f"rollout.prompt_data={path}", "rollout.num_rollout=null", "rollout.num_epoch=2", "rollout.batch_size=4"]
+    run = load([*recipe, *extra])
+    assert run.cfg.rollout.num_rollout == 4
+    assert run.reason("rollout.num_rollout") == "derived: 7 prompts x num_epoch 2 / batch_size 4, rounded up"

@@ -1,0 +1,37 @@
+"""Micro-batch splitting and the padded / packed input layouts."""
+
+from __future__ import annotations
+
+import torch
+
+from rlpipe.train.batching import packed_micro_batch, padded_micro_batch, split_by_tokens, split_fixed
+
+
+def test_split_fixed() -> None:
+    assert split_fixed(5, 2) == [[0, 1], [2, 3], [4]]
+    assert split_fixed(4, 4) == [[0, 1, 2, 3]]
+
+
+def test_split_by_tokens_is_greedy_and_isolates_long_samples() -> None:
+    assert split_by_tokens([3, 4, 2, 6, 1], max_tokens=7) == [[0, 1], [2], [3, 4]]
+    assert split_by_tokens([2, 10, 2], max_tokens=5) == [[0], [1], [2]]  # 10 > cap: alone
+
+
+def test_padded_layout() -> None:
+    mb = padded_micro_batch([[1, 2, 3], [4, 5], [6]], [1, 1, 0], [0, 1])
+    assert mb.tokens.tolist() == [[1, 2, 3], [4, 5, 0]]
+    assert mb.labels.tolist() == [[2, 3, 0], [5, 0, 0]]
+    assert mb.attention_mask is None
+    assert [(s.row, s.offset, s.length) for s in mb.spans] == [(0, 0, 3), (1, 0, 2)]
+
+
+def test_packed_layout_block_diagonal_causal() -> None:
+    mb = packed_micro_batch([[1, 2], [3, 4, 5]], [1, 1], [0, 1])
+    assert mb.tokens.tolist() == [[1, 2, 3, 4, 5]]
+    assert mb.position_ids.tolist() == [[0, 1, 0, 1, 2]]
+    allowed = ~mb.attention_mask[0, 0]
+    expected = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool
+    )
+    assert torch.equal(allowed, expected)
+    assert [(s.offset, s.length) for s in mb.spans] == [(0, 2), (2, 3)]

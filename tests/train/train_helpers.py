@@ -1,0 +1,117 @@
+"""Helpers for the trainer tests: a tiny random Qwen2 checkpoint, a TrainerSpec, HF reference log-probs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from rlpipe.train.spec import TrainerSpec
+
+VOCAB = 32
+
+
+def make_tiny_qwen2(folder: Path, tied: bool = False, seed: int = 0) -> Path:
+    """Save a random 2-layer, hidden-64, 4-head / 2-kv-head Qwen2 (fp32) to `folder`; returns it."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        tie_word_embeddings=tied,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():  # HF zero-inits biases; random ones make the qkv-bias layout observable
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_llama(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer Llama (no biases, rope theta 5e5, untied) to `folder`; returns it."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def make_spec(checkpoint: Path, **overrides: object) -> TrainerSpec:
+    """A TrainerSpec for tests: fp32, TP 1, Adam at a constant lr, no clipping unless overridden."""
+    spec = TrainerSpec(
+        hf_checkpoint=checkpoint,
+        tensor_parallel=1,
+        pipeline_parallel=1,
+        context_parallel=1,
+        sequence_parallel=False,
+        params_dtype="fp32",
+        micro_batch_size=2,
+        use_dynamic_batch_size=False,
+        max_tokens_per_gpu=None,
+        recompute_granularity=None,
+        recompute_method=None,
+        recompute_num_layers=None,
+        optimizer="adam",
+        lr=1e-3,
+        min_lr=0.0,
+        lr_decay_style="constant",
+        lr_warmup_iters=0,
+        lr_decay_iters=None,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_eps=1e-8,
+        sgd_momentum=0.0,
+        clip_grad=0.0,
+        use_distributed_optimizer=False,
+        seed=1234,
+        temperature=1.0,
+    )
+    return dataclasses.replace(spec, **overrides)
+
+
+def hf_response_stats(
+    checkpoint: Path, seqs: list[list[int]], starts: list[int], temperature: float = 1.0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Reference (log-probs, entropies) of the response tokens: log_softmax(HF logits / temperature), one
+    sequence at a time, at the next tokens."""
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    log_probs, entropies = [], []
+    with torch.no_grad():
+        for seq, start in zip(seqs, starts, strict=True):
+            ids = torch.tensor([seq])
+            logp = torch.log_softmax(model(ids).logits[0].float() / temperature, dim=-1)[start - 1 : len(seq) - 1]
+            log_probs.append(logp.gather(-1, ids[0, start:, None]).squeeze(-1))  # [R]
+            entropies.append(-(logp.exp() * logp).sum(-1))  # [R]
+    return log_probs, entropies
+
+
+def sum_log_prob_loss(denominator: float):
+    """A loss_fn for MegatronTrainer.train_step: -(sum of response log-probs) / a global denominator."""
+
+    def loss_fn(indices: list[int], log_probs: list[torch.Tensor], entropies: list[torch.Tensor]):
+        loss = -torch.stack([lp.sum() for lp in log_probs]).sum() / denominator
+        return loss, {"loss": loss.detach(), "samples": torch.tensor(float(len(indices)))}
+
+    return loss_fn
+
+
+SEQS = [[1, 2, 3, 4, 5, 6, 7], [3, 4, 5, 6], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11], [5, 5, 5], [30, 31, 2, 9, 4]]
+STARTS = [3, 1, 5, 2, 2]
