@@ -78,13 +78,15 @@ class Loop:
     def train(self) -> Summary:
         cfg = self.cfg
         start = self.resume()
+        total = cfg.rollout.num_rollout
+        assert total is not None  # resolved
+        if start >= total:
+            return Summary(start, total, float("nan"), float("nan"))
         self.metrics = MetricsLogger(self.run_dir, cfg.log, cfg.run_name, resume_from=start)
         if start == 0 and cfg.warmup is not None:
             self.warmup()
         self.sync_weights()
         eval_before = self.evaluate(start) if (start == 0 and cfg.eval.before_train) else {}
-        total = cfg.rollout.num_rollout
-        assert total is not None  # resolved
         rewards: list[float] = []
         bar = _progress(range(start, total), start, total, cfg.log.progress)
         last_eval = last_save = None
@@ -108,7 +110,7 @@ class Loop:
                 self.save(done)
                 last_save = done
         bar.close()
-        if cfg.ckpt.save and last_save != total and start < total:
+        if cfg.ckpt.save and last_save != total:
             self.save(total)
         eval_after = last_eval[1] if last_eval and last_eval[0] == total else self.evaluate(total)
         self.metrics.plot()

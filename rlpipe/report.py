@@ -11,6 +11,13 @@ def print_report(summary: Summary, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if summary.first_rollout >= summary.last_rollout:
+        console.print(
+            f"rlpipe: nothing to do, the checkpoint is already at rollout {summary.first_rollout} "
+            f"of {summary.last_rollout} (raise rollout.num_rollout to train further)"
+        )
+        return
     table = Table(title="rlpipe: run finished", title_justify="left")
     table.add_column("metric", style="cyan")
     table.add_column("before", justify="right")
@@ -24,6 +31,5 @@ def print_report(summary: Summary, run_dir: Path) -> None:
     for key in sorted(summary.eval_after):
         before = summary.eval_before.get(key)
         table.add_row(f"eval {key}", "-" if before is None else f"{before:.3f}", f"{summary.eval_after[key]:.3f}")
-    console = Console()
     console.print(table)
     console.print(f"metrics: {run_dir / 'metrics.jsonl'}   plot: {run_dir / 'reward_curve.png'}")

@@ -21,8 +21,10 @@ def run_job(run: Resolved) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
 
+    _quiet_third_party()
     import torch  # heavy imports only from here on
 
+    from rlpipe.data.dataset import DatasetError
     from rlpipe.data.tokenizer import load_tokenizer
     from rlpipe.loop import Loop
     from rlpipe.report import print_report
@@ -45,9 +47,25 @@ def run_job(run: Resolved) -> int:
             assert cfg.ckpt.ref_load is not None
             trainer.load_reference(Path(cfg.ckpt.ref_load))
         engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
-        loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)
+        try:
+            loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)
+        except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
+            print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
+            return 2
         summary = loop.train()
     finally:
         distributed.teardown()
     print_report(summary, run_dir)
     return 0
+
+
+def _quiet_third_party() -> None:
+    """Megatron warns once per module that TransformerEngine/Apex are absent (expected on CPU), and
+    transformers draws a progress bar for every tiny save/load: keep the user's terminal for rlpipe's own."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex) (and Apex )?(is|are) not installed.*")
+    warnings.filterwarnings("ignore", message=r".*full scope is deprecated.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -258,7 +258,7 @@ def _field_args(cfg: RunConfig, key: str, flag: str) -> list[str]:
         return [flag, *pairs] if pairs else []
     if key == "sglang.extra":
         return [x for name, v in value.items() for x in _flag_args(f"--sglang-{name.replace('_', '-')}", None, v)]
-    if key in EXPORT_WHEN_CHANGED and value == type(cfg.sglang).model_fields[key.split(".")[1]].default:
+    if key in EXPORT_WHEN_CHANGED and value == dict(_leaves())[key].default:
         return []
     return _flag_args(flag, key, value)
 

@@ -265,6 +265,13 @@ def _paths(r: _Resolver) -> None:
         )
     elif not built and not Path(hf).is_dir():
         r.path_problem("ckpt.hf_checkpoint", "folder does not exist", "point it at a HuggingFace model folder", hf)
+    elif not built and not (Path(hf) / "tokenizer.json").is_file():
+        r.path_problem(
+            "ckpt.hf_checkpoint",
+            "has no tokenizer.json (rlpipe loads the fast tokenizer saved with the model)",
+            "save one there with tokenizer.save_pretrained(...)",
+            hf,
+        )
     data = r.get("rollout.prompt_data")
     if data is None:
         r.problem("rollout.prompt_data", "no prompt dataset given", "rollout.prompt_data=/path/to/prompts.jsonl")

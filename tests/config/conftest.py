@@ -19,9 +19,11 @@ PROMPT_ROWS = 10
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> list[str]:
-    """Overrides for a blank recipe that resolves: empty HF folder (no config.json), 10 prompts, math reward, CPU."""
+    """Overrides for a blank recipe that resolves: an HF folder with only a tokenizer file (no config.json),
+    10 prompts, math reward, CPU."""
     hf = tmp_path / "hf"
     hf.mkdir()
+    (hf / "tokenizer.json").write_text("{}")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "label": "{i}"}}\n' for i in range(PROMPT_ROWS)))
     return [

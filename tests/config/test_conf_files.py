@@ -96,6 +96,7 @@ def test_group_option_resolves(group: str, option: str, recipe: list[str], tmp_p
         if option == "auto":
             ckpt = tmp_path / "auto-ckpt"
             ckpt.mkdir()
+            (ckpt / "tokenizer.json").write_text("{}")
             arch = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128}
             arch |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "rope_theta": 1e4}
             (ckpt / "config.json").write_text(json.dumps(arch | {"rms_norm_eps": 1e-5, "tie_word_embeddings": False}))

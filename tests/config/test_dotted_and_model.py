@@ -109,6 +109,7 @@ def _checkpoint(tmp_path: Path, **changes: object) -> Path:
     folder = tmp_path / "qwen"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**QWEN25_05B, **changes}))
+    (folder / "tokenizer.json").write_text("{}")
     return folder
 
 
@@ -146,6 +147,7 @@ def test_model_auto_takes_the_architecture_from_config_json(tmp_path, recipe) ->
     folder = tmp_path / "qwen"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(layout5))  # the transformers 5 layout of the RoPE base
+    (folder / "tokenizer.json").write_text("{}")
     run = load([*recipe, "model=auto", f"ckpt.hf_checkpoint={folder}"])
     model = run.cfg.model
     assert (model.num_layers, model.hidden_size, model.ffn_hidden_size) == (24, 896, 4864)

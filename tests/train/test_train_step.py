@@ -97,3 +97,36 @@ def test_response_must_have_a_preceding_token(world_of_one, tmp_path: Path) -> N
     trainer = MegatronTrainer(make_spec(make_tiny_qwen2(tmp_path)))
     with pytest.raises(ValueError, match=r"samples \[1\]"):
         trainer.compute_log_probs([[1, 2, 3], [4, 5]], [1, 0])
+
+
+def test_reference_log_probs_come_from_the_reference_and_leave_the_actor_untouched(
+    world_of_one, tmp_path: Path
+) -> None:
+    actor_folder = make_tiny_qwen2(tmp_path / "actor", seed=0)
+    ref_folder = make_tiny_qwen2(tmp_path / "ref", seed=1)
+    trainer = MegatronTrainer(make_spec(actor_folder))
+    trainer.load_hf(actor_folder)
+    with pytest.raises(RuntimeError, match="load_reference"):
+        trainer.compute_ref_log_probs(SEQS, STARTS)
+    trainer.load_reference(ref_folder)
+    before = _weights(trainer)
+    ref_lps = trainer.compute_ref_log_probs(SEQS, STARTS)
+    expected, _ = hf_response_stats(ref_folder, SEQS, STARTS)
+    for got, want in zip(ref_lps, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    after = _weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    actor_lps = trainer.compute_log_probs(SEQS, STARTS)
+    assert max((a - r).abs().max().item() for a, r in zip(actor_lps, ref_lps, strict=True)) > 1e-2
+
+
+def test_fixed_lr_step_leaves_the_schedule_alone(world_of_one, tmp_path: Path) -> None:
+    folder = make_tiny_qwen2(tmp_path)
+    trainer = MegatronTrainer(make_spec(folder, lr=1e-2, lr_decay_style="linear", lr_decay_iters=10))
+    trainer.load_hf(folder)
+    warm = trainer.train_step(SEQS, STARTS, sum_log_prob_loss(denominator=25.0), lr=3e-3)
+    assert warm["lr"] == pytest.approx(3e-3)
+    first_scheduled = trainer.train_step(SEQS, STARTS, sum_log_prob_loss(denominator=25.0))
+    second = trainer.train_step(SEQS, STARTS, sum_log_prob_loss(denominator=25.0))
+    assert first_scheduled["lr"] == pytest.approx(1e-2)  # schedule step 0: the warm-up step did not count
+    assert second["lr"] < first_scheduled["lr"]
