@@ -6,7 +6,8 @@
                  -> one weight sync into the engine -> eval / checkpoint on their intervals -> metrics
     summary      reward first vs last rollouts, eval before vs after, metrics.jsonl and the reward PNG
 
-Synchronous mode only (rollout.mode=sync); the engine and trainer live in this process.
+`trainer` is a `TrainerRole` in-process, or a group of them on Ray that answers the same calls.
+Synchronous mode only (rollout.mode=sync).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from rlpipe.metrics import MetricsLogger
 from rlpipe.reward import RewardContext
 from rlpipe.rollout.engine import RolloutEngine
 from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
-from rlpipe.train.trainer import MegatronTrainer
-from rlpipe.train.update import TrainBatch, rl_update, sft_update
+from rlpipe.train.role import TrainerRole
 
 
 @dataclass
@@ -42,9 +42,9 @@ class Summary:
 
 
 class Loop:
-    """One run of the sync RL loop over an in-process trainer and engine."""
+    """One run of the sync RL loop over a trainer (role or group) and a rollout engine."""
 
-    def __init__(self, run: Resolved, trainer: MegatronTrainer, engine: RolloutEngine, tokenizer, run_dir: Path):
+    def __init__(self, run: Resolved, trainer: TrainerRole, engine: RolloutEngine, tokenizer, run_dir: Path):
         self.run, self.cfg = run, run.cfg
         self.trainer, self.engine, self.tokenizer = trainer, engine, tokenizer
         self.run_dir = run_dir
@@ -95,7 +95,7 @@ class Loop:
             groups = self.rollout_fn(cfg, rollout_id, self.source)
             samples: list[Sample] = [s for group in groups for s in group]
             t1 = time.perf_counter()
-            metrics = rl_update(self.trainer, cfg, samples)
+            metrics = self.trainer.rl_update(samples)
             t2 = time.perf_counter()
             self.sync_weights()  # once per rollout, however many optimizer steps ran
             t3 = time.perf_counter()
@@ -119,19 +119,12 @@ class Loop:
 
     # ------------------------------------------------------------------------------------------ the phases
     def resume(self) -> int:
-        """Next rollout id: from the latest checkpoint under ckpt.load, else 0 with fresh HF weights."""
-        cfg = self.cfg
-        if cfg.ckpt.load:
-            loaded = self.trainer.load_checkpoint(Path(cfg.ckpt.load))
-            if loaded is not None:
-                iteration, state = loaded
-                self.dataset.load_state_dict(state["dataset"])
-                print(f"rlpipe: resumed from {cfg.ckpt.load} at rollout {iteration}")
-                return iteration
-        init = cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint  # empty `load`: warm start from the reference
-        assert init is not None
-        self.trainer.load_hf(Path(init))
-        return 0
+        """Next rollout id: from the latest checkpoint under ckpt.load, else 0 with fresh weights."""
+        start, state = self.trainer.init_weights()
+        if start:
+            self.dataset.load_state_dict(state["dataset"])
+            print(f"rlpipe: resumed from {self.cfg.ckpt.load} at rollout {start}")
+        return start
 
     def warmup(self) -> None:
         """Supervised steps on (prompt, label) pairs of the prompt data: RL from random weights plateaus."""
@@ -142,8 +135,7 @@ class Loop:
         bar = _progress(range(warm.steps), 0, warm.steps, cfg.log.progress, desc="warm-up (sft)")
         for step in bar:
             chosen = [pairs[i] for i in rng.sample(range(len(pairs)), min(warm.batch_size, len(pairs)))]
-            samples = [Sample(prompt="", prompt_tokens=p, response_tokens=r) for p, r in chosen]
-            metrics = sft_update(self.trainer, TrainBatch.of(samples), warm.lr, cfg.algo.calculate_per_token_loss)
+            metrics = self.trainer.sft_update(chosen, warm.lr)
             self.metrics.log("warmup", step, metrics)
             bar.set_postfix(sft_loss=f"{metrics['sft_loss']:.3f}", refresh=False)
         bar.close()
@@ -173,10 +165,7 @@ class Loop:
 
     def save(self, next_rollout: int) -> None:
         """Checkpoint (atomic): trainer state plus the data cursor, tagged with the next rollout to run."""
-        assert self.cfg.ckpt.save is not None
-        self.trainer.save_checkpoint(
-            Path(self.cfg.ckpt.save), next_rollout, extra_state={"dataset": self.dataset.state_dict()}
-        )
+        self.trainer.save(next_rollout, {"dataset": self.dataset.state_dict()})
 
 
 def _mean(values: list[float]) -> float:

@@ -30,8 +30,7 @@ def run_job(run: Resolved) -> int:
     from rlpipe.report import print_report
     from rlpipe.rollout.hf_engine import HFEngine
     from rlpipe.train import distributed
-    from rlpipe.train.setup import trainer_spec
-    from rlpipe.train.trainer import MegatronTrainer
+    from rlpipe.train.role import TrainerRole
 
     if cfg.demo is not None:
         from rlpipe.data.demo import build_demo_assets
@@ -42,10 +41,7 @@ def run_job(run: Resolved) -> int:
     assert cfg.ckpt.hf_checkpoint is not None
     distributed.init_single_process()
     try:
-        trainer = MegatronTrainer(trainer_spec(cfg))
-        if cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0:
-            assert cfg.ckpt.ref_load is not None
-            trainer.load_reference(Path(cfg.ckpt.ref_load))
+        trainer = TrainerRole(cfg)
         engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
         try:
             loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)

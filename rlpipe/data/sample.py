@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Why generation of a sample stopped."""
 
     PENDING = "pending"  # not generated yet (or resumed from the partial-rollout buffer)

@@ -12,6 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
 
 from rlpipe.algo import (
     AdvantageConfig,
@@ -137,11 +139,15 @@ def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -
     steps = []
     step_size = len(samples) // n_steps
     for step in range(n_steps):  # consecutive slices of the rollout, one optimizer step each
-        rows = list(range(step * step_size, (step + 1) * step_size))
+        step_rows = list(range(step * step_size, (step + 1) * step_size))
+        # The denominator is the whole step's; this data-parallel rank trains on its share of the rows.
+        denominator = LossReduction.for_global_batch(
+            batch.select(step_rows).loss_masks, algo.calculate_per_token_loss
+        ).denominator
+        rows = _data_parallel_share(step_rows)
         sub = batch.select(rows)
-        reduction = LossReduction.for_global_batch(sub.loss_masks, algo.calculate_per_token_loss)
-        loss_fn = _policy_loss_fn(rows, per_sample, settings, reduction.denominator)
-        steps.append(trainer.train_step(sub.seqs, sub.response_starts, loss_fn))
+        loss_fn = _policy_loss_fn(rows, per_sample, settings, denominator)
+        steps.append(_sum_over_data_parallel(trainer.train_step(sub.seqs, sub.response_starts, loss_fn)))
     stats = group_reward_stats(rewards, cfg.rollout.n_samples)
     return {
         **_mean_over_steps(steps),
@@ -154,10 +160,33 @@ def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -
 
 def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token: bool) -> dict[str, float]:
     """One supervised step (negative log-likelihood of the responses) at a fixed learning rate."""
-    reduction = LossReduction.for_global_batch(batch.loss_masks, per_token)
+    reduction = LossReduction.for_global_batch(batch.loss_masks, per_token)  # over the whole batch
+    shard = batch.select(_data_parallel_share(list(range(len(batch.seqs)))))
 
     def loss_fn(local: list[int], log_probs: list[torch.Tensor], entropies: list[torch.Tensor]):
-        loss = sft_loss(torch.cat(log_probs), [batch.loss_masks[i] for i in local], reduction)
+        loss = sft_loss(torch.cat(log_probs), [shard.loss_masks[i] for i in local], reduction)
         return loss, {"sft_loss": loss.detach()}
 
-    return trainer.train_step(batch.seqs, batch.response_starts, loss_fn, lr=lr)
+    return _sum_over_data_parallel(trainer.train_step(shard.seqs, shard.response_starts, loss_fn, lr=lr))
+
+
+def _data_parallel_share(rows: list[int]) -> list[int]:
+    """This data-parallel rank's rows of a global batch: a contiguous, equal slice (the config checked that
+    global_batch_size divides by the data-parallel size)."""
+    rank, size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+    share = len(rows) // size
+    return rows[rank * share : (rank + 1) * share]
+
+
+# Metrics that are already global after the optimizer step (not per-rank shares of a sum).
+_GLOBAL_METRICS = ("grad_norm", "lr")
+
+
+def _sum_over_data_parallel(metrics: dict[str, float]) -> dict[str, float]:
+    """Loss metrics are this rank's share of the global mean: sum them over the data-parallel group."""
+    if parallel_state.get_data_parallel_world_size() == 1:
+        return metrics
+    keys = sorted(k for k in metrics if k not in _GLOBAL_METRICS)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values, group=parallel_state.get_data_parallel_group())
+    return {**metrics, **dict(zip(keys, values.tolist(), strict=True))}
