@@ -1,13 +1,14 @@
 """The training loop, readable top to bottom: warm-up, then for each rollout generate -> train -> sync.
 
-    setup        data, rewards, eval sets, resume point (checkpoint or fresh weights)
+    resume       the trainer restores its checkpoint (or loads fresh weights); the rollout side its data cursor
     warmup       optional supervised steps on the prompt data's labels (same trainer, sft loss)
-    train        per rollout: rollout function -> rl_update (num_steps_per_rollout optimizer steps)
+    per rollout  rollout.generate -> trainer.rl_update (num_steps_per_rollout optimizer steps)
                  -> one weight sync into the engine -> eval / checkpoint on their intervals -> metrics
     summary      reward first vs last rollouts, eval before vs after, metrics.jsonl and the reward PNG
 
-`trainer` is a `TrainerRole` in-process, or a group of them on Ray that answers the same calls.
-Synchronous mode only (rollout.mode=sync).
+`trainer` and `rollout` are a `TrainerRole` and a `RolloutRole` in-process, or Ray groups of them that
+answer the same calls (rlpipe.cluster). Under colocate the two time-slice the same devices: the rollout
+side is offloaded while the trainer trains, and brought back before the weight sync.
 """
 
 from __future__ import annotations
@@ -18,14 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlpipe.config import Resolved
-from rlpipe.config.dotted import import_dotted
-from rlpipe.data.dataset import PromptDataset
-from rlpipe.data.sample import Sample
-from rlpipe.data.tokenizer import encode_sft_pair, special_token_ids
 from rlpipe.metrics import MetricsLogger
-from rlpipe.reward import RewardContext
-from rlpipe.rollout.engine import RolloutEngine
-from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
+from rlpipe.rollout.role import RolloutRole
 from rlpipe.train.role import TrainerRole
 
 
@@ -42,44 +37,19 @@ class Summary:
 
 
 class Loop:
-    """One run of the sync RL loop over a trainer (role or group) and a rollout engine."""
+    """One run of the sync RL loop over a trainer and a rollout side (roles, or Ray groups of them)."""
 
-    def __init__(self, run: Resolved, trainer: TrainerRole, engine: RolloutEngine, tokenizer, run_dir: Path):
+    def __init__(self, run: Resolved, trainer: TrainerRole, rollout: RolloutRole, run_dir: Path) -> None:
         self.run, self.cfg = run, run.cfg
-        self.trainer, self.engine, self.tokenizer = trainer, engine, tokenizer
+        self.trainer, self.rollout = trainer, rollout
         self.run_dir = run_dir
-        ro = self.cfg.rollout
-        assert ro.prompt_data is not None  # resolved
-        self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
-        self.source = RolloutSource(self.dataset, engine, self._reward_context(ro.rm_type), tokenizer.decode)
-        self.rollout_fn = import_dotted(ro.rollout_function_path) if ro.rollout_function_path else generate_rollout
-        self.eval_sets = {
-            name: (self._dataset(ds.path, ds.input_key, ds.label_key, shuffle=False), self._reward_context(ds.rm_type))
-            for name, ds in self.cfg.eval.datasets.items()
-        }
+        self.offload = run.cfg.cluster.offload_rollout  # colocated: free the engine's memory while training
 
-    def _dataset(self, path: str, input_key: str | None, label_key: str | None, shuffle: bool) -> PromptDataset:
-        ro = self.cfg.rollout
-        return PromptDataset(
-            path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
-            metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
-            max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
-        )  # fmt: skip
-
-    def _reward_context(self, rm_type: str | None) -> RewardContext:
-        ro = self.cfg.rollout
-        return RewardContext(
-            rm_type=rm_type or "custom", eos_token_id=self.tokenizer.eos_token_id,
-            special_token_ids=special_token_ids(self.tokenizer), decode=self.tokenizer.decode,
-            rm_url=ro.rm_url, custom_rm_path=ro.custom_rm_path, group_rm=ro.group_rm,
-        )  # fmt: skip
-
-    # ------------------------------------------------------------------------------------------------- run
     def train(self) -> Summary:
         cfg = self.cfg
-        start = self.resume()
         total = cfg.rollout.num_rollout
         assert total is not None  # resolved
+        start = self.resume()
         if start >= total:
             return Summary(start, total, float("nan"), float("nan"))
         self.metrics = MetricsLogger(self.run_dir, cfg.log, cfg.run_name, resume_from=start)
@@ -92,8 +62,9 @@ class Loop:
         last_eval = last_save = None
         for rollout_id in bar:
             t0 = time.perf_counter()
-            groups = self.rollout_fn(cfg, rollout_id, self.source)
-            samples: list[Sample] = [s for group in groups for s in group]
+            samples = self.rollout.generate(rollout_id)
+            if self.offload:
+                self.rollout.offload()
             t1 = time.perf_counter()
             metrics = self.trainer.rl_update(samples)
             t2 = time.perf_counter()
@@ -119,10 +90,10 @@ class Loop:
 
     # ------------------------------------------------------------------------------------------ the phases
     def resume(self) -> int:
-        """Next rollout id: from the latest checkpoint under ckpt.load, else 0 with fresh weights."""
+        """Next rollout id: the trainer's latest checkpoint under ckpt.load, else 0 with fresh weights."""
         start, state = self.trainer.init_weights()
         if start:
-            self.dataset.load_state_dict(state["dataset"])
+            self.rollout.load_state_dict(state)
             print(f"rlpipe: resumed from {self.cfg.ckpt.load} at rollout {start}")
         return start
 
@@ -130,7 +101,7 @@ class Loop:
         """Supervised steps on (prompt, label) pairs of the prompt data: RL from random weights plateaus."""
         cfg, warm = self.cfg, self.cfg.warmup
         assert warm is not None
-        pairs = [encode_sft_pair(self.tokenizer, s.prompt, str(s.label)) for s in self.dataset.rows_as_samples()]
+        pairs = self.rollout.sft_pairs()
         rng = random.Random(cfg.seed)
         bar = _progress(range(warm.steps), 0, warm.steps, cfg.log.progress, desc="warm-up (sft)")
         for step in bar:
@@ -141,31 +112,20 @@ class Loop:
         bar.close()
 
     def sync_weights(self) -> None:
-        """Push the trainer's weights (HF names) into the engine: begin -> update -> end -> flush."""
-        self.engine.begin_weight_update()
-        self.engine.update_weights_from_tensor(self.trainer.hf_named_tensors())
-        self.engine.end_weight_update()
-        self.engine.flush_cache()
+        """The trainer's weights into the engine, once (brought back first if it was offloaded)."""
+        if self.offload:
+            self.rollout.onload()
+        self.rollout.update_weights(self.trainer.hf_named_tensors())
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
-        """Mean reward (and pass@n for n > 1) of every eval dataset under the current weights."""
-        results: dict[str, float] = {}
-        for name, (dataset, reward) in self.eval_sets.items():
-            params = sampling_params(self.cfg, name)
-            prompts = dataset.rows_as_samples()
-            source = RolloutSource(dataset, self.engine, reward, self.tokenizer.decode)
-            groups = source.generate_groups(prompts, params, rollout_id)
-            scores = source.score([s for g in groups for s in g])
-            results[f"{name}/reward_mean"] = _mean(scores)
-            if params.n > 1:
-                results[f"{name}/pass@{params.n}"] = _mean([float(any((s.reward or 0) > 0 for s in g)) for g in groups])
+        results = self.rollout.evaluate(rollout_id)
         if results:
             self.metrics.log("eval", rollout_id, results)
         return results
 
     def save(self, next_rollout: int) -> None:
         """Checkpoint (atomic): trainer state plus the data cursor, tagged with the next rollout to run."""
-        self.trainer.save(next_rollout, {"dataset": self.dataset.state_dict()})
+        self.trainer.save(next_rollout, self.rollout.state_dict())
 
 
 def _mean(values: list[float]) -> float:

@@ -25,10 +25,10 @@ def run_job(run: Resolved) -> int:
     import torch  # heavy imports only from here on
 
     from rlpipe.data.dataset import DatasetError
-    from rlpipe.data.tokenizer import load_tokenizer
     from rlpipe.loop import Loop
     from rlpipe.report import print_report
     from rlpipe.rollout.hf_engine import HFEngine
+    from rlpipe.rollout.role import RolloutRole
     from rlpipe.train import distributed
     from rlpipe.train.role import TrainerRole
 
@@ -44,11 +44,11 @@ def run_job(run: Resolved) -> int:
         trainer = TrainerRole(cfg)
         engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
         try:
-            loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)
+            rollout = RolloutRole(cfg, engine)
         except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
             print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
             return 2
-        summary = loop.train()
+        summary = Loop(run, trainer, rollout, run_dir).train()
     finally:
         distributed.teardown()
     print_report(summary, run_dir)

@@ -1,8 +1,9 @@
-"""Build a Megatron-core GPTModel (local layer spec) that computes what an HF Qwen2 / Llama model computes.
+"""Build a Megatron-core GPTModel (local layer spec) that computes what an HF model of a supported family computes.
 
-The local spec (`get_gpt_layer_local_spec`) needs neither TransformerEngine nor Apex, so the same model runs
-on CPU over gloo and on GPU. Every fusion is off: the fused kernels need Apex/TE. On CPU parameters are
-initialised on the host (`use_cpu_initialization`) and sequence parallelism is off.
+The local spec needs neither TransformerEngine nor Apex, so the same model runs on CPU over gloo and on GPU.
+Every fusion is off: the fused kernels need Apex/TE. On CPU parameters are initialised on the host
+(`use_cpu_initialization`). Sequence parallelism stays off: the local spec's torch RMSNorm refuses it.
+Families (Qwen2, Llama, Qwen3, GLM4, Qwen3-MoE) and how they differ live in `families.py`.
 """
 
 from __future__ import annotations
@@ -11,32 +12,39 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from rlpipe.train.families import family_of, has_qkv_bias, rope_settings, supported_model_types
+from rlpipe.train.layer_spec import layer_spec
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.weights import padded_vocab_size
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+SUPPORTED_MODEL_TYPES = supported_model_types()
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _rope(hf_config: Any) -> tuple[float, dict[str, Any]]:
-    """(rope theta, rope scaling parameters) across transformers 4 (rope_theta/rope_scaling) and 5 (rope_parameters)."""
-    params = dict(getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {})
-    theta = params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
-    return float(theta), params
+def _moe_fields(hf_config: Any) -> dict[str, Any]:
+    """TransformerConfig fields of a Qwen3-MoE-style block: softmax router, top-k, no aux loss in the forward."""
+    return {
+        "num_moe_experts": hf_config.num_experts,
+        "moe_ffn_hidden_size": hf_config.moe_intermediate_size,
+        "moe_router_topk": hf_config.num_experts_per_tok,
+        "moe_router_score_function": "softmax",
+        # norm_topk_prob: softmax over the top-k logits (= renormalised top-k of the full softmax);
+        # otherwise top-k of the full softmax, unnormalised, which Megatron calls pre-softmax.
+        "moe_router_pre_softmax": not hf_config.norm_topk_prob,
+        "moe_router_load_balancing_type": "none",  # HF's aux loss is a training add-on, not part of the logits
+        "moe_aux_loss_coeff": 0.0,
+        "moe_token_dispatcher_type": "alltoall",
+        "moe_grouped_gemm": False,
+    }
 
 
 def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> TransformerConfig:
-    """Megatron TransformerConfig for an HF Qwen2/Llama config: GQA, RMSNorm, SwiGLU, Qwen2's qkv bias."""
-    if hf_config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"model_type={hf_config.model_type!r}: supported are {SUPPORTED_MODEL_TYPES}")
-    if hf_config.hidden_act != "silu":
-        raise ValueError(f"hidden_act={hf_config.hidden_act!r}: only SwiGLU (silu) MLPs are supported")
-    if getattr(hf_config, "mlp_bias", False) or (hf_config.model_type == "llama" and hf_config.attention_bias):
-        raise ValueError("Llama attention_bias / mlp_bias are not supported (Megatron biases every linear then)")
+    """Megatron TransformerConfig for an HF config of a registered family (see `families.py`)."""
+    family = family_of(hf_config)
     on_gpu = torch.cuda.is_available()
     dtype = _DTYPES[spec.params_dtype]
     return TransformerConfig(
@@ -51,13 +59,18 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
-        add_qkv_bias=hf_config.model_type == "qwen2",  # Qwen2 biases q/k/v only; o_proj and the MLP have none
+        add_qkv_bias=has_qkv_bias(family, hf_config),
+        qk_layernorm=family.qk_norm,
+        rotary_interleaved=family.rotary_interleaved,
         hidden_dropout=0.0,
         attention_dropout=0.0,  # RL training uses no dropout; the rollout model has none either
         tensor_model_parallel_size=spec.tensor_parallel,
         pipeline_model_parallel_size=spec.pipeline_parallel,
         context_parallel_size=spec.context_parallel,
-        sequence_parallel=spec.sequence_parallel and on_gpu and spec.tensor_parallel > 1,
+        sequence_parallel=False,  # the local spec's torch norms assert it off (TE spec needed)
+        # Micro-batches differ in length (padded to their own longest sample, or packed): pipeline stages
+        # exchange each activation's shape before the activation itself.
+        variable_seq_lengths=spec.pipeline_parallel > 1,
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=spec.params_dtype == "bf16",
@@ -72,12 +85,14 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         recompute_granularity=spec.recompute_granularity,
         recompute_method=spec.recompute_method,
         recompute_num_layers=spec.recompute_num_layers,
+        **(_moe_fields(hf_config) if family.moe else {}),
     )
 
 
 def build_gpt_model(hf_config: Any, config: TransformerConfig) -> GPTModel:
-    """The GPTModel for `config` with HF's vocab (padded for TP), rope base and embedding tying."""
-    theta, rope = _rope(hf_config)
+    """This pipeline stage's GPTModel for `config`, with HF's vocab (padded for TP), rope and embedding tying."""
+    family = family_of(hf_config)
+    theta, rotary_fraction, rope = rope_settings(hf_config)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
         raise ValueError(f"rope_type={rope_type!r}: supported are 'default' and 'llama3'")
@@ -87,11 +102,14 @@ def build_gpt_model(hf_config: Any, config: TransformerConfig) -> GPTModel:
         raise ValueError(f"llama3 rope scaling needs {megatron_llama3}; got {rope}")
     model = GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        transformer_layer_spec=layer_spec(family, config),
         vocab_size=padded_vocab_size(hf_config.vocab_size, config.tensor_model_parallel_size),
         max_sequence_length=hf_config.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
         share_embeddings_and_output_weights=bool(hf_config.tie_word_embeddings),
         position_embedding_type="rope",
+        rotary_percent=rotary_fraction,
         rotary_base=theta,
         rope_scaling=rope_type == "llama3",
         rope_scaling_factor=float(rope.get("factor", 8.0)),

@@ -1,4 +1,4 @@
-"""HF <-> Megatron (local layer spec) weight conversion for the Qwen2 / Llama families.
+"""HF <-> Megatron (local layer spec) weight conversion for every family in `families.py`.
 
 Megatron's layout, per tensor-parallel rank r of T (names as in `GPTModel` built from the local spec):
 
@@ -13,20 +13,33 @@ Megatron's layout, per tensor-parallel rank r of T (names as in `GPTModel` built
     decoder.final_layernorm.weight                      replicated (HF model.norm)
     output_layer.weight                     [P/T, h]    lm_head padded to P; absent when embeddings are tied
 
+Family additions (all replicated across TP except the experts):
+
+    decoder.layers.{i}.self_attention.{q,k}_layernorm.weight  [d]   Qwen3 q_norm / k_norm
+    decoder.layers.{i}.self_attn_bda.post_layernorm.weight    [h]   GLM4 post_self_attn_layernorm
+    decoder.layers.{i}.mlp_bda.post_layernorm.weight          [h]   GLM4 post_mlp_layernorm
+    decoder.layers.{i}.mlp.linear_fc1.weight  from GLM4's fused gate_up_proj = cat(gate, up), split per rank
+    decoder.layers.{i}.mlp.router.weight                      [E, h] Qwen3-MoE mlp.gate
+    decoder.layers.{i}.mlp.experts.local_experts.{j}.linear_fc{1,2}.weight   expert j's gate|up / down,
+        split like the dense MLP (expert-tensor parallel = TP, expert parallel = 1)
+
 H heads, G query groups (kv heads), q = H/G, d head dim, F intermediate size, V vocab, P padded vocab.
 Padded vocab rows are zeros; the trainer masks their logits, and export drops them. This module is torch
-only (no Megatron import) so conversions are testable without process groups.
+only (no Megatron import) so conversions are testable without process groups. Names carry global layer
+numbers; the trainer maps them to a pipeline stage's local numbers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from rlpipe.train.families import Family, family_of
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
 
@@ -80,11 +93,26 @@ def _vocab_shard(weight: torch.Tensor, padded: int, tp_rank: int, tp_size: int) 
     return padded_weight.chunk(tp_size, dim=0)[tp_rank]
 
 
+def _mlp_to_megatron(
+    hf_state_dict: dict[str, torch.Tensor], hf: str, mg: str, fused_gate_up: bool, split: Callable
+) -> dict[str, torch.Tensor]:
+    """One SwiGLU MLP (dense, or one expert) at HF prefix `hf` -> Megatron linear_fc1 / linear_fc2 at `mg`."""
+    if fused_gate_up:
+        gate, up = hf_state_dict[hf + "gate_up_proj.weight"].chunk(2, dim=0)
+    else:
+        gate, up = hf_state_dict[hf + "gate_proj.weight"], hf_state_dict[hf + "up_proj.weight"]
+    return {
+        mg + "linear_fc1.weight": torch.cat([split(gate, 0), split(up, 0)], dim=0),  # per rank: [gate | up]
+        mg + "linear_fc2.weight": split(hf_state_dict[hf + "down_proj.weight"], 1),
+    }
+
+
 def hf_to_megatron(
     hf_state_dict: dict[str, torch.Tensor], hf_config: Any, tp_rank: int, tp_size: int, vocab_divisible_by: int = 128
 ) -> dict[str, torch.Tensor]:
-    """This TP rank's Megatron state dict (names without any DDP `module.` prefix) from a full HF state dict."""
+    """This TP rank's Megatron state dict (whole model, global layer numbers, no `module.` prefix) from HF's."""
     dims = _Dims.of(hf_config)
+    family = family_of(hf_config)
     padded = padded_vocab_size(dims.vocab, tp_size, vocab_divisible_by)
     if dims.groups % tp_size:
         raise ValueError(f"num_key_value_heads={dims.groups} is not divisible by tensor_parallel={tp_size}")
@@ -103,28 +131,66 @@ def hf_to_megatron(
     for i in range(hf_config.num_hidden_layers):
         hf, mg = f"model.layers.{i}.", f"decoder.layers.{i}."
         attn = hf + "self_attn."
-        out[mg + "input_layernorm.weight"] = hf_state_dict[hf + "input_layernorm.weight"].clone()
-        out[mg + "pre_mlp_layernorm.weight"] = hf_state_dict[hf + "post_attention_layernorm.weight"].clone()
+        for hf_name, mg_name in _replicated_layer_names(family):
+            out[mg + mg_name] = hf_state_dict[hf + hf_name].clone()
         for kind in ("weight", "bias"):
             if attn + f"q_proj.{kind}" in hf_state_dict:
                 qkv = _qkv_full(*(hf_state_dict[attn + f"{p}_proj.{kind}"] for p in "qkv"), dims)  # [G, (q+2)d, ...]
                 out[mg + f"self_attention.linear_qkv.{kind}"] = split(qkv, 0).flatten(0, 1)
         out[mg + "self_attention.linear_proj.weight"] = split(hf_state_dict[attn + "o_proj.weight"], 1)
-        gate = split(hf_state_dict[hf + "mlp.gate_proj.weight"], 0)
-        up = split(hf_state_dict[hf + "mlp.up_proj.weight"], 0)
-        out[mg + "mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
-        out[mg + "mlp.linear_fc2.weight"] = split(hf_state_dict[hf + "mlp.down_proj.weight"], 1)
+        if family.moe:
+            out[mg + "mlp.router.weight"] = hf_state_dict[hf + "mlp.gate.weight"].clone()
+            for j in range(hf_config.num_experts):
+                expert = f"mlp.experts.local_experts.{j}."
+                out.update(_mlp_to_megatron(hf_state_dict, hf + f"mlp.experts.{j}.", mg + expert, False, split))
+        else:
+            out.update(_mlp_to_megatron(hf_state_dict, hf + "mlp.", mg + "mlp.", family.fused_gate_up, split))
     return out
 
 
+def _replicated_layer_names(family: Family) -> list[tuple[str, str]]:
+    """(HF, Megatron) names, relative to the layer, of the norms every TP rank holds whole."""
+    names = [
+        ("input_layernorm.weight", "input_layernorm.weight"),
+        ("post_attention_layernorm.weight", "pre_mlp_layernorm.weight"),
+    ]
+    if family.qk_norm:
+        names += [
+            ("self_attn.q_norm.weight", "self_attention.q_layernorm.weight"),
+            ("self_attn.k_norm.weight", "self_attention.k_layernorm.weight"),
+        ]
+    if family.post_norms:  # see layer_spec.PostNormBiasDropoutAdd
+        names += [
+            ("post_self_attn_layernorm.weight", "self_attn_bda.post_layernorm.weight"),
+            ("post_mlp_layernorm.weight", "mlp_bda.post_layernorm.weight"),
+        ]
+    return names
+
+
 def is_tp_replicated(megatron_name: str) -> bool:
-    """Norm weights are whole on every TP rank; every other parameter is a TP shard."""
-    return "layernorm" in megatron_name
+    """Norm weights and the MoE router are whole on every TP rank; every other parameter is a TP shard."""
+    return "layernorm" in megatron_name or megatron_name.endswith("mlp.router.weight")
+
+
+def _mlp_to_hf(hf: str, rest: str, shards: list[torch.Tensor], fused_gate_up: bool) -> list[tuple[str, torch.Tensor]]:
+    """HF tensors of one MLP (dense or an expert) from linear_fc1 / linear_fc2 shards; `rest` is fc1 or fc2."""
+    if rest == "linear_fc2.weight":
+        return [(hf + "down_proj.weight", torch.cat(shards, dim=1))]
+    halves = [s.chunk(2, dim=0) for s in shards]  # per rank: (gate rows, up rows)
+    gate = torch.cat([h[0] for h in halves])
+    up = torch.cat([h[1] for h in halves])
+    if fused_gate_up:
+        return [(hf + "gate_up_proj.weight", torch.cat([gate, up]))]
+    return [(hf + "gate_proj.weight", gate), (hf + "up_proj.weight", up)]
+
+
+_EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12]\.weight)")
 
 
 def shards_to_hf(megatron_name: str, shards: list[torch.Tensor], hf_config: Any) -> list[tuple[str, torch.Tensor]]:
-    """HF (name, full tensor) pairs from one Megatron parameter's TP shards, in TP-rank order."""
+    """HF (name, full tensor) pairs from one Megatron parameter's TP shards (global layer number), rank order."""
     dims = _Dims.of(hf_config)
+    family = family_of(hf_config)
     if megatron_name == "embedding.word_embeddings.weight":
         return [("model.embed_tokens.weight", torch.cat(shards)[: dims.vocab])]
     if megatron_name == "output_layer.weight":
@@ -135,23 +201,22 @@ def shards_to_hf(megatron_name: str, shards: list[torch.Tensor], hf_config: Any)
     if match is None:
         raise KeyError(f"no HF name for Megatron parameter {megatron_name!r}")
     hf, rest = f"model.layers.{match.group(1)}.", match.group(2)
-    if rest == "input_layernorm.weight":
-        return [(hf + "input_layernorm.weight", shards[0])]
-    if rest == "pre_mlp_layernorm.weight":
-        return [(hf + "post_attention_layernorm.weight", shards[0])]
+    replicated = {mg: hf_name for hf_name, mg in _replicated_layer_names(family)}
+    if rest in replicated:
+        return [(hf + replicated[rest], shards[0])]
     if rest.startswith("self_attention.linear_qkv."):
         kind = rest.rsplit(".", 1)[1]
         q, k, v = _qkv_split(torch.cat(shards), dims)
         return [(hf + f"self_attn.{p}_proj.{kind}", t) for p, t in zip("qkv", (q, k, v), strict=True)]
     if rest == "self_attention.linear_proj.weight":
         return [(hf + "self_attn.o_proj.weight", torch.cat(shards, dim=1))]
-    if rest == "mlp.linear_fc1.weight":
-        halves = [s.chunk(2, dim=0) for s in shards]  # per rank: (gate rows, up rows)
-        gate = torch.cat([h[0] for h in halves])
-        up = torch.cat([h[1] for h in halves])
-        return [(hf + "mlp.gate_proj.weight", gate), (hf + "mlp.up_proj.weight", up)]
-    if rest == "mlp.linear_fc2.weight":
-        return [(hf + "mlp.down_proj.weight", torch.cat(shards, dim=1))]
+    if rest in ("mlp.linear_fc1.weight", "mlp.linear_fc2.weight"):
+        return _mlp_to_hf(hf + "mlp.", rest.removeprefix("mlp."), shards, family.fused_gate_up)
+    if rest == "mlp.router.weight":
+        return [(hf + "mlp.gate.weight", shards[0])]
+    expert = _EXPERT.fullmatch(rest)
+    if expert is not None:
+        return _mlp_to_hf(hf + f"mlp.experts.{expert.group(1)}.", expert.group(2), shards, False)
     raise KeyError(f"no HF name for Megatron parameter {megatron_name!r}")
 
 

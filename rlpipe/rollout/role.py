@@ -1,0 +1,103 @@
+"""The rollout side in rollout terms: the prompt data, the engine, the rewards, evaluation.
+
+Like `TrainerRole`, a plain class: the loop holds it directly in-process, and a Ray actor wraps it as the
+rollout manager on a cluster. It owns the data cursor, so resuming restores it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlpipe.config.dotted import import_dotted
+from rlpipe.config.schema import RunConfig
+from rlpipe.data.dataset import PromptDataset
+from rlpipe.data.sample import Sample
+from rlpipe.data.tokenizer import encode_sft_pair, load_tokenizer, special_token_ids
+from rlpipe.reward import RewardContext
+from rlpipe.rollout.engine import RolloutEngine
+from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
+
+
+class RolloutRole:
+    """Prompts -> engine -> rewarded samples, for training rollouts and for evaluation."""
+
+    def __init__(self, cfg: RunConfig, engine: RolloutEngine) -> None:
+        assert cfg.ckpt.hf_checkpoint is not None and cfg.rollout.prompt_data is not None  # resolved
+        self.cfg, self.engine = cfg, engine
+        self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
+        ro = cfg.rollout
+        self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
+        self.source = RolloutSource(self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode)
+        self.rollout_fn = import_dotted(ro.rollout_function_path) if ro.rollout_function_path else generate_rollout
+        self.eval_sets = {
+            name: RolloutSource(
+                self._dataset(ds.path, ds.input_key, ds.label_key, shuffle=False),
+                engine,
+                self._reward_context(ds.rm_type),
+                self.tokenizer.decode,
+            )
+            for name, ds in cfg.eval.datasets.items()
+        }
+
+    def _dataset(self, path: str, input_key: str | None, label_key: str | None, shuffle: bool) -> PromptDataset:
+        ro = self.cfg.rollout
+        return PromptDataset(
+            path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
+            metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
+            max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
+        )  # fmt: skip
+
+    def _reward_context(self, rm_type: str | None) -> RewardContext:
+        ro = self.cfg.rollout
+        return RewardContext(
+            rm_type=rm_type or "custom", eos_token_id=self.tokenizer.eos_token_id,
+            special_token_ids=special_token_ids(self.tokenizer), decode=self.tokenizer.decode,
+            rm_url=ro.rm_url, custom_rm_path=ro.custom_rm_path, group_rm=ro.group_rm,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------------------------------- rollouts
+    def generate(self, rollout_id: int) -> list[Sample]:
+        """One training rollout, flattened: groups stay consecutive (n_samples samples per prompt)."""
+        groups = self.rollout_fn(self.cfg, rollout_id, self.source)
+        return [s for group in groups for s in group]
+
+    def evaluate(self, rollout_id: int) -> dict[str, float]:
+        """Mean reward (and pass@n for n > 1) of every eval dataset under the engine's current weights."""
+        results: dict[str, float] = {}
+        for name, source in self.eval_sets.items():
+            params = sampling_params(self.cfg, name)
+            groups = source.generate_groups(source.dataset.rows_as_samples(), params, rollout_id)
+            scores = source.score([s for g in groups for s in g])
+            results[f"{name}/reward_mean"] = sum(scores) / len(scores)
+            if params.n > 1:
+                solved = [any((s.reward or 0.0) > 0 for s in g) for g in groups]
+                results[f"{name}/pass@{params.n}"] = sum(solved) / len(solved)
+        return results
+
+    def sft_pairs(self) -> list[tuple[list[int], list[int]]]:
+        """(templated prompt ids, label ids + EOS) for every training prompt: the supervised warm-up data."""
+        return [encode_sft_pair(self.tokenizer, s.prompt, str(s.label)) for s in self.dataset.rows_as_samples()]
+
+    # ------------------------------------------------------------------------------------------ weights
+    def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """Load the trainer's HF-named weights: begin -> update -> end -> flush. Returns the new version."""
+        self.engine.begin_weight_update()
+        self.engine.update_weights_from_tensor(named_tensors)
+        self.engine.end_weight_update()
+        self.engine.flush_cache()
+        return self.engine.weight_version
+
+    def offload(self) -> None:
+        self.engine.release_memory_occupation()
+
+    def onload(self) -> None:
+        self.engine.resume_memory_occupation()
+
+    # ------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state["dataset"])

@@ -1,0 +1,117 @@
+"""SGLang's HTTP wire format (0.5.23), in one place: /generate bodies and replies, weight-update payloads.
+
+Facts from the sglang==0.5.23 source (sglang/api/v1/api_types.py, srt/managers/io_struct.py,
+srt/managers/tokenizer_manager.py, srt/utils/common.py):
+- /generate takes `input_ids`, `sampling_params` and `return_logprob`; unknown top-level keys are ignored, unknown
+  `sampling_params` keys are a 400 (`unknown field ...`). The seed is `sampling_params.sampling_seed`.
+- One prompt with n == 1 answers one object, with n > 1 a list of n objects. Each has `text`, `output_ids` and
+  `meta_info` with `finish_reason` ({"type": "stop"|"length"|"abort", ...}) and, with return_logprob,
+  `output_token_logprobs`: one (logprob, token_id, text-or-null) triple per generated token, the stop token
+  included. Miles reads response tokens from these triples; so does this module.
+- `update_weights_from_tensor` takes `serialized_named_tensors`: one base64 string per TP rank, each a pickled
+  list of (name, tensor). Rank r unpickles entry r only (`deserialize_own_rank`) with a restricted unpickler.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import pickle
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from rlpipe.rollout.engine import GenerateOutput, SamplingParams
+
+FINISH_TYPES = ("stop", "length", "abort")
+MEMORY_TAGS = ("weights", "kv_cache", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
+PAUSE_MODES = ("abort", "retract", "in_place")  # io_struct.PauseGenerationReqInput.mode
+
+
+def generate_body(prompt: list[int], params: SamplingParams) -> dict[str, Any]:
+    """The /generate JSON for one prompt and `params.n` samples, with per-token log-probs."""
+    sampling: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,  # -1: whole vocabulary, as in SGLang
+        "n": params.n,
+    }
+    if params.stop_token_ids:
+        sampling["stop_token_ids"] = list(params.stop_token_ids)
+    if params.seed is not None:
+        sampling["sampling_seed"] = params.seed
+    return {"input_ids": prompt, "sampling_params": sampling, "return_logprob": True}
+
+
+def parse_generate_reply(reply: Any, n: int) -> list[GenerateOutput]:
+    """A /generate reply (one object, or a list of n) -> n GenerateOutputs."""
+    items = reply if isinstance(reply, list) else [reply]
+    if len(items) != n:
+        raise ValueError(f"/generate answered {len(items)} samples, asked for {n}")
+    return [_parse_one(item) for item in items]
+
+
+def _parse_one(item: dict[str, Any]) -> GenerateOutput:
+    meta = item["meta_info"]
+    reason = meta["finish_reason"]["type"]
+    if reason not in FINISH_TYPES:
+        raise ValueError(f"unknown finish_reason {meta['finish_reason']!r}; expected one of {FINISH_TYPES}")
+    triples = meta["output_token_logprobs"]  # [(logprob, token_id, text | None)] per generated token
+    return GenerateOutput(
+        output_ids=[int(t[1]) for t in triples],
+        text=item["text"],
+        output_log_probs=[float(t[0]) for t in triples],
+        finish_reason=reason,
+    )
+
+
+def buckets(named_tensors: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list]:
+    """Consecutive groups of named tensors of at most `bucket_bytes` each (a larger tensor travels alone)."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in named_tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def serialize_named_tensors(named_tensors: Sequence[tuple[str, torch.Tensor]]) -> str:
+    """Base64 of a pickled [(name, tensor)] list, the per-rank payload of /update_weights_from_tensor.
+
+    CPU tensors are pickled with their bytes inline (torch's own reduction: `torch.storage._load_from_bytes`,
+    which SGLang's restricted unpickler loads through its safe loader), so the payload works across machines.
+    CUDA tensors go through torch's multiprocessing pickler, as SGLang's MultiprocessingSerializer does: the
+    payload then carries CUDA IPC handles, valid only on the same node while the tensors stay alive (the
+    colocated path; disaggregated engines use update_weights_from_distributed instead).
+    """
+    if any(t.is_cuda for _, t in named_tensors):
+        from multiprocessing.reduction import ForkingPickler
+
+        import torch.multiprocessing  # noqa: F401  registers torch's tensor reductions with ForkingPickler
+
+        buf = io.BytesIO()
+        ForkingPickler(buf).dump([(name, t.detach()) for name, t in named_tensors])
+        data = buf.getvalue()
+    else:
+        # clone(): a view would otherwise pickle its whole base storage.
+        data = pickle.dumps([(name, t.detach().clone()) for name, t in named_tensors])
+    return base64.b64encode(data).decode("ascii")
+
+
+def update_tensor_body(payload: str, tp_size: int, weight_version: int) -> dict[str, Any]:
+    """The /update_weights_from_tensor JSON: the same full-tensor payload for every TP rank (each rank's
+    `load_weights` takes its own shard); the cache is flushed once, after the whole update."""
+    return {
+        "serialized_named_tensors": [payload] * tp_size,
+        "load_format": None,
+        "flush_cache": False,
+        "abort_all_requests": False,
+        "weight_version": str(weight_version),
+    }
