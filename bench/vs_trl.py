@@ -71,7 +71,7 @@ def resolved_run(iterations: int):
 
 
 def warm_up_and_export(run, warm_dir: Path) -> None:
-    """rlpipe's supervised warm-up (Loop.warmup on a fresh trainer), then the weights saved as an HF folder.
+    """rlpipe's supervised warm-up (Loop.warmup on fresh roles), then the weights saved as an HF folder.
 
     Export goes through the same trainer -> engine weight sync the RL loop uses, so the folder holds exactly the
     weights rlpipe's engine would sample from.
@@ -79,29 +79,28 @@ def warm_up_and_export(run, warm_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from rlpipe.data.tokenizer import load_tokenizer
     from rlpipe.loop import Loop
     from rlpipe.metrics import MetricsLogger
     from rlpipe.rollout.hf_engine import HFEngine
-    from rlpipe.train.setup import trainer_spec
-    from rlpipe.train.trainer import MegatronTrainer
+    from rlpipe.rollout.role import RolloutRole
+    from rlpipe.train.role import TrainerRole
 
     cfg = run.cfg
-    trainer = MegatronTrainer(trainer_spec(cfg))
+    trainer = TrainerRole(cfg)
     engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed)
     run_dir = OUT / "warmup"
     run_dir.mkdir(parents=True, exist_ok=True)
-    loop = Loop(run, trainer, engine, load_tokenizer(cfg.ckpt.hf_checkpoint), run_dir)
+    loop = Loop(run, trainer, RolloutRole(cfg, engine), run_dir)
     loop.resume()  # no ckpt.load: the tiny HF checkpoint's fresh weights
     loop.metrics = MetricsLogger(run_dir, cfg.log, cfg.run_name, resume_from=0)
     loop.warmup()
     loop.sync_weights()
+    loop.metrics.close()
     engine.model.save_pretrained(warm_dir)
     engine.tokenizer.save_pretrained(warm_dir, save_jinja_files=False)
     saved = load_file(warm_dir / "model.safetensors")
     for name, tensor in trainer.hf_named_tensors():  # the folder must hold the trainer's weights, bit for bit
         assert torch.equal(saved[name], tensor), name
-    loop.metrics.close()
 
 
 @dataclass
@@ -115,34 +114,32 @@ class RlpipeSide:
 
     @classmethod
     def build(cls, run, warm_dir: Path) -> RlpipeSide:
-        from rlpipe.data.tokenizer import load_tokenizer
         from rlpipe.loop import Loop
         from rlpipe.metrics import MetricsLogger
         from rlpipe.rollout.hf_engine import HFEngine
-        from rlpipe.train.setup import trainer_spec
-        from rlpipe.train.trainer import MegatronTrainer
+        from rlpipe.rollout.role import RolloutRole
+        from rlpipe.train.role import TrainerRole
 
         cfg = run.cfg
-        trainer = MegatronTrainer(trainer_spec(cfg))
-        trainer.load_hf(warm_dir)
+        trainer = TrainerRole(cfg)
+        trainer.trainer.load_hf(warm_dir)
         engine = HFEngine(warm_dir, seed=cfg.rollout.seed)
         run_dir = OUT / "rlpipe"
         run_dir.mkdir(parents=True, exist_ok=True)
-        loop = Loop(run, trainer, engine, load_tokenizer(warm_dir), run_dir)
+        loop = Loop(run, trainer, RolloutRole(cfg, engine), run_dir)
         loop.metrics = MetricsLogger(run_dir, cfg.log, cfg.run_name, resume_from=0)
         loop.sync_weights()  # the engine already holds these weights; Loop.train syncs here too
         return cls(loop)
 
     def iteration(self, rollout_id: int) -> None:
         """One rollout -> rl_update -> weight sync -> metrics record: the body of `Loop.train`."""
-        from rlpipe.train.update import rl_update
-
-        loop, cfg = self.loop, self.loop.cfg
+        loop = self.loop
         t0 = time.perf_counter()
-        groups = loop.rollout_fn(cfg, rollout_id, loop.source)
-        samples = [s for group in groups for s in group]
+        samples = loop.rollout.generate(rollout_id)
+        if loop.offload:
+            loop.rollout.offload()
         t1 = time.perf_counter()
-        metrics = rl_update(loop.trainer, cfg, samples)
+        metrics = loop.trainer.rl_update(samples)
         t2 = time.perf_counter()
         loop.sync_weights()
         t3 = time.perf_counter()
@@ -154,17 +151,26 @@ class RlpipeSide:
 
 
 # ------------------------------------------------------------------------------------------------ TRL side
-def prompt_stream(run, tokenizer, n_prompts: int) -> list:
-    """The first `n_prompts` prompts rlpipe's RL loop will draw (same file, shuffle and seed), as Samples."""
-    from rlpipe.data.dataset import PromptDataset
+@dataclass
+class TrlRecord:
+    """What the TRL side measured: filled by the interleaving callback and by the reward function."""
 
-    ro = run.cfg.rollout
-    data = PromptDataset(
-        ro.prompt_data, tokenizer, input_key=ro.input_key, label_key=ro.label_key, metadata_key=ro.metadata_key,
-        apply_chat_template=ro.apply_chat_template, max_prompt_len=ro.max_prompt_len, shuffle=ro.shuffle,
-        seed=ro.seed,
-    )  # fmt: skip
-    return data.next_batch(n_prompts)
+    starts: list[float] = field(default_factory=list)  # perf_counter at the start of each step
+    times: list[float] = field(default_factory=list)  # wall seconds per step
+    rewards: list[float] = field(default_factory=list)  # mean sampled reward per step
+    scored: list[float] = field(default_factory=list)  # perf_counter when the step's rewards were computed
+
+    def rollout_times(self) -> list[float]:
+        """Step start -> rewards computed: TRL's rollout phase (data, templating, generation, scoring)."""
+        return [b - a for a, b in zip(self.starts, self.scored, strict=True)]
+
+
+def prompt_stream(run, engine, n_prompts: int) -> list:
+    """The first `n_prompts` prompts rlpipe's RL loop will draw, as Samples: a second RolloutRole builds the
+    same dataset (file, template, shuffle, seed) and is only read from."""
+    from rlpipe.rollout.role import RolloutRole
+
+    return RolloutRole(run.cfg, engine).dataset.next_batch(n_prompts)
 
 
 def check_trl_prompt_ids(tokenizer, prompts: list) -> None:
@@ -176,22 +182,27 @@ def check_trl_prompt_ids(tokenizer, prompts: list) -> None:
     assert not mismatched, f"TRL would see different prompt ids for prompts {mismatched[:5]}"
 
 
-def exact_match_reward(tokenizer, log: list[float]) -> Callable[..., list[float]]:
-    """A TRL reward function over completion ids with rlpipe's exact-match rule; logs each batch's mean."""
+def exact_match_reward(tokenizer, record: TrlRecord) -> Callable[..., list[float]]:
+    """A TRL reward function over completion ids with rlpipe's exact-match rule; logs each batch's mean and
+    when scoring finished (TRL has then generated and scored: the end of its rollout phase)."""
     from rlpipe.data.tokenizer import special_token_ids
     from rlpipe.reward.exact_match import exact_match_score
 
     eos, specials = tokenizer.eos_token_id, special_token_ids(tokenizer)
 
     def exact_match(prompts, completions, completion_ids, label, **_kwargs) -> list[float]:
-        scores = [exact_match_score(ids, lab, eos, specials, tokenizer.decode) for ids, lab in zip(completion_ids, label, strict=True)]  # fmt: skip
-        log.append(sum(scores) / len(scores))
+        scores = [
+            exact_match_score(ids, lab, eos, specials, tokenizer.decode)
+            for ids, lab in zip(completion_ids, label, strict=True)
+        ]
+        record.rewards.append(sum(scores) / len(scores))
+        record.scored.append(time.perf_counter())
         return scores
 
     return exact_match
 
 
-def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, reward_log: list[float], callback):
+def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, record: TrlRecord, callback):
     """GRPOTrainer with the rlpipe job's knobs; logging, reporting, saving and evaluation off."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -230,7 +241,8 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, reward_log:
         seed=cfg.seed,
         shuffle_dataset=False,  # the dataset already is rlpipe's shuffled stream
         use_cpu=True,
-        bf16=False,
+        bf16=False,  # TRL defaults to bf16 where supported; rlpipe's job trains in fp32
+        activation_checkpointing=False,  # TRL defaults to recomputing activations; rlpipe's job does not
         dataloader_num_workers=0,
         report_to="none",
         logging_steps=iterations + 1,  # never: rlpipe logs a jsonl line, TRL would print a dict every step
@@ -243,7 +255,7 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, reward_log:
     model = AutoModelForCausalLM.from_pretrained(str(warm_dir))
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=exact_match_reward(tokenizer, reward_log),
+        reward_funcs=exact_match_reward(tokenizer, record),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -256,22 +268,27 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, reward_log:
     return trainer
 
 
-def interleaving_callback(rlpipe: RlpipeSide, trl_times: list[float], profiles: dict[str, cProfile.Profile] | None):
-    """A TrainerCallback: after each TRL step, time it, then run one rlpipe iteration outside TRL's clock."""
+def interleaving_callback(rlpipe: RlpipeSide, record: TrlRecord, profiles: dict[str, cProfile.Profile] | None):
+    """A TrainerCallback: after each TRL step, time it, then run one rlpipe iteration outside TRL's clock.
+
+    TRL's step k runs from the end of this callback at step k-1 (train start for k=0) to on_step_end(k), so its
+    dataloader and bookkeeping between steps count for TRL and the rlpipe iteration does not.
+    """
     from transformers import TrainerCallback
 
     class Interleave(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.mark = time.perf_counter()
+            record.starts.append(time.perf_counter())
             _toggle(profiles, "trl", True)
 
         def on_step_end(self, args, state, control, **kwargs):
             _toggle(profiles, "trl", False)
-            trl_times.append(time.perf_counter() - self.mark)
+            record.times.append(time.perf_counter() - record.starts[-1])
             _toggle(profiles, "rlpipe", True)
             rlpipe.iteration(state.global_step - 1)
             _toggle(profiles, "rlpipe", False)
-            self.mark = time.perf_counter()
+            if state.global_step < state.max_steps:
+                record.starts.append(time.perf_counter())
             _toggle(profiles, "trl", True)
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -304,9 +321,10 @@ def plot(rl_rewards: list[float], trl_rewards: list[float], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, rewards in (("rlpipe", rl_rewards), ("TRL GRPOTrainer", trl_rewards)):
-        ax.plot(range(len(rewards)), rewards, alpha=0.25)
+        (raw,) = ax.plot(range(len(rewards)), rewards, alpha=0.3)
         windows = per_window(rewards)
-        ax.plot([10 * i + 4.5 for i in range(len(windows))], windows, marker="o", label=f"{name} (mean per 10)")
+        centers = [10 * i + 4.5 for i in range(len(windows))]
+        ax.plot(centers, windows, marker="o", color=raw.get_color(), label=f"{name} (mean per 10 iterations)")
     ax.set(xlabel="GRPO iteration", ylabel="mean sampled reward", title="reverse-3-digits, 8 prompts x 8 samples")
     ax.set_ylim(0, 1)
     ax.legend()
@@ -315,18 +333,21 @@ def plot(rl_rewards: list[float], trl_rewards: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def report(rl: RlpipeSide, trl_times: list[float], trl_rewards: list[float], skip: int) -> dict:
-    r, t = time_stats(rl.times, skip), time_stats(trl_times, skip)
+def report(rl: RlpipeSide, trl: TrlRecord, skip: int) -> dict:
+    r, t = time_stats(rl.times, skip), time_stats(trl.times, skip)
     parts = {k: statistics.median(p[i] for p in rl.parts[skip:]) for i, k in enumerate(("rollout", "train", "sync"))}
+    trl_rollout = statistics.median(trl.rollout_times()[skip:])
+    trl_parts = {"rollout": trl_rollout, "train": t["median"] - trl_rollout}
     print(f"\nseconds per iteration over iterations {skip}..{len(rl.times) - 1} ({r['n']} each, interleaved)")
     print(f"{'':8} {'median':>8} {'mean':>8}")
     print(f"{'rlpipe':8} {r['median']:8.4f} {r['mean']:8.4f}")
     print(f"{'TRL':8} {t['median']:8.4f} {t['mean']:8.4f}")
     print(f"{'ratio':8} {r['median'] / t['median']:8.3f} {r['mean'] / t['mean']:8.3f}   (rlpipe / TRL; goal <= 0.5)")
     print("rlpipe median parts: " + ", ".join(f"{k} {v:.4f}s" for k, v in parts.items()))
+    print("TRL median parts:    " + ", ".join(f"{k} {v:.4f}s" for k, v in trl_parts.items()) + "  (train = the rest)")
     print("\nmean sampled reward per 10 iterations")
     print(f"{'iters':>9} {'rlpipe':>7} {'TRL':>7}")
-    for i, (a, b) in enumerate(zip(per_window(rl.rewards), per_window(trl_rewards), strict=True)):
+    for i, (a, b) in enumerate(zip(per_window(rl.rewards), per_window(trl.rewards), strict=True)):
         print(f"{f'{10 * i}-{min(10 * i + 9, len(rl.rewards) - 1)}':>9} {a:7.3f} {b:7.3f}")
     return {
         "rlpipe_s_per_iter": r,
@@ -334,14 +355,16 @@ def report(rl: RlpipeSide, trl_times: list[float], trl_rewards: list[float], ski
         "ratio_median": r["median"] / t["median"],
         "ratio_mean": r["mean"] / t["mean"],
         "rlpipe_parts_median_s": parts,
+        "trl_parts_median_s": trl_parts,
         "rlpipe_rewards": rl.rewards,
-        "trl_rewards": trl_rewards,
+        "trl_rewards": trl.rewards,
     }
 
 
 def print_profile(profile: cProfile.Profile, side: str) -> None:
-    print(f"\n===== cProfile: {side} (top 25 by cumulative time) =====")
-    pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+    for order, top in (("cumulative", 30), ("tottime", 20)):
+        print(f"\n===== cProfile: {side}, top {top} by {order} time =====")
+        pstats.Stats(profile).sort_stats(order).print_stats(top)
 
 
 def main() -> int:
@@ -354,7 +377,6 @@ def main() -> int:
     import torch
 
     from rlpipe.data.demo import build_demo_assets
-    from rlpipe.data.tokenizer import load_tokenizer
     from rlpipe.train import distributed
 
     torch.set_num_threads(1)  # what rlpipe's run_job does on CPU; applies to TRL in this process as well
@@ -366,21 +388,21 @@ def main() -> int:
         warm_up_and_export(run, warm_dir)
         print(f"warm-up ({run.cfg.warmup.steps} sft steps, rlpipe) and export: {time.perf_counter() - t0:.1f}s")
         rlpipe = RlpipeSide.build(run, warm_dir)
-        prompts = prompt_stream(run, load_tokenizer(warm_dir), args.iterations * run.cfg.rollout.batch_size)
+        prompts = prompt_stream(run, rlpipe.loop.rollout.engine, args.iterations * run.cfg.rollout.batch_size)
         profiles = {"rlpipe": cProfile.Profile(), "trl": cProfile.Profile()} if args.profile else None
-        trl_times: list[float] = []
-        trl_rewards: list[float] = []
-        callback = interleaving_callback(rlpipe, trl_times, profiles)
-        trainer = trl_trainer(run, warm_dir, prompts, args.iterations, trl_rewards, callback)
+        trl = TrlRecord()
+        trainer = trl_trainer(
+            run, warm_dir, prompts, args.iterations, trl, interleaving_callback(rlpipe, trl, profiles)
+        )
         t0 = time.perf_counter()
         trainer.train()
         print(f"{args.iterations} interleaved iterations per side: {time.perf_counter() - t0:.1f}s")
         rlpipe.loop.metrics.close()
     finally:
         distributed.teardown()
-    assert len(trl_times) == len(rlpipe.times) == len(trl_rewards) == args.iterations
-    results = report(rlpipe, trl_times, trl_rewards, args.skip)
-    plot(rlpipe.rewards, trl_rewards, OUT / "reward_curves.png")
+    assert len(trl.times) == len(trl.scored) == len(trl.starts) == len(rlpipe.times) == args.iterations
+    results = report(rlpipe, trl, args.skip)
+    plot(rlpipe.rewards, trl.rewards, OUT / "reward_curves.png")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nwrote {OUT / 'reward_curves.png'} and {OUT / 'results.json'}")
     if profiles is not None:

@@ -1,10 +1,22 @@
 """The training loop, readable top to bottom: warm-up, then for each rollout generate -> train -> sync.
 
     resume       the trainer restores its checkpoint (or loads fresh weights); the rollout side its data cursor
+                 and partial-rollout buffer
     warmup       optional supervised steps on the prompt data's labels (same trainer, sft loss)
-    per rollout  rollout.generate -> trainer.rl_update (num_steps_per_rollout optimizer steps)
+    per rollout  next rollout -> trainer.rl_update (num_steps_per_rollout optimizer steps)
                  -> one weight sync into the engine -> eval / checkpoint on their intervals -> metrics
     summary      reward first vs last rollouts, eval before vs after, metrics.jsonl and the reward PNG
+
+Modes (each a config switch on this same loop):
+    rollout.mode=sync    generate rollout k, then train on it: every sample is on-policy (staleness 0).
+    rollout.mode=async   Miles' train_async: while the trainer trains on rollout k, a background thread
+                         generates rollout k+1 with the weights of the last sync. The sync waits for that
+                         generation first, so weights never change under a decode; rollout k+1 is therefore
+                         one policy version behind when trained on. `rollout.max_staleness` bounds that lag for
+                         every trained sample (`weight_version`); a rollout function that returns older samples
+                         stops the run with an error rather than train on them silently.
+    debug.rollout_only   generate, score and log; no trainer call (the engine keeps ckpt.hf_checkpoint).
+    debug.train_only     train on saved rollouts (the rollout side reads them); no engine call, no eval.
 
 `trainer` and `rollout` are a `TrainerRole` and a `RolloutRole` in-process, or Ray groups of them that
 answer the same calls (rlpipe.cluster). Under colocate the two time-slice the same devices: the rollout
@@ -15,12 +27,14 @@ from __future__ import annotations
 
 import random
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rlpipe.config import Resolved
 from rlpipe.metrics import MetricsLogger
-from rlpipe.rollout.role import RolloutRole
+from rlpipe.rollout.role import Rollout, RolloutRole
 from rlpipe.train.role import TrainerRole
 
 
@@ -36,39 +50,65 @@ class Summary:
     eval_after: dict[str, float] = field(default_factory=dict)
 
 
+class StalenessError(RuntimeError):
+    """A rollout holds samples more policy versions old than rollout.max_staleness allows."""
+
+
 class Loop:
-    """One run of the sync RL loop over a trainer and a rollout side (roles, or Ray groups of them)."""
+    """One run of the RL loop (sync or async, or a debug half of it) over a trainer and a rollout side."""
 
     def __init__(self, run: Resolved, trainer: TrainerRole, rollout: RolloutRole, run_dir: Path) -> None:
         self.run, self.cfg = run, run.cfg
         self.trainer, self.rollout = trainer, rollout
         self.run_dir = run_dir
         self.offload = run.cfg.cluster.offload_rollout  # colocated: free the engine's memory while training
+        self.trains = not run.cfg.debug.rollout_only
+        self.generates = not run.cfg.debug.train_only  # an engine is there to generate, sync and evaluate
+        self.version = 0  # engine weight version that holds the trainer's current weights (after each sync)
+        # Async: one worker generates the next rollout; `ahead` is it in flight, `cursor` the rollout side's
+        # state where that rollout began (what a checkpoint taken now must hold to redo it on resume).
+        self.pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="rlpipe-async") if run.cfg.rollout.mode == "async" else None
+        )
+        self.ahead: Future[Rollout] | None = None
+        self.cursor: dict[str, Any] | None = None
 
     def train(self) -> Summary:
+        try:
+            return self._train()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+
+    def _train(self) -> Summary:
         cfg = self.cfg
         total = cfg.rollout.num_rollout
         assert total is not None  # resolved
-        start = self.resume()
+        start = self.resume() if self.trains else 0
         if start >= total:
             return Summary(start, total, float("nan"), float("nan"))
         self.metrics = MetricsLogger(self.run_dir, cfg.log, cfg.run_name, resume_from=start)
-        if start == 0 and cfg.warmup is not None:
+        if start == 0 and cfg.warmup is not None and self.trains:
             self.warmup()
-        self.sync_weights()
+        if self.trains and self.generates:
+            self.sync_weights()
         eval_before = self.evaluate(start) if (start == 0 and cfg.eval.before_train) else {}
         rewards: list[float] = []
         bar = _progress(range(start, total), start, total, cfg.log.progress)
         last_eval = last_save = None
         for rollout_id in bar:
             t0 = time.perf_counter()
-            samples = self.rollout.generate(rollout_id)
+            rollout = self.next_rollout(rollout_id, total)
             if self.offload:
                 self.rollout.offload()
+            metrics = rollout.metrics | self.staleness(rollout)
             t1 = time.perf_counter()
-            metrics = self.trainer.rl_update(samples)
+            if self.trains:
+                metrics |= self.trainer.rl_update(rollout.samples)
             t2 = time.perf_counter()
-            self.sync_weights()  # once per rollout, however many optimizer steps ran
+            if self.trains and self.generates:
+                metrics["time_wait"] = self.wait_for_generation()
+                self.sync_weights()  # once per rollout, however many optimizer steps ran
             t3 = time.perf_counter()
             metrics |= {"time_rollout": t1 - t0, "time_train": t2 - t1, "time_sync": t3 - t2}
             self.metrics.log("train", rollout_id, metrics)
@@ -77,11 +117,11 @@ class Loop:
             done = rollout_id + 1
             if cfg.eval.interval and done % cfg.eval.interval == 0:
                 last_eval = (done, self.evaluate(done))
-            if cfg.ckpt.save and cfg.ckpt.save_interval and done % cfg.ckpt.save_interval == 0:
+            if cfg.ckpt.save and self.trains and cfg.ckpt.save_interval and done % cfg.ckpt.save_interval == 0:
                 self.save(done)
                 last_save = done
         bar.close()
-        if cfg.ckpt.save and last_save != total:
+        if cfg.ckpt.save and self.trains and last_save != total:
             self.save(total)
         eval_after = last_eval[1] if last_eval and last_eval[0] == total else self.evaluate(total)
         self.metrics.plot()
@@ -111,21 +151,59 @@ class Loop:
             bar.set_postfix(sft_loss=f"{metrics['sft_loss']:.3f}", refresh=False)
         bar.close()
 
+    def next_rollout(self, rollout_id: int, total: int) -> Rollout:
+        """Sync: generate rollout `rollout_id` now. Async: take it from the background worker (generating it
+        here only the first time) and start the next one, which runs while the caller trains."""
+        if self.pool is None:
+            return self.rollout.generate(rollout_id)
+        rollout = self.ahead.result() if self.ahead is not None else self.rollout.generate(rollout_id)
+        self.cursor = self.rollout.state_dict()  # the worker is idle: where rollout_id + 1 begins
+        nxt = rollout_id + 1
+        self.ahead = self.pool.submit(self.rollout.generate, nxt) if nxt < total else None
+        return rollout
+
+    def wait_for_generation(self) -> float:
+        """Async: let the generation in flight finish before a weight sync (Miles' train_async does the same),
+        so no sample mixes two policies. Returns the seconds waited: 0 when generation outpaced training."""
+        if self.ahead is None:
+            return 0.0
+        t0 = time.perf_counter()
+        self.ahead.exception()  # waits; an error surfaces from .result() at the next rollout
+        return time.perf_counter() - t0
+
+    def staleness(self, rollout: Rollout) -> dict[str, float]:
+        """Policy versions between each sample's generating weights and the weights it is trained from."""
+        if not (self.trains and self.generates):
+            return {}
+        lags = [self.version - s.weight_version for s in rollout.samples]
+        bound = self.cfg.rollout.max_staleness
+        if max(lags) > bound:
+            raise StalenessError(
+                f"a rollout holds samples {max(lags)} policy versions old but rollout.max_staleness is {bound}; "
+                "raise rollout.max_staleness, or have the rollout function drop or regenerate stale samples"
+            )
+        return {"staleness_versions_mean": sum(lags) / len(lags), "staleness_versions_max": float(max(lags))}
+
     def sync_weights(self) -> None:
         """The trainer's weights into the engine, once (brought back first if it was offloaded)."""
         if self.offload:
             self.rollout.onload()
-        self.rollout.update_weights(self.trainer.hf_named_tensors())
+        self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
+        """Each eval dataset's metrics under the engine's current weights (nothing in train-only runs)."""
+        if not self.generates:
+            return {}
         results = self.rollout.evaluate(rollout_id)
         if results:
             self.metrics.log("eval", rollout_id, results)
         return results
 
     def save(self, next_rollout: int) -> None:
-        """Checkpoint (atomic): trainer state plus the data cursor, tagged with the next rollout to run."""
-        self.trainer.save(next_rollout, self.rollout.state_dict())
+        """Checkpoint (atomic): trainer state plus the rollout side's state, tagged with the next rollout to run.
+        Async has already generated `next_rollout`; the state from before it makes a resume redo it."""
+        state = self.cursor if self.pool is not None and self.cursor is not None else self.rollout.state_dict()
+        self.trainer.save(next_rollout, state)
 
 
 def _mean(values: list[float]) -> float:

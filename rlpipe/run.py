@@ -22,37 +22,57 @@ def run_job(run: Resolved) -> int:
     (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
 
     _quiet_third_party()
-    import torch  # heavy imports only from here on
-
-    from rlpipe.data.dataset import DatasetError
-    from rlpipe.loop import Loop
-    from rlpipe.report import print_report
-    from rlpipe.rollout.hf_engine import HFEngine
-    from rlpipe.rollout.role import RolloutRole
-    from rlpipe.train import distributed
-    from rlpipe.train.role import TrainerRole
+    from rlpipe.report import print_report  # heavy imports only from here on
 
     if cfg.demo is not None:
         from rlpipe.data.demo import build_demo_assets
 
         build_demo_assets(cfg)
+    if cfg.cluster.backend == "ray":
+        from rlpipe.cluster.groups import ActorDied
+        from rlpipe.cluster.placement import PlacementError
+        from rlpipe.cluster.ray_run import run_on_ray
+
+        try:
+            summary = run_on_ray(run, run_dir)
+        except (PlacementError, ActorDied) as exc:
+            print(f"rlpipe: {exc}", file=sys.stderr)
+            return 1
+    else:
+        summary = _run_in_process(run, run_dir)
+        if summary is None:
+            return 2
+    print_report(summary, run_dir)
+    return 0
+
+
+def _run_in_process(run: Resolved, run_dir: Path):
+    """Trainer and engine in this process; None when the prompt data is bad (reported)."""
+    import torch
+
+    from rlpipe.data.dataset import DatasetError
+    from rlpipe.loop import Loop
+    from rlpipe.rollout.engines import started_engine
+    from rlpipe.rollout.role import RolloutRole
+    from rlpipe.train import distributed
+    from rlpipe.train.role import TrainerRole
+
+    cfg = run.cfg
     if run.topology.device == "cpu":
         torch.set_num_threads(1)  # measured: one thread beats two for this size of model on 2 cores
     assert cfg.ckpt.hf_checkpoint is not None
     distributed.init_single_process()
     try:
         trainer = TrainerRole(cfg)
-        engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
-        try:
-            rollout = RolloutRole(cfg, engine)
-        except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
-            print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
-            return 2
-        summary = Loop(run, trainer, rollout, run_dir).train()
+        with started_engine(run, run_dir / "logs") as engine:
+            try:
+                rollout = RolloutRole(cfg, engine)
+            except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
+                print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
+                return None
+            return Loop(run, trainer, rollout, run_dir).train()
     finally:
         distributed.teardown()
-    print_report(summary, run_dir)
-    return 0
 
 
 def _quiet_third_party() -> None:

@@ -15,27 +15,11 @@ def unsupported(run: Resolved) -> list[Problem]:
     def no(key: str, why: str, fix: str) -> None:
         p.append(Problem(key, why, fix))
 
-    if cfg.cluster.backend == "ray":
+    if cfg.rollout.engine == "sglang" and importlib.util.find_spec("sglang") is None:
         no(
-            "cluster.backend",
-            "Ray placement is not built yet (issue: Ray placement and actors)",
-            "cluster.backend=local",
-        )
-    if cfg.rollout.engine == "sglang":
-        no("rollout.engine", "the SGLang engine is not built yet (issue: SGLang rollout engines)", "rollout.engine=hf")
-    if cfg.rollout.mode == "async":
-        no("rollout.mode", "async rollout is not built yet (issue: execution modes)", "rollout.mode=sync")
-    if cfg.rollout.over_sampling_batch_size or cfg.rollout.dynamic_sampling_filter_path:
-        no(
-            "rollout.over_sampling_batch_size",
-            "dynamic sampling is not built yet (issue: execution modes)",
-            "rollout.over_sampling_batch_size=null rollout.dynamic_sampling_filter_path=null",
-        )
-    if cfg.rollout.partial_rollout:
-        no(
-            "rollout.partial_rollout",
-            "partial rollout is not built yet (issue: execution modes)",
-            "rollout.partial_rollout=false",
+            "rollout.engine",
+            "sglang is not installed in this environment (it is an optional, GPU-only extra)",
+            "pip install 'sglang==0.5.23' on the GPU machine, or rollout.engine=hf",
         )
     if cfg.algo.advantage_estimator in ("ppo", "on_policy_distillation"):
         no(

@@ -412,6 +412,49 @@ def _colocate(r: _Resolver) -> None:
             )
 
 
+def _async(r: _Resolver) -> None:
+    if r.get("rollout.mode") == "async" and r.get("cluster.offload_rollout"):
+        r.problem(
+            "cluster.offload_rollout",
+            "async rollout keeps the engine generating while the trainer trains; it cannot be offloaded then",
+            "cluster.offload_rollout=false, or rollout.mode=sync",
+            True,
+        )
+
+
+def _debug(r: _Resolver) -> None:
+    """Miles' debug modes: one side of the loop alone, and rollout dumps named by rollout id."""
+    dbg = r.d["debug"]
+    if dbg["load_rollout_data"] and not dbg["train_only"]:
+        r.derive("debug.train_only", True, "load_rollout_data: saved rollouts replace generation")
+    for key in ("save_rollout_data", "load_rollout_data"):
+        path = dbg[key]
+        if path is not None and "{rollout_id}" not in path:
+            r.problem(
+                f"debug.{key}",
+                "needs {rollout_id} in the path: one file per rollout",
+                f"debug.{key}=" + "'dumps/rollout_{rollout_id}.pkl'",
+                path,
+            )
+    if dbg["train_only"] and not dbg["load_rollout_data"]:
+        r.problem(
+            "debug.train_only",
+            "train-only runs without an engine and trains on saved rollouts, but none are given",
+            "debug.load_rollout_data=<the debug.save_rollout_data path of an earlier run>",
+        )
+    if dbg["train_only"] and dbg["rollout_only"]:
+        r.problem("debug.rollout_only", "rollout-only and train-only exclude each other", "keep one of them")
+    if (dbg["train_only"] or dbg["rollout_only"]) and r.get("rollout.mode") == "async":
+        r.problem(
+            "rollout.mode",
+            "async overlaps generation with training, and a debug mode runs only one of them",
+            "rollout.mode=sync",
+            "async",
+        )
+    if dbg["train_only"] and r.get("eval.interval"):
+        r.warn("eval.interval", "train-only runs have no engine to evaluate with; evaluation is skipped")
+
+
 def _sglang(r: _Resolver) -> None:
     sg, colocate = r.d["sglang"], r.get("cluster.colocate")
     if sg["mem_fraction_static"] is None and colocate:
@@ -687,6 +730,24 @@ def _reward_type(r: _Resolver) -> None:
             r.problem(key, "unknown reward type", "one of: " + ", ".join(REWARD_TYPES), value)
 
 
+def _sglang_extra(r: _Resolver) -> None:
+    """Every sglang.extra key (given or derived) must be a ServerArgs field that rlpipe does not set itself."""
+    from rlpipe.rollout.sglang.server_args import OWNED_FIELDS, server_arg_names, unknown_key_message
+
+    names = server_arg_names(r.get("sglang.version"))  # None: no SGLang here and no list for that version
+    for key in r.d["sglang"]["extra"]:
+        if key in OWNED_FIELDS:
+            r.problem(f"sglang.extra.{key}", f"is set by rlpipe from {OWNED_FIELDS[key]}", "set that instead")
+        elif names is not None and (message := unknown_key_message(key, names)):
+            r.problem(f"sglang.extra.{key}", message, "fix the name (SGLang's ServerArgs field, with underscores)")
+
+
+def _fp8_rollout(r: _Resolver) -> None:
+    hf = r.get("ckpt.hf_checkpoint")
+    if r.get("rollout.engine") == "sglang" and hf and _fp8_checkpoint(hf) and not r.get("algo.use_tis"):
+        r.warn("ckpt.hf_checkpoint", "FP8 rollout without algo.use_tis: the precision mismatch is uncorrected")
+
+
 RULES: tuple[Callable[[_Resolver], None], ...] = (
     _accelerator,
     _demo,
@@ -696,6 +757,8 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _num_rollout,
     _lr_schedule,
     _colocate,
+    _async,
+    _debug,
     _sglang,
     _eval_inherit,
     _perf,
@@ -703,6 +766,8 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _algo,
     _dotted_paths,
     _reward_type,
+    _sglang_extra,
+    _fp8_rollout,
 )
 
 

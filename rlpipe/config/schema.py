@@ -386,6 +386,24 @@ class LogConfig(Group):
     progress: bool = F(True, "Show a progress bar over rollouts.")
 
 
+class DebugConfig(Group):
+    """Debug modes (Miles' --debug-* flags): run one side of the loop alone, dump or replay rollouts."""
+
+    rollout_only: bool = F(
+        False,
+        "Generate, score and log rollouts with the ckpt.hf_checkpoint weights; never train (--debug-rollout-only).",
+    )
+    train_only: bool = F(
+        False, "Train on rollouts saved earlier (load_rollout_data) with no rollout engine (--debug-train-only)."
+    )
+    save_rollout_data: str | None = F(
+        None, "Pickle each rollout's samples to this path with {rollout_id} filled in (--save-debug-rollout-data)."
+    )
+    load_rollout_data: str | None = F(
+        None, "Train on the rollouts save_rollout_data wrote (same {rollout_id} path); implies train_only."
+    )
+
+
 class RunConfig(Group):
     """The whole run: the eight argument groups plus placement, logging and the optional demo/warmup."""
 
@@ -404,6 +422,7 @@ class RunConfig(Group):
     log: LogConfig = LogConfig()
     warmup: WarmupConfig | None = F(None, "Optional supervised warm-up phase before RL.")
     demo: DemoConfig | None = F(None, "Build the tiny offline model and task instead of reading checkpoints.")
+    debug: DebugConfig = DebugConfig()
 
 
 GROUPS: tuple[str, ...] = ("model", "ckpt", "rollout", "eval", "perf", "algo", "optim", "sglang", "cluster")

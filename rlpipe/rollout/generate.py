@@ -3,31 +3,41 @@
 `generate_rollout(cfg, rollout_id, source)` is the default `rollout.rollout_function_path` (Miles'
 `--rollout-function-path` has the same shape, less the `evaluation` flag: evaluation has its own path here);
 a custom rollout function receives the same `RolloutSource` and may call `source.generate_groups` /
-`source.score` itself.
+`source.score` itself, and write per-rollout numbers into `source.metrics`.
+
+A sample is generated "from where it stands" (`RolloutSource.continue_samples`): a fresh one from its prompt,
+one aborted earlier (partial rollout) from its prompt plus the tokens it already has, with what is left of
+the `max_response_len` budget; its new tokens and log-probs are appended to the old ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample, Status
 from rlpipe.reward import RewardContext, score_samples
 from rlpipe.rollout.engine import GenerateOutput, RolloutEngine, SamplingParams
+from rlpipe.rollout.waves import collect_groups
 
 FINISH_STATUS = {"stop": Status.COMPLETED, "length": Status.TRUNCATED, "abort": Status.ABORTED}
+UNFINISHED = (Status.PENDING, Status.ABORTED)
 
 
 @dataclass
 class RolloutSource:
-    """Everything a rollout function needs: the prompt data, the engine and the reward."""
+    """Everything a rollout function needs: the prompt data, the engine, the reward, and the partial-rollout
+    buffer (groups whose generation was cut short, waiting to be resumed)."""
 
     dataset: PromptDataset
     engine: RolloutEngine
     reward: RewardContext
-    decode: object  # tokenizer.decode, to fill response_text
+    decode: Any  # tokenizer.decode, to fill response_text
+    buffer: list[list[Sample]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # this rollout's numbers, logged with it
 
     def generate_groups(self, prompts: list[Sample], params: SamplingParams, rollout_id: int) -> list[list[Sample]]:
         """`params.n` responses per prompt, in one batched engine call; one group (list) per prompt."""
@@ -38,9 +48,53 @@ class RolloutSource:
             groups.append([_fill(prompt, out, g, g * params.n + k, version, rollout_id) for k, out in enumerate(outs)])
         return groups
 
+    def new_groups(self, prompts: list[Sample], n: int, rollout_id: int) -> list[list[Sample]]:
+        """`n` not-yet-generated samples per prompt, stamped with the rollout that launches them."""
+        return [[_pending(prompt, rollout_id) for _ in range(n)] for prompt in prompts]
+
+    def continue_samples(self, samples: list[Sample], params: SamplingParams, rollout_id: int) -> None:
+        """Generate every unfinished sample of `samples` from where it stands, in one engine call, in place.
+
+        Each row is prompt + response so far with n=1; the call runs to the largest remaining budget and each
+        row is cut back to its own (a cut row ends "length"), so one call serves fresh and resumed samples."""
+        todo = [s for s in samples if s.status in UNFINISHED]
+        budgets = [params.max_new_tokens - s.response_length for s in todo]
+        for s in [s for s, b in zip(todo, budgets, strict=True) if b <= 0]:
+            s.status = Status.TRUNCATED  # nothing left to generate
+        todo, budgets = [s for s, b in zip(todo, budgets, strict=True) if b > 0], [b for b in budgets if b > 0]
+        if not todo:
+            return
+        outputs = self.engine.generate([s.tokens for s in todo], replace(params, n=1, max_new_tokens=max(budgets)))
+        version = self.engine.weight_version
+        for sample, budget, (out,) in zip(todo, budgets, outputs, strict=True):
+            ids, log_probs, reason = out.output_ids[:budget], out.output_log_probs[:budget], out.finish_reason
+            if len(out.output_ids) > budget or (len(ids) == budget and reason == "abort"):
+                reason = "length"  # the row ran past (or exactly used up) this sample's own budget
+            sample.response_tokens += ids
+            sample.rollout_log_probs += log_probs
+            sample.loss_mask = (sample.loss_mask or []) + [1] * len(ids)
+            sample.response_text = self.decode(sample.response_tokens, skip_special_tokens=True)
+            sample.status = FINISH_STATUS[reason]
+            sample.weight_version = version  # the policy of the newest tokens (the async staleness bound uses it)
+            sample.rollout_id = rollout_id
+
     def score(self, samples: list[Sample]) -> list[float]:
         """Rewards for `samples` (also written to `sample.reward`)."""
         return asyncio.run(score_samples(samples, self.reward))
+
+
+def _pending(prompt: Sample, rollout_id: int) -> Sample:
+    """A sample with no response yet; every mutable field its own (responses grow in place)."""
+    return Sample(
+        prompt=prompt.prompt,
+        label=prompt.label,
+        metadata={**prompt.metadata, "start_rollout_id": rollout_id},
+        index=prompt.index,
+        prompt_tokens=list(prompt.prompt_tokens),
+        loss_mask=[],
+        status=Status.PENDING,
+        rollout_id=rollout_id,
+    )
 
 
 def _fill(prompt: Sample, out: GenerateOutput, group: int, index: int, version: int, rollout_id: int) -> Sample:
@@ -85,8 +139,8 @@ def sampling_params(cfg: RunConfig, evaluation_dataset: str | None = None) -> Sa
 
 
 def generate_rollout(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> list[list[Sample]]:
-    """The default rollout: `batch_size` prompts x `n_samples` responses, rewarded; groups in prompt order."""
-    prompts = source.dataset.next_batch(cfg.rollout.batch_size)
-    groups = source.generate_groups(prompts, sampling_params(cfg), rollout_id)
-    source.score([s for group in groups for s in group])
-    return groups
+    """The default rollout: `batch_size` groups of `n_samples` rewarded samples, in arrival order.
+
+    Plain runs draw `batch_size` prompts and generate them in one engine call. With dynamic sampling and
+    partial rollout the same call runs in waves (rlpipe.rollout.waves)."""
+    return collect_groups(cfg, rollout_id, source)

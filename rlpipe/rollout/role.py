@@ -1,11 +1,14 @@
 """The rollout side in rollout terms: the prompt data, the engine, the rewards, evaluation.
 
 Like `TrainerRole`, a plain class: the loop holds it directly in-process, and a Ray actor wraps it as the
-rollout manager on a cluster. It owns the data cursor, so resuming restores it here.
+rollout manager on a cluster. It owns the data cursor and the partial-rollout buffer, so resuming restores
+them here. Debug modes live here too: `debug.save_rollout_data` dumps each rollout it generates, and
+`debug.load_rollout_data` (train-only) replays dumps instead of generating; the engine is then unused.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -18,12 +21,22 @@ from rlpipe.data.tokenizer import encode_sft_pair, load_tokenizer, special_token
 from rlpipe.reward import RewardContext
 from rlpipe.rollout.engine import RolloutEngine
 from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
+from rlpipe.rollout.samples_io import load_rollout_data, sample_from_dict, sample_to_dict, save_rollout_data
+
+
+@dataclass
+class Rollout:
+    """One rollout for the trainer: samples (groups of n_samples consecutive) and the rollout side's metrics."""
+
+    samples: list[Sample]
+    metrics: dict[str, float]
 
 
 class RolloutRole:
     """Prompts -> engine -> rewarded samples, for training rollouts and for evaluation."""
 
-    def __init__(self, cfg: RunConfig, engine: RolloutEngine) -> None:
+    def __init__(self, cfg: RunConfig, engine: RolloutEngine | None) -> None:
+        """`engine` may be None only when no rollout is generated (debug.train_only)."""
         assert cfg.ckpt.hf_checkpoint is not None and cfg.rollout.prompt_data is not None  # resolved
         self.cfg, self.engine = cfg, engine
         self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
@@ -58,16 +71,33 @@ class RolloutRole:
         )  # fmt: skip
 
     # ---------------------------------------------------------------------------------------- rollouts
-    def generate(self, rollout_id: int) -> list[Sample]:
+    def generate(self, rollout_id: int) -> Rollout:
         """One training rollout, flattened: groups stay consecutive (n_samples samples per prompt)."""
-        groups = self.rollout_fn(self.cfg, rollout_id, self.source)
-        return [s for group in groups for s in group]
+        debug = self.cfg.debug
+        if debug.load_rollout_data:
+            samples, metrics = load_rollout_data(debug.load_rollout_data, rollout_id), {}
+        else:
+            self.source.metrics = {}
+            groups = self.rollout_fn(self.cfg, rollout_id, self.source)
+            samples, metrics = [s for group in groups for s in group], dict(self.source.metrics)
+            if debug.save_rollout_data:
+                save_rollout_data(debug.save_rollout_data, rollout_id, samples)
+        # Partial rollout: how many rollouts ago each trained sample was first launched.
+        ages = [rollout_id - s.metadata.get("start_rollout_id", rollout_id) for s in samples]
+        metrics |= {
+            "reward_mean": sum(float(s.reward or 0.0) for s in samples) / len(samples),
+            "response_len_mean": sum(s.response_length for s in samples) / len(samples),
+            "staleness_rollouts_mean": sum(ages) / len(ages),
+            "staleness_rollouts_max": float(max(ages)),
+        }
+        return Rollout(samples, metrics)
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
         """Mean reward (and pass@n for n > 1) of every eval dataset under the engine's current weights."""
         results: dict[str, float] = {}
-        for name, source in self.eval_sets.items():
-            params = sampling_params(self.cfg, name)
+        for i, (name, source) in enumerate(self.eval_sets.items()):
+            # A fixed seed per dataset: the same weights give the same score, so evaluations compare weights.
+            params = replace(sampling_params(self.cfg, name), seed=self.cfg.rollout.seed + i)
             groups = source.generate_groups(source.dataset.rows_as_samples(), params, rollout_id)
             scores = source.score([s for g in groups for s in g])
             results[f"{name}/reward_mean"] = sum(scores) / len(scores)
@@ -97,7 +127,10 @@ class RolloutRole:
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset.state_dict()}
+        """The data cursor and the partial-rollout buffer, as plain data (a copy: the buffer keeps changing)."""
+        buffer = [[sample_to_dict(s) for s in group] for group in self.source.buffer]
+        return {"dataset": self.dataset.state_dict(), "buffer": buffer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state["dataset"])
+        self.source.buffer = [[sample_from_dict(s) for s in group] for group in state.get("buffer", [])]

@@ -176,6 +176,13 @@ def _patch_optimizer_type_checks() -> None:
         cls.__init__ = reporting_cuda_types(cls.__init__)
 
 
+def _patch_moe() -> None:
+    """MoE: the router moves its weight to `torch.cuda.current_device()` on every call and keeps aux-loss
+    scalars there; SequentialMLP / experts and the MoE metrics tracker allocate on "cuda" too."""
+    for name in ("router", "experts", "moe_utils"):
+        _redirect_cuda(f"megatron.core.transformer.moe.{name}")
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     _patch_rng_tracker,
     _patch_rotary_device,
@@ -186,6 +193,7 @@ PATCHES: tuple[Callable[[], None], ...] = (
     _patch_ddp_buffers,
     _patch_optimizer,
     _patch_optimizer_type_checks,
+    _patch_moe,
 )
 
 

@@ -44,8 +44,19 @@ class PostNormBiasDropoutAdd(torch.nn.Module):
         return normed
 
 
+def _allow_moe_without_te() -> None:
+    """megatron-core 0.16's router linear reads `moe_utils.te_general_gemm`, a name bound only when
+    TransformerEngine imports; without TE it raises NameError. Binding it to None selects the torch.mm path."""
+    from megatron.core.transformer.moe import moe_utils
+
+    if not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
+
+
 def layer_spec(family: Family, config: TransformerConfig) -> ModuleSpec:
     """The TransformerLayer spec for `family` under `config` (local modules only, CPU- and GPU-capable)."""
+    if config.num_moe_experts:
+        _allow_moe_without_te()
     spec = get_gpt_layer_local_spec(
         num_experts=config.num_moe_experts,
         moe_grouped_gemm=False,  # SequentialMLP: one plain MLP per expert, runs anywhere

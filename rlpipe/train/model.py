@@ -25,8 +25,12 @@ SUPPORTED_MODEL_TYPES = supported_model_types()
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _moe_fields(hf_config: Any) -> dict[str, Any]:
+def _moe_fields(hf_config: Any, spec: TrainerSpec, on_gpu: bool) -> dict[str, Any]:
     """TransformerConfig fields of a Qwen3-MoE-style block: softmax router, top-k, no aux loss in the forward."""
+    if not on_gpu and spec.pipeline_parallel > 1:
+        # Pipelining needs variable_seq_lengths, which only the all-to-all dispatcher supports, and that one
+        # needs CUDA streams.
+        raise ValueError("MoE models with pipeline_parallel > 1 need a GPU (the all-to-all token dispatcher)")
     return {
         "num_moe_experts": hf_config.num_experts,
         "moe_ffn_hidden_size": hf_config.moe_intermediate_size,
@@ -37,7 +41,8 @@ def _moe_fields(hf_config: Any) -> dict[str, Any]:
         "moe_router_pre_softmax": not hf_config.norm_topk_prob,
         "moe_router_load_balancing_type": "none",  # HF's aux loss is a training add-on, not part of the logits
         "moe_aux_loss_coeff": 0.0,
-        "moe_token_dispatcher_type": "alltoall",
+        # all-to-all (Miles' choice) creates a CUDA stream at construction; all-gather runs anywhere.
+        "moe_token_dispatcher_type": "alltoall" if on_gpu else "allgather",
         "moe_grouped_gemm": False,
     }
 
@@ -85,7 +90,9 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         recompute_granularity=spec.recompute_granularity,
         recompute_method=spec.recompute_method,
         recompute_num_layers=spec.recompute_num_layers,
-        **(_moe_fields(hf_config) if family.moe else {}),
+        # Dense models never build a dispatcher, but megatron rejects its default (all-gather) together with
+        # variable_seq_lengths, so name the one that allows it.
+        **(_moe_fields(hf_config, spec, on_gpu) if family.moe else {"moe_token_dispatcher_type": "alltoall"}),
     )
 
 

@@ -24,6 +24,7 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
@@ -32,6 +33,7 @@ from rlpipe.train.cpu_shim import apply_cpu_patches
 from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
 from rlpipe.train.spec import TrainerSpec
+from rlpipe.train.stages import broadcast_from_last_stage, gather_over_stages, to_global
 from rlpipe.train.weights import hf_to_megatron, megatron_to_hf
 
 LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -42,8 +44,12 @@ class MegatronTrainer:
     """The policy model under training; one instance per rank, all ranks calling the same methods in step."""
 
     def __init__(self, spec: TrainerSpec) -> None:
-        if spec.pipeline_parallel != 1 or spec.context_parallel != 1:
-            raise NotImplementedError("MegatronTrainer supports tensor and data parallelism only (pp = cp = 1)")
+        if spec.context_parallel != 1:
+            raise NotImplementedError(
+                f"context_parallel={spec.context_parallel}: megatron-core runs context parallelism only inside "
+                "TransformerEngine's attention (its local DotProductAttention asserts cp == 1), and this trainer "
+                "builds the local layer spec; set perf.context_parallel=1"
+            )
         apply_cpu_patches()
         self.spec = spec
         self.hf_config = AutoConfig.from_pretrained(spec.hf_checkpoint)
@@ -92,6 +98,7 @@ class MegatronTrainer:
         self.config.no_sync_func = self.model.no_sync
         self.config.grad_scale_func = self.optimizer.scale_loss
         self._reference: dict[str, torch.Tensor] | None = None  # frozen KL anchor, see load_reference
+        self._layer_offset = get_transformer_layer_offset(self.config)  # global number of this stage's layer 0
 
     # ----- weights -----
 
@@ -99,28 +106,38 @@ class MegatronTrainer:
     def _module(self) -> torch.nn.Module:
         return self.model.module  # the GPTModel inside DDP: parameter names without the "module." prefix
 
+    def _global_name(self, local_name: str) -> str:
+        """The whole-model name of one of this stage's parameters; a tied output layer (the last stage's copy
+        of the embedding under pipeline parallelism) maps to the embedding it shares."""
+        if local_name == "output_layer.weight" and self.hf_config.tie_word_embeddings:
+            return "embedding.word_embeddings.weight"
+        return to_global(local_name, self._layer_offset)
+
     def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
-        """Every *.safetensors file of an HF checkpoint folder, as this rank's Megatron shards."""
+        """Every *.safetensors file of an HF checkpoint folder, as this rank's (TP shard, PP stage) parameters
+        under local names."""
         hf_state = {}
         for file in sorted(Path(path).glob("*.safetensors")):
             hf_state.update(load_file(file))
         if not hf_state:
             raise FileNotFoundError(f"no *.safetensors weights in {path}")
-        return hf_to_megatron(
+        whole = hf_to_megatron(
             hf_state,
             self.hf_config,
             parallel_state.get_tensor_model_parallel_rank(),
             parallel_state.get_tensor_model_parallel_world_size(),
         )
+        names = [name for name, _ in self._module.named_parameters()]
+        missing = [n for n in names if self._global_name(n) not in whole]
+        if missing:
+            raise KeyError(f"HF checkpoint {path} has no source for Megatron parameters {missing}")
+        return {name: whole[self._global_name(name)] for name in names}
 
     @torch.no_grad()
     def load_hf(self, path: Path) -> None:
         """Load an HF checkpoint's weights into this rank's shards (the start-of-run conversion)."""
         shards = self._hf_shards(path)
-        params = dict(self._module.named_parameters())
-        if params.keys() != shards.keys():
-            raise KeyError(f"HF -> Megatron names differ: {sorted(params.keys() ^ shards.keys())}")
-        for name, param in params.items():
+        for name, param in self._module.named_parameters():
             param.copy_(shards[name])
         self.optimizer.reload_model_params()  # refresh the optimizer's fp32 main copies (bf16 / distributed)
 
@@ -149,9 +166,15 @@ class MegatronTrainer:
                 p.copy_(actor[name])
 
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
-        """Full HF-named weights, gathered over the TP group; every rank gets the whole list."""
+        """Full HF-named weights, gathered over the TP group and the pipeline stages; every rank gets the whole list."""
+        tied_copy = not parallel_state.is_pipeline_first_stage() and self.hf_config.tie_word_embeddings
+        stage = [
+            (to_global(name, self._layer_offset), p)
+            for name, p in self._module.named_parameters()
+            if not (tied_copy and name == "output_layer.weight")  # the first stage exports the shared embedding
+        ]
         group = parallel_state.get_tensor_model_parallel_group()
-        return list(megatron_to_hf(self._module.named_parameters(), self.hf_config, group))
+        return gather_over_stages(list(megatron_to_hf(stage, self.hf_config, group)))
 
     # ----- forward passes -----
 
@@ -221,7 +244,10 @@ class MegatronTrainer:
             return torch.zeros((), device=logits.device), {"indices": mb.indices, "log_probs": lps, "entropy": ents}
 
         self.model.eval()
-        outputs = self._run(self._micro_batches(seqs, response_starts), collect, forward_only=True)
+        # Only the last pipeline stage sees logits; every stage returns its results.
+        outputs = broadcast_from_last_stage(
+            self._run(self._micro_batches(seqs, response_starts), collect, forward_only=True)
+        )
         log_probs: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         entropies: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         for out in outputs:
@@ -259,7 +285,7 @@ class MegatronTrainer:
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        outputs = self._run(micro_batches, loss_of, forward_only=False)
+        outputs = broadcast_from_last_stage(self._run(micro_batches, loss_of, forward_only=False))
         scheduled = [group["lr"] for group in self.optimizer.param_groups]
         if lr is not None:
             for group in self.optimizer.param_groups:
@@ -301,7 +327,7 @@ class MegatronTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
-        shard = tmp / f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
+        shard = tmp / _model_parallel_folder()
         dp_rank = parallel_state.get_data_parallel_rank()
         if dp_rank == 0:
             shard.mkdir(exist_ok=True)
@@ -339,9 +365,7 @@ class MegatronTrainer:
         if not tracker.exists():
             return None
         iteration = int(tracker.read_text().strip())
-        shard = (
-            Path(directory) / f"iter_{iteration:07d}" / f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
-        )
+        shard = Path(directory) / f"iter_{iteration:07d}" / _model_parallel_folder()
         state = torch.load(shard / "model_optim_rng.pt", map_location="cpu", weights_only=False)
         self._module.load_state_dict(state["model"])
         self.optimizer.reload_model_params()
@@ -352,6 +376,14 @@ class MegatronTrainer:
         self.scheduler.load_state_dict(state["opt_param_scheduler"])
         _set_rng_state(torch.load(shard / f"rng_dp{dp_rank:03d}.pt", weights_only=False))
         return iteration, state.get("extra_state", {})
+
+
+def _model_parallel_folder() -> str:
+    """Megatron's per-model-parallel-rank folder: mp_rank_{tp:02d}, plus _{pp:03d} under pipeline parallelism."""
+    name = f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        name += f"_{parallel_state.get_pipeline_model_parallel_rank():03d}"
+    return name
 
 
 def _rng_state() -> dict:

@@ -6,7 +6,16 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    Glm4Config,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3MoeConfig,
+)
 
 from rlpipe.train.spec import TrainerSpec
 
@@ -50,6 +59,53 @@ def make_tiny_llama(folder: Path, seed: int = 0) -> Path:
         tie_word_embeddings=False,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+_SHAPE = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 128,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": False,
+}
+
+
+def make_tiny(folder: Path, model_type: str, seed: int = 0, **overrides: object) -> Path:
+    """Save a random tiny model of any supported family (the shape of `make_tiny_qwen2`) to `folder`.
+
+    Norm weights and biases get random offsets (HF initialises them to ones / zeros), so a mix-up between
+    two norms or a missing bias changes the logits. GLM4 keeps its partial (0.5) interleaved RoPE; the MoE
+    has 4 experts, top-2, normalised top-k probabilities unless overridden.
+    """
+    torch.manual_seed(seed)
+    shape = {**_SHAPE, **overrides}
+    if model_type == "qwen2":
+        config = Qwen2Config(**shape)
+    elif model_type == "llama":
+        config = LlamaConfig(**shape, rope_theta=500000.0)
+    elif model_type == "qwen3":
+        config = Qwen3Config(**shape)
+    elif model_type == "glm4":
+        config = Glm4Config(**{"pad_token_id": 0} | shape)  # its default pad id lies past the tiny vocab
+    elif model_type == "qwen3_moe":
+        config = Qwen3MoeConfig(
+            **{"moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True} | shape
+        )
+    else:
+        raise ValueError(model_type)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+            elif name.endswith("gate.weight"):  # HF zero-inits the router: give experts distinct scores
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(folder)
     return folder
 
 

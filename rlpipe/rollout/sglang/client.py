@@ -118,7 +118,12 @@ class SGLangEngine:
         asyncio.run(self._post_each("/init_weights_update_group", bodies))
 
     def update_weights_from_distributed(
-        self, names: list[str], dtypes: list[torch.dtype], shapes: list[list[int]], *, group_name: str = "weight_update_group"
+        self,
+        names: list[str],
+        dtypes: list[torch.dtype],
+        shapes: list[list[int]],
+        *,
+        group_name: str = "weight_update_group",
     ) -> None:
         """Tell every engine to receive these tensors from the trainer's broadcast (inside begin/end); blocks
         until the trainer has broadcast them, so the trainer side must run concurrently."""

@@ -1,0 +1,105 @@
+"""Ray actors: thin process wrappers around the plain role classes (TrainerRole, RolloutRole).
+
+An actor only sets up its process (threads, device, torch.distributed) and forwards `call(method, *args)` to
+its role, so the code that runs is exactly the in-process code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from typing import Any
+
+from rlpipe.config import Resolved
+from rlpipe.config.schema import RunConfig
+
+
+def _quiet_process(device: str) -> None:
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex).*not installed.*")
+    warnings.filterwarnings("ignore", message=r".*full scope is deprecated.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if device == "cpu":
+        torch.set_num_threads(1)  # one thread per trainer process: the cores are shared between ranks
+    else:
+        torch.cuda.set_device(0)  # Ray narrowed CUDA_VISIBLE_DEVICES to this actor's GPU
+
+
+class TrainerActor:
+    """One trainer rank. Two-phase start: construct every rank, then `init` them together (it blocks until
+    all ranks join the process group)."""
+
+    def __init__(self, cfg: RunConfig, rank: int, world_size: int, device: str) -> None:
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.role: Any = None
+
+    def rendezvous(self) -> str:
+        """A tcp:// init method on this rank's node (asked of rank 0)."""
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+        import ray
+
+        return f"tcp://{ray.util.get_node_ip_address()}:{port}"
+
+    def init(self, init_method: str) -> None:
+        _quiet_process(self.device)
+        from rlpipe.train.distributed import init_distributed
+        from rlpipe.train.role import TrainerRole
+
+        pf = self.cfg.perf
+        init_distributed(
+            self.rank, self.world_size, init_method, pf.tensor_parallel, pf.pipeline_parallel, pf.context_parallel
+        )
+        self.role = TrainerRole(self.cfg)
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.role, method)(*args)
+
+    def engine_weights_digest(self) -> str:
+        """Digest of the weights the engine serves (Miles' --check-weight-update-equal, on demand)."""
+        from rlpipe.cluster.digest import named_tensor_digest
+
+        return named_tensor_digest(self.role.engine.model.named_parameters())
+
+    def weights_digest(self) -> str:
+        from rlpipe.cluster.digest import named_tensor_digest
+
+        return named_tensor_digest(self.role.hf_named_tensors())
+
+    def weights(self) -> Any:
+        """HF-named weights; every rank takes part in gathering them, only rank 0 hands them over."""
+        named = self.role.hf_named_tensors()
+        return named if self.rank == 0 else None
+
+
+class RolloutActor:
+    """The rollout manager: owns the engine(s), the prompt data and the rewards. With SGLang it starts the
+    servers and the router as its subprocesses and stops them in `close`."""
+
+    def __init__(self, run: Resolved, log_dir: str) -> None:
+        _quiet_process(run.topology.device)
+        from rlpipe.rollout.engines import started_engine
+        from rlpipe.rollout.role import RolloutRole
+
+        self._engines = contextlib.ExitStack()
+        engine = self._engines.enter_context(started_engine(run, Path(log_dir)))
+        self.role = RolloutRole(run.cfg, engine)
+
+    def close(self) -> None:
+        self._engines.close()
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.role, method)(*args)
+
+    def engine_weights_digest(self) -> str:
+        """Digest of the weights the engine serves (Miles' --check-weight-update-equal, on demand)."""
+        from rlpipe.cluster.digest import named_tensor_digest
+
+        return named_tensor_digest(self.role.engine.model.named_parameters())

@@ -1,0 +1,101 @@
+"""Actor groups that answer the loop's calls exactly as the in-process roles do.
+
+`TrainerGroup` fans each call out to every trainer rank (they step together) and returns rank 0's answer;
+`RolloutGroup` forwards to the rollout manager. Weights travel trainer rank 0 -> object store -> rollout
+manager without passing through the driver: `hf_named_tensors` returns an object reference that the rollout
+actor resolves itself. A dead actor surfaces as `ActorDied` naming its role and the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlpipe.cluster.actors import RolloutActor, TrainerActor
+from rlpipe.cluster.placement import PlacementPlan
+from rlpipe.config import Resolved
+
+
+class ActorDied(RuntimeError):
+    """A role's actor (process) died; the message says which and why."""
+
+
+def _get(refs: Any, role: str) -> Any:
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        return ray.get(refs)
+    except RayActorError as exc:
+        raise ActorDied(f"the {role} actor died: {exc}") from None
+    except RayTaskError as exc:  # the role raised: re-raise its own exception type with the remote traceback
+        raise exc.as_instanceof_cause() from None
+
+
+def _on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float) -> Any:
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=bundle)
+    # CPU 0.5: two roles may share a CPU bundle under colocate; Ray's CPU counts are for scheduling only.
+    return ray.remote(actor_cls).options(num_cpus=0.5, num_gpus=num_gpus, scheduling_strategy=strategy)
+
+
+class TrainerGroup:
+    """Every trainer rank as an actor; calls run on all ranks in step."""
+
+    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any) -> None:
+        world = len(plan.trainer_bundles)
+        device = run.topology.device
+        self.actors = [
+            _on_bundle(TrainerActor, group, bundle, plan.trainer_gpus).remote(run.cfg, rank, world, device)
+            for rank, bundle in enumerate(plan.trainer_bundles)
+        ]
+        init_method = _get(self.actors[0].rendezvous.remote(), "trainer rank 0")
+        _get([a.init.remote(init_method) for a in self.actors], "trainer")
+
+    def _all(self, method: str, *args: Any) -> Any:
+        return _get([a.call.remote(method, *args) for a in self.actors], "trainer")[0]
+
+    def init_weights(self) -> tuple[int, dict[str, Any]]:
+        return self._all("init_weights")
+
+    def rl_update(self, samples: Any) -> dict[str, float]:
+        import ray
+
+        return self._all("rl_update", ray.put(samples))  # one copy in the object store for every rank
+
+    def sft_update(self, pairs: list[tuple[list[int], list[int]]], lr: float) -> dict[str, float]:
+        import ray
+
+        return self._all("sft_update", ray.put(pairs), lr)
+
+    def hf_named_tensors(self) -> Any:
+        """An object reference to rank 0's weights (resolved by whoever receives it)."""
+        refs = [a.weights.remote() for a in self.actors]
+        _get(refs[1:], "trainer")  # the other ranks only helped gather
+        return refs[0]
+
+    def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
+        self._all("save", next_rollout, loop_state)
+
+
+class RolloutGroup:
+    """The rollout manager actor behind RolloutRole's calls."""
+
+    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path) -> None:
+        # With SGLang the manager starts the servers itself, on the node's GPUs after the trainer's: it must
+        # see them all, so Ray does not narrow CUDA_VISIBLE_DEVICES for it (and it holds no GPU share).
+        sglang = run.cfg.rollout.engine == "sglang"
+        actor = _on_bundle(RolloutActor, group, plan.rollout_bundles[0], 0.0 if sglang else plan.rollout_gpus)
+        if sglang:
+            actor = actor.options(runtime_env={"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}})
+        self.actor = actor.remote(run, str(log_dir))
+
+    def close(self) -> None:
+        _get(self.actor.close.remote(), "rollout manager")
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: _get(self.actor.call.remote(method, *args), "rollout manager")

@@ -1,0 +1,79 @@
+"""Where each role runs: a placement plan from the resolved config, and the Ray placement group for it.
+
+    disaggregated   bundles [trainer GPUs ... | rollout GPUs ...]: trainer rank r on bundle r, engine e on the
+                    first bundle of its rollout_num_gpus_per_engine GPUs, after the trainer's
+    colocated       one bundle per actor GPU, both roles on every bundle (fractional GPU shares, time-sliced)
+    CPU             one bundle per trainer process and one for the rollout manager (its in-process engine)
+
+The plan is plain data (tested without Ray); `reserve` turns it into a placement group and fails within a
+timeout with what was asked and what the cluster has, instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rlpipe.config import Resolved
+
+# Under colocate both roles hold a share of each GPU bundle: Ray schedules by these numbers; the real memory
+# split is the engine's mem_fraction_static and offloading between phases.
+COLOCATED_TRAINER_GPU = 0.4
+COLOCATED_ROLLOUT_GPU = 0.2
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    bundles: tuple[dict[str, float], ...]
+    trainer_bundles: tuple[int, ...]  # bundle index of each trainer rank
+    rollout_bundles: tuple[int, ...]  # first bundle index of each rollout engine / the rollout manager
+    trainer_gpus: float  # GPU share each trainer actor asks for (0 on CPU)
+    rollout_gpus: float  # GPU share each rollout actor asks for
+    colocated: bool
+
+    def total(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for bundle in self.bundles:
+            for key, value in bundle.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+
+def plan_placement(run: Resolved) -> PlacementPlan:
+    cfg, topo = run.cfg, run.topology
+    trainers = topo.actor_gpus
+    if topo.device == "cpu":  # processes, not GPUs; the in-process HF engine needs one more slot
+        bundles = tuple({"CPU": 1.0} for _ in range(trainers + 1))
+        return PlacementPlan(bundles, tuple(range(trainers)), (trainers,), 0.0, 0.0, cfg.cluster.colocate)
+    per_engine = cfg.sglang.rollout_num_gpus_per_engine if cfg.rollout.engine == "sglang" else 1
+    engines = topo.num_engines
+    if cfg.cluster.colocate:
+        bundles = tuple({"GPU": 1.0, "CPU": 1.0} for _ in range(trainers))
+        rollout = tuple(e * per_engine for e in range(engines))
+        return PlacementPlan(
+            bundles, tuple(range(trainers)), rollout, COLOCATED_TRAINER_GPU, COLOCATED_ROLLOUT_GPU, True
+        )
+    bundles = tuple({"GPU": 1.0, "CPU": 1.0} for _ in range(trainers + topo.rollout_gpus))
+    rollout = tuple(trainers + e * per_engine for e in range(engines))
+    return PlacementPlan(bundles, tuple(range(trainers)), rollout, 1.0, 1.0, False)
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot hold the plan."""
+
+
+def reserve(plan: PlacementPlan, timeout_s: float = 30.0) -> Any:
+    """A ready Ray placement group for the plan, or PlacementError naming what is missing."""
+    import ray
+    from ray.util import placement_group, remove_placement_group
+
+    group = placement_group(list(plan.bundles), strategy="PACK")
+    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(group)
+        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        raise PlacementError(
+            f"the cluster cannot place {len(plan.bundles)} bundles totalling {plan.total()} within {timeout_s:.0f} s; "
+            f"it has {have}. Lower cluster.actor_num_gpus_per_node / cluster.rollout_num_gpus, or add nodes."
+        )
+    return group

@@ -1,0 +1,44 @@
+"""Starting the configured rollout engine(s) and stopping them: the in-process HF engine, or SGLang servers
+behind sglang-router (one node: engines on the GPUs after the trainer's, or on the same ones under colocate)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from rlpipe.config import Resolved
+from rlpipe.rollout.engine import RolloutEngine
+
+ROUTER_PORT = 29000
+ENGINE_BASE_PORT = 30000
+
+
+@contextlib.contextmanager
+def started_engine(run: Resolved, log_dir: Path) -> Iterator[RolloutEngine]:
+    """The engine for `rollout.engine`, stopped (router first, then the servers) when the block exits."""
+    cfg = run.cfg
+    assert cfg.ckpt.hf_checkpoint is not None  # resolved
+    if cfg.rollout.engine == "hf":
+        from rlpipe.rollout.hf_engine import HFEngine
+
+        yield HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+        return
+    from rlpipe.rollout.sglang.client import SGLangEngine
+    from rlpipe.rollout.sglang.router import SGLangRouter
+    from rlpipe.rollout.sglang.server import SGLangServer, engine_slots
+
+    slots = engine_slots(run, base_port=ENGINE_BASE_PORT)
+    servers = [SGLangServer.from_config(run, slot, log_dir) for slot in slots]
+    router = SGLangRouter(ROUTER_PORT, log_dir / "router.log")
+    try:
+        router.start()
+        for server in servers:
+            server.start()  # waits on /health; a failure names the server log's last lines
+        for slot in slots:
+            router.add_worker(slot.url)
+        yield SGLangEngine(router.url, [s.url for s in slots], tp_size=cfg.sglang.rollout_num_gpus_per_engine)
+    finally:
+        router.stop()
+        for server in servers:
+            server.stop()

@@ -1,0 +1,36 @@
+"""Placement groups on a Ray that advertises 8 (fake) GPUs: the layouts fit, an impossible one fails fast."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rlpipe.cluster.placement import PlacementError, plan_placement, reserve
+from rlpipe.config import load
+
+
+@pytest.mark.parametrize("experiment", ["glm4-9b-dapo", "colocate"])
+def test_layouts_fit_on_eight_gpus(ray_cluster, experiment: str) -> None:
+    import ray
+    from ray.util import remove_placement_group
+    from ray.util.placement_group import placement_group_table
+
+    plan = plan_placement(load([f"experiment={experiment}"], check_paths=False))
+    group = reserve(plan, timeout_s=20)
+    try:
+        table = placement_group_table(group)
+        assert table["state"] == "CREATED"
+        assert [dict(b) for b in table["bundles"].values()] == [dict(b) for b in plan.bundles]
+        assert ray.available_resources().get("GPU", 0) == 0  # all 8 GPUs held by the group
+    finally:
+        remove_placement_group(group)
+
+
+def test_infeasible_layout_fails_within_seconds_and_says_why(ray_cluster) -> None:
+    run = load(["experiment=glm4-9b-dapo", "cluster.actor_num_gpus_per_node=8"], check_paths=False)  # 8 + 4 > 8
+    started = time.monotonic()
+    with pytest.raises(PlacementError) as err:
+        reserve(plan_placement(run), timeout_s=3)
+    assert time.monotonic() - started < 15
+    assert "'GPU': 12.0" in str(err.value) and "'GPU': 8.0" in str(err.value)

@@ -1,0 +1,1 @@
+"""Test doubles that sit behind a real process boundary (HTTP), shared by the test folders."""

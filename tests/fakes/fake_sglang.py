@@ -1,0 +1,333 @@
+"""A fake SGLang HTTP server that speaks 0.5.23's protocol strictly and generates for real with an HFEngine.
+
+Real HTTP (aiohttp.web on loopback), real outputs (an HFEngine over a tiny checkpoint), and the server's rules:
+unknown `sampling_params` keys are a 400 with SGLang's message; weight updates outside begin/end answer
+success=False; generating while weights or KV cache are released is an error; abort ends requests in flight with
+finish_reason "abort"; pause holds new requests until continue. Control bodies with keys the real request struct
+lacks are rejected too (stricter than SGLang, which ignores them) so a client typo fails a test instead of a job.
+Every request is recorded (`requests`), and every decoded weight bucket (`received_weights`), for assertions.
+
+In-process: `FakeSGLang(ckpt).start()` serves from a thread. As a subprocess it takes launch_server's flags:
+`python -m tests.fakes.fake_sglang --model-path CKPT --port P [--host H] [other ServerArgs flags, recorded]`.
+NCCL cannot run here: init_weights_update_group / update_weights_from_distributed are checked and recorded only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from aiohttp import web
+
+from rlpipe.rollout.engine import GenerateOutput, SamplingParams
+from rlpipe.rollout.hf_engine import HFEngine
+
+# sglang/api/v1/api_types.py SamplingParams (unknown keys rejected)
+SAMPLING_KEYS = frozenset(
+    (
+        *("max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p", "top_k", "min_p"),
+        *("frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "n", "json_schema"),
+        *("regex", "ebnf", "structural_tag", "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens"),
+        *("no_stop_trim", "stream_interval", "logit_bias", "sampling_seed", "custom_params", "beam_width"),
+        *("watermark", "choice"),
+    )
+)
+TOP_K_ALL = 1 << 30  # SGLang's "whole vocabulary" top_k
+# sglang/srt/managers/io_struct.py request structs (BaseReq adds rid, http_worker_ipc)
+_BASE = {"rid", "http_worker_ipc"}
+CONTROL_KEYS: dict[str, set[str]] = {
+    "/begin_weight_update": {"selector"},
+    "/end_weight_update": set(),
+    "/update_weights_from_tensor": {
+        "serialized_named_tensors",
+        "load_format",
+        "flush_cache",
+        "abort_all_requests",
+        "weight_version",
+        "selector",
+        "torch_empty_cache",
+    },
+    "/init_weights_update_group": {
+        "master_address",
+        "master_port",
+        "rank_offset",
+        "world_size",
+        "group_name",
+        "backend",
+    },
+    "/update_weights_from_distributed": {
+        "names",
+        "dtypes",
+        "shapes",
+        "group_name",
+        "flush_cache",
+        "abort_all_requests",
+        "weight_version",
+        "load_format",
+        "selector",
+        "torch_empty_cache",
+    },
+    "/destroy_weights_update_group": {"group_name"},
+    "/release_memory_occupation": {"tags"},
+    "/resume_memory_occupation": {"tags"},
+    "/abort_request": {"abort_all", "finished_reason", "abort_message", "weight_versions"},
+    "/pause_generation": {"mode"},
+    "/continue_generation": {"torch_empty_cache"},
+}
+MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")
+SESSION_ERROR = "{} must run between begin_weight_update() and end_weight_update()"
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """Loads a pickled [(name, tensor)] list and nothing else (SGLang's SafeUnpickler is an allowlist too)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return lambda b: torch.load(io.BytesIO(b), weights_only=True)
+        if (module, name) in {("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict")}:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"blocked global {module}.{name}")
+
+
+def decode_named_tensors(payload: str) -> list[tuple[str, torch.Tensor]]:
+    return _WeightsUnpickler(io.BytesIO(base64.b64decode(payload, validate=True))).load()
+
+
+class FakeSGLang:
+    """One fake SGLang server over an HF checkpoint; `start()` serves it on 127.0.0.1 from a thread."""
+
+    def __init__(self, hf_checkpoint: str | Path, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.engine = HFEngine(hf_checkpoint, seed=seed)
+        self.model_path = str(hf_checkpoint)
+        self.host, self.port = host, port
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.received_weights: list[list[tuple[str, torch.Tensor]]] = []
+        self.weight_version = "default"
+        self.session_open = False
+        self.released: set[str] = set()
+        self.pause_mode: str | None = None
+        self._resumed: asyncio.Event | None = None  # set while not paused; made on the server's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.requests]
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> FakeSGLang:
+        started = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._serve())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError("fake SGLang server did not start")
+        return self
+
+    async def _serve(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # the ephemeral port the OS gave
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=2**31)
+        app.on_startup.append(self._on_startup)
+        for path in ("/health", "/health_generate"):
+            app.router.add_get(path, self._health)
+        for path in ("/server_info", "/get_server_info", "/model_info", "/get_model_info"):
+            app.router.add_get(path, self._info)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_route("*", "/flush_cache", self._flush_cache)
+        for path in CONTROL_KEYS:
+            app.router.add_post(path, self._control)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._resumed = asyncio.Event()  # bound to the serving loop, so made there
+        self._resumed.set()
+
+    # ------------------------------------------------------------------------------------- handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        info = {"model_path": self.model_path, "tokenizer_path": self.model_path, "is_generation": True}
+        return web.json_response({**info, "weight_version": self.weight_version})
+
+    async def _flush_cache(self, request: web.Request) -> web.Response:
+        self.requests.append(("/flush_cache", {}))
+        return web.Response(text="Cache flushed.\n")
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(("/generate", body))
+        sampling = body.get("sampling_params") or {}
+        unknown = sorted(set(sampling) - SAMPLING_KEYS)
+        if unknown:
+            return _error(f"unknown field `{unknown[0]}`, expected one of {', '.join(sorted(SAMPLING_KEYS))}")
+        ids = body.get("input_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+            return _error("the fake serves one prompt as input_ids (a non-empty list of token ids)")
+        if self.released & {"weights", "kv_cache"}:
+            return _error(f"memory released ({sorted(self.released)}); call resume_memory_occupation first")
+        await self._resumed.wait()  # paused: requests queue until continue_generation
+        top_k = sampling.get("top_k", TOP_K_ALL)
+        params = SamplingParams(
+            max_new_tokens=sampling.get("max_new_tokens", 128),
+            temperature=sampling.get("temperature", 1.0),
+            top_p=sampling.get("top_p", 1.0),
+            top_k=-1 if top_k >= TOP_K_ALL else top_k,
+            n=sampling.get("n", 1),
+            stop_token_ids=tuple(sampling.get("stop_token_ids") or ()),
+            seed=sampling.get("sampling_seed"),
+        )
+        try:  # HFEngine decodes synchronously: off the event loop, so abort/pause requests still get through
+            (outputs,) = await asyncio.get_running_loop().run_in_executor(None, self.engine.generate, [ids], params)
+        except (RuntimeError, ValueError) as exc:
+            return _error(str(exc))
+        items = [self._reply(o, len(ids), body.get("return_logprob", False)) for o in outputs]
+        return web.json_response(items[0] if params.n == 1 else items)
+
+    def _reply(self, out: GenerateOutput, prompt_len: int, logprobs: bool) -> dict[str, Any]:
+        reason: dict[str, Any] = {"type": out.finish_reason}
+        if out.finish_reason == "stop":
+            reason["matched"] = out.output_ids[-1]
+        elif out.finish_reason == "length":
+            reason["length"] = len(out.output_ids)
+        else:
+            reason["message"] = "Abort before prefill" if not out.output_ids else "Abort in waiting queue"
+        meta: dict[str, Any] = {
+            "finish_reason": reason,
+            "prompt_tokens": prompt_len,
+            "completion_tokens": len(out.output_ids),
+            "weight_version": self.weight_version,
+        }
+        if logprobs:
+            meta["output_token_logprobs"] = [
+                [lp, tok, None] for lp, tok in zip(out.output_log_probs, out.output_ids, strict=True)
+            ]
+        return {"text": out.text, "output_ids": out.output_ids, "meta_info": meta}
+
+    async def _control(self, request: web.Request) -> web.Response:
+        path = request.path
+        body = await request.json() if request.can_read_body else {}
+        self.requests.append((path, body))
+        unknown = sorted(set(body) - CONTROL_KEYS[path] - _BASE)
+        if unknown:
+            return _error(f"{path}: unknown keys {unknown}")
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, self._apply, path, body)
+        except (RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            return web.json_response({"success": False, "message": str(exc)}, status=400)
+        if result is not None:
+            return web.json_response({"success": False, "message": result}, status=400)
+        if path in ("/pause_generation", "/continue_generation"):
+            self._set_paused(body.get("mode", "abort") if path == "/pause_generation" else None)
+            return web.json_response({"message": "ok", "status": "ok"})
+        return web.json_response({"success": True, "message": "Success"})
+
+    def _set_paused(self, mode: str | None) -> None:
+        self.pause_mode = mode
+        if mode is None:
+            self._resumed.set()
+        else:
+            self._resumed.clear()
+
+    def _apply(self, path: str, body: dict[str, Any]) -> str | None:
+        """Apply one control request to the state; a string is a success=False message."""
+        engine = self.engine
+        if path == "/begin_weight_update":
+            if self.session_open:
+                return "a weight-update session is already open; call end_weight_update() first"
+            engine.begin_weight_update()
+            self.session_open = True
+        elif path == "/end_weight_update":
+            if not self.session_open:
+                return "no weight-update session is open; call begin_weight_update() first"
+            engine.end_weight_update()
+            self.session_open = False
+        elif path == "/update_weights_from_tensor":
+            if not self.session_open:
+                return SESSION_ERROR.format("update_weights_from_tensor")
+            payloads = body["serialized_named_tensors"]
+            named = decode_named_tensors(payloads[0])  # TP rank 0's entry, as rank 0 would read it
+            self.received_weights.append(named)
+            engine.update_weights_from_tensor(named)
+            if body.get("weight_version") is not None:
+                self.weight_version = body["weight_version"]
+        elif path == "/update_weights_from_distributed":
+            if not self.session_open:
+                return SESSION_ERROR.format("update_weights_from_distributed")
+            if not len(body["names"]) == len(body["dtypes"]) == len(body["shapes"]):
+                return "names, dtypes and shapes differ in length"
+        elif path in ("/release_memory_occupation", "/resume_memory_occupation"):
+            tags = body.get("tags") or list(MEMORY_TAGS)
+            if set(tags) - set(MEMORY_TAGS):
+                raise ValueError(f"unknown memory tags {tags}")
+            if path == "/release_memory_occupation":
+                self.released |= set(tags)
+                if "weights" in tags:
+                    engine.release_memory_occupation()
+            else:
+                self.released -= set(tags)
+                if "weights" in tags:
+                    engine.resume_memory_occupation()
+        elif path == "/abort_request":
+            if body.get("abort_all"):
+                engine.abort()
+        elif path == "/pause_generation":
+            if body.get("mode", "abort") not in ("abort", "retract", "in_place"):
+                raise ValueError(f"pause mode {body['mode']!r}")
+            if body.get("mode", "abort") == "abort":
+                engine.abort()
+        return None
+
+
+def _error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+def main() -> None:
+    """Serve like `python -m sglang.launch_server`: --model-path and --port used, every other flag recorded."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=30000)
+    args, rest = parser.parse_known_args()
+    torch.set_num_threads(1)
+    fake = FakeSGLang(args.model_path, host=args.host, port=args.port)
+    print(f"fake sglang serving {args.model_path} on {fake.url}; other flags: {rest}", flush=True)
+    web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared by the execution-mode tests: a resolved tiny-demo config with its assets built, and group filters
+importable by dotted path (`mode_helpers.keep_half`): pytest puts this folder on sys.path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlpipe.config import load
+from rlpipe.config.schema import RunConfig
+from rlpipe.data.demo import build_demo_assets
+from rlpipe.data.sample import Sample
+
+
+def demo_config(cache: Path, *overrides: str) -> RunConfig:
+    """The default tiny-cpu experiment (random weights, reverse task), assets under `cache`, plus overrides."""
+    cfg = load([f"demo.cache_dir={cache}", "ckpt.load=null", "ckpt.save=null", *overrides]).cfg
+    build_demo_assets(cfg)
+    return cfg
+
+
+def label_parity(group: list[Sample]) -> int:
+    return int(str(group[0].label)[-1]) % 2
+
+
+def keep_half(cfg: object, samples: list[Sample]) -> bool:
+    """Keeps the prompts whose answer ends in an even digit (about half; the first four rows are all odd)."""
+    return label_parity(samples) == 0
+
+
+def keep_none(cfg: object, samples: list[Sample]) -> bool:
+    """Rejects every group: dynamic sampling must hit its wave cap, not loop forever."""
+    return False
+
+
+def keep_all(cfg: object, samples: list[Sample]) -> bool:
+    return True

@@ -1,0 +1,84 @@
+"""The SGLang launch command lines (golden) for a colocated and a disaggregated config, the engine layout, and
+the server process lifecycle (the fake SGLang server started with the same flags; a dying server's log tail)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlpipe.config import load
+from rlpipe.rollout.sglang.process import ServerStartError
+from rlpipe.rollout.sglang.server import EngineSlot, SGLangServer, engine_slots, server_command
+
+
+@pytest.fixture
+def base(recipe: list[str]) -> list[str]:
+    return [*recipe, "rollout.engine=sglang", "cluster.accelerator=cuda"]
+
+
+def test_colocated_command(base: list[str]) -> None:
+    resolved = load(
+        [*base, "cluster.colocate=true", "cluster.actor_num_gpus_per_node=4", "sglang.rollout_num_gpus_per_engine=2"]
+    )
+    slots = engine_slots(resolved)
+    assert slots == [EngineSlot(0, 0, "127.0.0.1", 30000), EngineSlot(1, 2, "127.0.0.1", 30010)]
+    hf = resolved.cfg.ckpt.hf_checkpoint
+    assert server_command(resolved.cfg, slots[1], python="python") == [
+        *("python", "-m", "sglang.launch_server", "--model-path", hf, "--host", "127.0.0.1", "--port", "30010"),
+        *("--tp-size", "2", "--base-gpu-id", "2", "--mem-fraction-static", "0.8", "--log-level", "warning"),
+        "--enable-memory-saver",
+        *("--cuda-graph-backend-prefill", "disabled"),
+    ]
+
+
+def test_disaggregated_command_passes_extra_verbatim(base: list[str]) -> None:
+    resolved = load(
+        [
+            *base,
+            "cluster.actor_num_gpus_per_node=4",
+            "cluster.rollout_num_gpus=4",
+            "sglang.context_length=8192",
+            "sglang.log_level=info",
+            "+sglang.extra.enable_dp_attention=true",
+            "+sglang.extra.dp_size=2",
+            "+sglang.extra.skip_server_warmup=false",
+            "+sglang.extra.cuda_graph_bs_decode=[1,2,4]",
+        ]
+    )
+    slots = engine_slots(resolved, base_port=31000)
+    assert [(s.base_gpu_id, s.port) for s in slots] == [(4, 31000), (5, 31010), (6, 31020), (7, 31030)]
+    hf = resolved.cfg.ckpt.hf_checkpoint
+    assert server_command(resolved.cfg, slots[3], python="python") == [
+        *("python", "-m", "sglang.launch_server", "--model-path", hf, "--host", "127.0.0.1", "--port", "31030"),
+        *("--tp-size", "1", "--base-gpu-id", "7", "--context-length", "8192", "--log-level", "info"),
+        "--enable-dp-attention",
+        *("--dp-size", "2"),
+        *("--cuda-graph-bs-decode", "1", "2", "4"),
+    ]
+
+
+def test_server_starts_answers_health_and_stops(base: list[str], tmp_path: Path, ckpts) -> None:
+    resolved = load([*base, "cluster.rollout_num_gpus=1"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slot = EngineSlot(0, 1, "127.0.0.1", port)
+    command = server_command(resolved.cfg, slot)
+    command[1:3] = ["-m", "tests.fakes.fake_sglang"]  # same flags, the fake in place of sglang.launch_server
+    command[command.index("--model-path") + 1] = str(ckpts[0])  # a real checkpoint for the fake to load
+    server = SGLangServer(command, slot.url, tmp_path / "engine.log").start(timeout_s=120)
+    try:
+        assert server.process.is_healthy()
+        assert "--base-gpu-id" in server.process.log_path.read_text()  # the fake logs the flags it ignored
+    finally:
+        server.stop()
+    assert server.process.proc.poll() is not None and not server.process.is_healthy()
+
+
+def test_a_dying_server_reports_its_log_tail(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "print('CUDA error: out of memory', flush=True); raise SystemExit(3)"]
+    with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*CUDA error: out of memory"):
+        SGLangServer(command, "http://127.0.0.1:9", tmp_path / "engine.log").start(timeout_s=60)
