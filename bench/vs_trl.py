@@ -1,32 +1,37 @@
-"""rlpipe vs TRL's GRPOTrainer on the same tiny GRPO job, interleaved iteration by iteration in one process.
+"""rlpipe vs TRL's GRPOTrainer on the same tiny GRPO job, taking turns iteration by iteration in one process.
 
     python bench/vs_trl.py [--iterations 100] [--skip 5] [--profile]
 
 What is compared (the default demo job, `conf/experiment/tiny-cpu.yaml`):
-  1. rlpipe's own supervised warm-up runs once (Megatron trainer, 40 steps); the warmed-up weights go through
-     the trainer -> engine weight sync and are saved as an HF folder, so both RL runs start from the same weights
-     and each builds a fresh Adam state.
+  1. rlpipe's own supervised warm-up runs once (`Loop.warmup`, Megatron trainer, 40 steps); the weights go
+     through the trainer -> engine weight sync and are saved as an HF folder. Both RL runs start from that
+     folder, each with a fresh Adam state.
   2. GRPO for `--iterations` steps on each side: 8 prompts x 8 samples, one optimizer step per rollout, Adam
      lr 5e-4 (constant, no weight decay, grad-norm clip 1.0), clip 0.2 / 0.28, no KL, temperature 1, at most 8
      new tokens, reward = `rlpipe.reward.exact_match.exact_match_score` on token ids (the same function on both
-     sides). Both sides see the same prompts in the same order: TRL gets rlpipe's shuffled prompt stream as its
+     sides). Both see the same prompts in the same order: TRL gets rlpipe's shuffled prompt stream as its
      dataset with `shuffle_dataset=False`, and its chat-templated prompt ids are checked equal to rlpipe's.
-     rlpipe: its own components in-process (Loop's rollout function, `rl_update` on the MegatronTrainer, the
-     HFEngine, the weight sync, the metrics record), one iteration = the body of `Loop.train`.
-     TRL: `GRPOTrainer.train()` with `loss_type="grpo"` (per-sequence token mean, then mean over the 64
-     sequences: rlpipe's per-sample reduction exactly, as the whole step is one micro-batch in both), and no
+     rlpipe: the default job as `python launch.py ckpt.hf_checkpoint=<warm folder> warmup=null` would run it,
+     i.e. `Loop.train()` over a TrainerRole (MegatronTrainer) and a RolloutRole (HFEngine), in-process.
+     TRL: `GRPOTrainer.train()` with `loss_type="grpo"` (per-sequence token mean, then the mean over the 64
+     sequences: rlpipe's per-sample reduction exactly, as each step is one micro-batch on both sides), fp32,
+     no activation checkpointing (TRL's defaults are bf16 and checkpointing; rlpipe's job uses neither), and no
      logging / reporting / saving / eval.
-  3. Interleaving: a TRL callback runs one rlpipe iteration at the end of every TRL step, so both share the
-     machine's load at the same moments. TRL's time for step k is end-of-callback(k-1) -> end-of-step(k), so
-     it includes TRL's dataloader and its own bookkeeping.
+  3. Turns: rlpipe's loop runs in a second thread and the two sides strictly alternate (TRL step k, rlpipe
+     iteration k, TRL step k+1, ...), never overlapping, so both meet the shared machine's load at the same
+     moments. TRL step k is timed from the end of rlpipe's iteration k-1 (train start for k=0) to TRL's
+     on_step_end(k), so TRL's dataloader and bookkeeping count for TRL; rlpipe iteration k from the moment
+     `Loop.next_rollout(k)` gets its turn to the end of that iteration's weight sync (what follows, a metrics
+     line and the progress bar, is off the clock).
 
 Known differences that remain (none changes the algorithm): rlpipe recomputes old log-probs with a forward
-pass, TRL reuses the detached current ones (identical when generation and training weights agree, one
-iteration per rollout); GRPO std epsilon 1e-6 (rlpipe) vs 1e-4 (TRL); different sampling RNG streams.
+pass, TRL reuses the detached current ones (identical here: generation and training weights agree and there is
+one optimizer step per rollout); GRPO std epsilon 1e-6 (rlpipe) vs 1e-4 (TRL); different sampling RNG streams.
 
-Prints seconds per iteration (median and mean after `--skip` iterations), the ratio rlpipe / TRL, and mean
-sampled reward per 10 iterations; writes `outputs/bench_vs_trl/{reward_curves.png,results.json}`.
-`--profile` adds cProfile of both sides (timings from such a run are inflated; do not report them).
+Prints seconds per iteration (median and mean after `--skip` iterations), the ratio rlpipe / TRL, each side's
+rollout / train split, and mean sampled reward per 10 iterations; writes
+`outputs/bench_vs_trl/{reward_curves.png,results.json}`. `--profile` adds cProfile of both sides (timings from
+such a run are inflated by the profiler; do not report them).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import os
 import pstats
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: rlpipe is not an installed package
 OUT = Path("outputs/bench_vs_trl")  # relative to the repo root, like every rlpipe output_dir
+WARM_DIR = OUT / "warm_hf"
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,22 +66,57 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-# --------------------------------------------------------------------------------------------- rlpipe side
-def resolved_run(iterations: int):
-    """The default demo job, with checkpoints, evaluation and the progress bar off (TRL does none either)."""
+def resolved_run(iterations: int, *overrides: str):
+    """The default demo job with checkpoints, periodic eval and the progress bar off (TRL does none either)."""
     from rlpipe.config import load
 
     return load([
-        f"rollout.num_rollout={iterations}", f"output_dir={OUT}", "run_name=rlpipe",
-        "ckpt.load=null", "ckpt.save=null", "eval.interval=null", "eval.before_train=false", "log.progress=false",
+        f"rollout.num_rollout={iterations}", f"output_dir={OUT}", "ckpt.load=null", "ckpt.save=null",
+        "eval.interval=null", "eval.before_train=false", "log.progress=false", *overrides,
     ])  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------------- turns
+class Turns:
+    """Two threads that strictly alternate: exactly one side runs at a time.
+
+    `switch(me, other)` hands the turn over and blocks until it comes back. Once the rlpipe thread has ended
+    (`finish`), waits return at once and raise if the rlpipe side failed (`check`).
+    """
+
+    def __init__(self) -> None:
+        self._go = {"trl": threading.Event(), "rlpipe": threading.Event()}
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def wait(self, me: str) -> None:
+        if not self.finished:
+            self._go[me].wait()
+            self._go[me].clear()
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError("the rlpipe side failed; its traceback is above") from self.error
+
+    def switch(self, me: str, other: str) -> None:
+        if self.finished:
+            return
+        self._go[other].set()
+        self.wait(me)
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error, self.finished = error, True  # both before the events: a woken waiter must see them
+        for event in self._go.values():
+            event.set()
+
+
+# --------------------------------------------------------------------------------------------- rlpipe side
 def warm_up_and_export(run, warm_dir: Path) -> None:
     """rlpipe's supervised warm-up (Loop.warmup on fresh roles), then the weights saved as an HF folder.
 
     Export goes through the same trainer -> engine weight sync the RL loop uses, so the folder holds exactly the
-    weights rlpipe's engine would sample from.
+    weights rlpipe's engine would sample from (checked against the trainer's, bit for bit).
     """
     import torch
     from safetensors.torch import load_file
@@ -87,90 +129,95 @@ def warm_up_and_export(run, warm_dir: Path) -> None:
 
     cfg = run.cfg
     trainer = TrainerRole(cfg)
-    engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed)
-    run_dir = OUT / "warmup"
+    engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+    run_dir = OUT / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     loop = Loop(run, trainer, RolloutRole(cfg, engine), run_dir)
     loop.resume()  # no ckpt.load: the tiny HF checkpoint's fresh weights
-    loop.metrics = MetricsLogger(run_dir, cfg.log, cfg.run_name, resume_from=0)
+    loop.metrics = MetricsLogger(run_dir, cfg.log, cfg.run_name, resume_from=0)  # what Loop.train sets up
     loop.warmup()
     loop.sync_weights()
     loop.metrics.close()
     engine.model.save_pretrained(warm_dir)
     engine.tokenizer.save_pretrained(warm_dir, save_jinja_files=False)
     saved = load_file(warm_dir / "model.safetensors")
-    for name, tensor in trainer.hf_named_tensors():  # the folder must hold the trainer's weights, bit for bit
+    for name, tensor in trainer.hf_named_tensors():
         assert torch.equal(saved[name], tensor), name
 
 
-@dataclass
-class RlpipeSide:
-    """rlpipe's RL loop, one iteration per call, starting from the warmed-up folder with a fresh optimizer."""
+def rlpipe_loop(run, turns: Turns, profile: cProfile.Profile | None):
+    """rlpipe's Loop, built as `run_job` builds it, that takes turns with TRL and times its own iterations."""
+    from rlpipe.loop import Loop
+    from rlpipe.rollout.hf_engine import HFEngine
+    from rlpipe.rollout.role import RolloutRole
+    from rlpipe.train.role import TrainerRole
 
-    loop: object  # rlpipe.loop.Loop
-    times: list[float] = field(default_factory=list)  # wall seconds per iteration
-    parts: list[tuple[float, float, float]] = field(default_factory=list)  # (rollout, train, sync) seconds
-    rewards: list[float] = field(default_factory=list)  # mean sampled reward per iteration
+    class TurnTakingLoop(Loop):
+        """Loop.train unchanged; each iteration first waits for its turn, and is timed up to its weight sync."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.starts: list[float] = []  # perf_counter when iteration k got its turn
+            self.ends: list[float] = []  # perf_counter when iteration k's weight sync finished
+
+        def next_rollout(self, rollout_id: int, total: int):
+            turns.switch("rlpipe", "trl")  # TRL step `rollout_id` runs now
+            self.starts.append(time.perf_counter())
+            if profile is not None:
+                profile.enable()
+            return super().next_rollout(rollout_id, total)
+
+        def sync_weights(self) -> None:
+            super().sync_weights()
+            if len(self.ends) < len(self.starts):  # the sync that closes an iteration, not the initial one
+                if profile is not None:
+                    profile.disable()
+                self.ends.append(time.perf_counter())
+
+    cfg = run.cfg
+    engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+    run_dir = OUT / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return TurnTakingLoop(run, TrainerRole(cfg), RolloutRole(cfg, engine), run_dir)
+
+
+@dataclass
+class RlpipeRecord:
+    """rlpipe's per-iteration measurements: the loop's own clock plus its metrics.jsonl lines."""
+
+    times: list[float]  # wall seconds per iteration
+    rewards: list[float]  # mean sampled reward per iteration
+    train: list[float]  # the loop's time_train (rl_update) per iteration
+    sync: list[float]  # the loop's time_sync per iteration
 
     @classmethod
-    def build(cls, run, warm_dir: Path) -> RlpipeSide:
-        from rlpipe.loop import Loop
+    def of(cls, loop) -> RlpipeRecord:
         from rlpipe.metrics import MetricsLogger
-        from rlpipe.rollout.hf_engine import HFEngine
-        from rlpipe.rollout.role import RolloutRole
-        from rlpipe.train.role import TrainerRole
 
-        cfg = run.cfg
-        trainer = TrainerRole(cfg)
-        trainer.trainer.load_hf(warm_dir)
-        engine = HFEngine(warm_dir, seed=cfg.rollout.seed)
-        run_dir = OUT / "rlpipe"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        loop = Loop(run, trainer, RolloutRole(cfg, engine), run_dir)
-        loop.metrics = MetricsLogger(run_dir, cfg.log, cfg.run_name, resume_from=0)
-        loop.sync_weights()  # the engine already holds these weights; Loop.train syncs here too
-        return cls(loop)
+        lines = [r for r in MetricsLogger.read(loop.metrics.path) if r["phase"] == "train"]
+        times = [b - a for a, b in zip(loop.starts, loop.ends, strict=True)]
+        return cls(times, *([r[key] for r in lines] for key in ("reward_mean", "time_train", "time_sync")))
 
-    def iteration(self, rollout_id: int) -> None:
-        """One rollout -> rl_update -> weight sync -> metrics record: the body of `Loop.train`."""
-        loop = self.loop
-        t0 = time.perf_counter()
-        samples = loop.rollout.generate(rollout_id)
-        if loop.offload:
-            loop.rollout.offload()
-        t1 = time.perf_counter()
-        metrics = loop.trainer.rl_update(samples)
-        t2 = time.perf_counter()
-        loop.sync_weights()
-        t3 = time.perf_counter()
-        metrics |= {"time_rollout": t1 - t0, "time_train": t2 - t1, "time_sync": t3 - t2}
-        loop.metrics.log("train", rollout_id, metrics)
-        self.times.append(time.perf_counter() - t0)
-        self.parts.append((t1 - t0, t2 - t1, t3 - t2))
-        self.rewards.append(metrics["reward_mean"])
+    def parts(self, skip: int) -> dict[str, float]:
+        """Median seconds per phase; rollout is the rest (the loop's own time_rollout includes the turn wait)."""
+        train, sync = statistics.median(self.train[skip:]), statistics.median(self.sync[skip:])
+        return {"rollout": statistics.median(self.times[skip:]) - train - sync, "train": train, "sync": sync}
 
 
 # ------------------------------------------------------------------------------------------------ TRL side
 @dataclass
 class TrlRecord:
-    """What the TRL side measured: filled by the interleaving callback and by the reward function."""
+    """TRL's per-step measurements: filled by the turn-taking callback and by the reward function."""
 
-    starts: list[float] = field(default_factory=list)  # perf_counter at the start of each step
+    starts: list[float] = field(default_factory=list)  # perf_counter when each step got its turn
     times: list[float] = field(default_factory=list)  # wall seconds per step
     rewards: list[float] = field(default_factory=list)  # mean sampled reward per step
     scored: list[float] = field(default_factory=list)  # perf_counter when the step's rewards were computed
 
-    def rollout_times(self) -> list[float]:
-        """Step start -> rewards computed: TRL's rollout phase (data, templating, generation, scoring)."""
-        return [b - a for a, b in zip(self.starts, self.scored, strict=True)]
-
-
-def prompt_stream(run, engine, n_prompts: int) -> list:
-    """The first `n_prompts` prompts rlpipe's RL loop will draw, as Samples: a second RolloutRole builds the
-    same dataset (file, template, shuffle, seed) and is only read from."""
-    from rlpipe.rollout.role import RolloutRole
-
-    return RolloutRole(run.cfg, engine).dataset.next_batch(n_prompts)
+    def parts(self, skip: int) -> dict[str, float]:
+        """Median seconds from the step's start to its rewards (templating, generation, scoring), and the rest."""
+        rollout = statistics.median([b - a for a, b in zip(self.starts, self.scored, strict=True)][skip:])
+        return {"rollout": rollout, "train": statistics.median(self.times[skip:]) - rollout}
 
 
 def check_trl_prompt_ids(tokenizer, prompts: list) -> None:
@@ -183,7 +230,7 @@ def check_trl_prompt_ids(tokenizer, prompts: list) -> None:
 
 
 def exact_match_reward(tokenizer, record: TrlRecord) -> Callable[..., list[float]]:
-    """A TRL reward function over completion ids with rlpipe's exact-match rule; logs each batch's mean and
+    """A TRL reward function over completion ids with rlpipe's exact-match rule; records each batch's mean and
     when scoring finished (TRL has then generated and scored: the end of its rollout phase)."""
     from rlpipe.data.tokenizer import special_token_ids
     from rlpipe.reward.exact_match import exact_match_score
@@ -202,8 +249,32 @@ def exact_match_reward(tokenizer, record: TrlRecord) -> Callable[..., list[float
     return exact_match
 
 
-def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, record: TrlRecord, callback):
-    """GRPOTrainer with the rlpipe job's knobs; logging, reporting, saving and evaluation off."""
+def turn_taking_callback(turns: Turns, record: TrlRecord, profile: cProfile.Profile | None):
+    """A TrainerCallback: at the end of each TRL step, time it and hand the turn to rlpipe's iteration."""
+    from transformers import TrainerCallback
+
+    class TakeTurns(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            record.starts.append(time.perf_counter())
+            if profile is not None:
+                profile.enable()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if profile is not None:
+                profile.disable()
+            record.times.append(time.perf_counter() - record.starts[-1])
+            turns.switch("trl", "rlpipe")  # rlpipe iteration `state.global_step - 1` runs now
+            if state.global_step < state.max_steps:
+                record.starts.append(time.perf_counter())
+                if profile is not None:
+                    profile.enable()
+
+    return TakeTurns()
+
+
+def trl_trainer(run, prompts: list, record: TrlRecord, callback):
+    """GRPOTrainer with the rlpipe job's knobs, from the same HF folder; logging, saving and eval off."""
+    from accelerate.utils import DistributedType
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
@@ -212,7 +283,7 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, record: Trl
 
     cfg = run.cfg
     ro, algo, op = cfg.rollout, cfg.algo, cfg.optim
-    tokenizer = load_tokenizer(warm_dir)
+    tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
     check_trl_prompt_ids(tokenizer, prompts)
     args = GRPOConfig(
         output_dir=str(OUT / "trl"),
@@ -220,7 +291,7 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, record: Trl
         gradient_accumulation_steps=1,
         num_generations=ro.n_samples,
         num_iterations=1,
-        max_steps=iterations,
+        max_steps=ro.num_rollout,
         max_completion_length=ro.max_response_len,
         temperature=ro.temperature,
         top_p=ro.top_p,
@@ -245,61 +316,23 @@ def trl_trainer(run, warm_dir: Path, prompts: list, iterations: int, record: Trl
         activation_checkpointing=False,  # TRL defaults to recomputing activations; rlpipe's job does not
         dataloader_num_workers=0,
         report_to="none",
-        logging_steps=iterations + 1,  # never: rlpipe logs a jsonl line, TRL would print a dict every step
+        logging_steps=ro.num_rollout + 1,  # never: rlpipe writes a jsonl line, TRL would print a dict per step
         disable_tqdm=True,
         save_strategy="no",
         eval_strategy="no",
         log_completions=False,
     )
-    dataset = Dataset.from_list([{"prompt": s.prompt, "label": s.label} for s in prompts])
-    model = AutoModelForCausalLM.from_pretrained(str(warm_dir))
     trainer = GRPOTrainer(
-        model=model,
+        model=AutoModelForCausalLM.from_pretrained(cfg.ckpt.hf_checkpoint),
         reward_funcs=exact_match_reward(tokenizer, record),
         args=args,
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list([{"prompt": s.prompt, "label": s.label} for s in prompts]),
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    from accelerate.utils import DistributedType
-
     # The Megatron trainer's gloo group of one must not make accelerate wrap TRL's model in DDP.
     assert trainer.accelerator.distributed_type == DistributedType.NO, trainer.accelerator.distributed_type
     return trainer
-
-
-def interleaving_callback(rlpipe: RlpipeSide, record: TrlRecord, profiles: dict[str, cProfile.Profile] | None):
-    """A TrainerCallback: after each TRL step, time it, then run one rlpipe iteration outside TRL's clock.
-
-    TRL's step k runs from the end of this callback at step k-1 (train start for k=0) to on_step_end(k), so its
-    dataloader and bookkeeping between steps count for TRL and the rlpipe iteration does not.
-    """
-    from transformers import TrainerCallback
-
-    class Interleave(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            record.starts.append(time.perf_counter())
-            _toggle(profiles, "trl", True)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            _toggle(profiles, "trl", False)
-            record.times.append(time.perf_counter() - record.starts[-1])
-            _toggle(profiles, "rlpipe", True)
-            rlpipe.iteration(state.global_step - 1)
-            _toggle(profiles, "rlpipe", False)
-            if state.global_step < state.max_steps:
-                record.starts.append(time.perf_counter())
-            _toggle(profiles, "trl", True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            _toggle(profiles, "trl", False)
-
-    return Interleave()
-
-
-def _toggle(profiles: dict[str, cProfile.Profile] | None, side: str, on: bool) -> None:
-    if profiles is not None:
-        profiles[side].enable() if on else profiles[side].disable()
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -333,18 +366,15 @@ def plot(rl_rewards: list[float], trl_rewards: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def report(rl: RlpipeSide, trl: TrlRecord, skip: int) -> dict:
+def report(rl: RlpipeRecord, trl: TrlRecord, skip: int) -> dict:
     r, t = time_stats(rl.times, skip), time_stats(trl.times, skip)
-    parts = {k: statistics.median(p[i] for p in rl.parts[skip:]) for i, k in enumerate(("rollout", "train", "sync"))}
-    trl_rollout = statistics.median(trl.rollout_times()[skip:])
-    trl_parts = {"rollout": trl_rollout, "train": t["median"] - trl_rollout}
-    print(f"\nseconds per iteration over iterations {skip}..{len(rl.times) - 1} ({r['n']} each, interleaved)")
+    print(f"\nseconds per iteration over iterations {skip}..{len(rl.times) - 1} ({r['n']} each, taking turns)")
     print(f"{'':8} {'median':>8} {'mean':>8}")
     print(f"{'rlpipe':8} {r['median']:8.4f} {r['mean']:8.4f}")
     print(f"{'TRL':8} {t['median']:8.4f} {t['mean']:8.4f}")
     print(f"{'ratio':8} {r['median'] / t['median']:8.3f} {r['mean'] / t['mean']:8.3f}   (rlpipe / TRL; goal <= 0.5)")
-    print("rlpipe median parts: " + ", ".join(f"{k} {v:.4f}s" for k, v in parts.items()))
-    print("TRL median parts:    " + ", ".join(f"{k} {v:.4f}s" for k, v in trl_parts.items()) + "  (train = the rest)")
+    print("median split, rlpipe: " + ", ".join(f"{k} {v:.4f}s" for k, v in rl.parts(skip).items()))
+    print("median split, TRL:    " + ", ".join(f"{k} {v:.4f}s" for k, v in trl.parts(skip).items()))
     print("\nmean sampled reward per 10 iterations")
     print(f"{'iters':>9} {'rlpipe':>7} {'TRL':>7}")
     for i, (a, b) in enumerate(zip(per_window(rl.rewards), per_window(trl.rewards), strict=True)):
@@ -354,8 +384,8 @@ def report(rl: RlpipeSide, trl: TrlRecord, skip: int) -> dict:
         "trl_s_per_iter": t,
         "ratio_median": r["median"] / t["median"],
         "ratio_mean": r["mean"] / t["mean"],
-        "rlpipe_parts_median_s": parts,
-        "trl_parts_median_s": trl_parts,
+        "rlpipe_split_median_s": rl.parts(skip),
+        "trl_split_median_s": trl.parts(skip),
         "rlpipe_rewards": rl.rewards,
         "trl_rewards": trl.rewards,
     }
@@ -367,42 +397,60 @@ def print_profile(profile: cProfile.Profile, side: str) -> None:
         pstats.Stats(profile).sort_stats(order).print_stats(top)
 
 
+# ---------------------------------------------------------------------------------------------------- main
 def main() -> int:
     args = parse_args()
     os.chdir(REPO)  # the demo's paths (.cache/rlpipe, outputs/) are relative to the repo root
-    run = resolved_run(args.iterations)
+    warm_run = resolved_run(args.iterations, "run_name=warmup")
     from rlpipe.run import _quiet_third_party
 
     _quiet_third_party()
     import torch
 
     from rlpipe.data.demo import build_demo_assets
+    from rlpipe.rollout.role import RolloutRole
     from rlpipe.train import distributed
 
-    torch.set_num_threads(1)  # what rlpipe's run_job does on CPU; applies to TRL in this process as well
-    build_demo_assets(run.cfg)
-    warm_dir = OUT / "warm_hf"
+    if warm_run.topology.device == "cpu":
+        torch.set_num_threads(1)  # what rlpipe's run_job does on CPU; applies to TRL in this process as well
+    build_demo_assets(warm_run.cfg)
+    profiles = {"rlpipe": cProfile.Profile(), "trl": cProfile.Profile()} if args.profile else None
+    turns, trl = Turns(), TrlRecord()
     distributed.init_single_process()
     try:
         t0 = time.perf_counter()
-        warm_up_and_export(run, warm_dir)
-        print(f"warm-up ({run.cfg.warmup.steps} sft steps, rlpipe) and export: {time.perf_counter() - t0:.1f}s")
-        rlpipe = RlpipeSide.build(run, warm_dir)
-        prompts = prompt_stream(run, rlpipe.loop.rollout.engine, args.iterations * run.cfg.rollout.batch_size)
-        profiles = {"rlpipe": cProfile.Profile(), "trl": cProfile.Profile()} if args.profile else None
-        trl = TrlRecord()
-        trainer = trl_trainer(
-            run, warm_dir, prompts, args.iterations, trl, interleaving_callback(rlpipe, trl, profiles)
-        )
+        warm_up_and_export(warm_run, WARM_DIR)
+        print(f"warm-up ({warm_run.cfg.warmup.steps} sft steps, rlpipe) and export: {time.perf_counter() - t0:.1f}s")
+        run = resolved_run(args.iterations, "run_name=rlpipe", f"ckpt.hf_checkpoint={WARM_DIR}", "warmup=null")
+        # rlpipe's prompt stream, read from a second RolloutRole over the same data (it generates nothing).
+        prompts = RolloutRole(run.cfg, None).dataset.next_batch(args.iterations * run.cfg.rollout.batch_size)
+        loop = rlpipe_loop(run, turns, profiles and profiles["rlpipe"])
+        trainer = trl_trainer(run, prompts, trl, turn_taking_callback(turns, trl, profiles and profiles["trl"]))
+
+        def rlpipe_thread() -> None:
+            error = None
+            try:
+                loop.train()
+            except BaseException as exc:  # handed to the TRL thread, which re-raises it
+                error = exc
+                raise
+            finally:
+                turns.finish(error)
+
+        thread = threading.Thread(target=rlpipe_thread, name="rlpipe-loop", daemon=True)
         t0 = time.perf_counter()
+        thread.start()  # rlpipe sets up (resume, first sync), then hands the first turn to TRL
+        turns.wait("trl")
         trainer.train()
-        print(f"{args.iterations} interleaved iterations per side: {time.perf_counter() - t0:.1f}s")
-        rlpipe.loop.metrics.close()
+        thread.join()
+        turns.check()
+        print(f"{args.iterations} iterations per side, taking turns: {time.perf_counter() - t0:.1f}s")
     finally:
         distributed.teardown()
-    assert len(trl.times) == len(trl.scored) == len(trl.starts) == len(rlpipe.times) == args.iterations
-    results = report(rlpipe, trl, args.skip)
-    plot(rlpipe.rewards, trl.rewards, OUT / "reward_curves.png")
+    rl = RlpipeRecord.of(loop)
+    assert len(trl.times) == len(trl.scored) == len(trl.starts) == len(rl.times) == len(rl.rewards) == args.iterations
+    results = report(rl, trl, args.skip)
+    plot(rl.rewards, trl.rewards, OUT / "reward_curves.png")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nwrote {OUT / 'reward_curves.png'} and {OUT / 'results.json'}")
     if profiles is not None:

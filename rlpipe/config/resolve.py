@@ -413,7 +413,8 @@ def _colocate(r: _Resolver) -> None:
 
 
 def _async(r: _Resolver) -> None:
-    if r.get("rollout.mode") == "async" and r.get("cluster.offload_rollout"):
+    # Under colocate, _colocate has already rejected async (and offload follows from colocate there).
+    if r.get("rollout.mode") == "async" and r.get("cluster.offload_rollout") and not r.get("cluster.colocate"):
         r.problem(
             "cluster.offload_rollout",
             "async rollout keeps the engine generating while the trainer trains; it cannot be offloaded then",

@@ -36,6 +36,11 @@ class MicroBatch:
     attention_mask: torch.Tensor | None  # [b, 1, s, s] bool, True = masked; None = default causal mask
 
     @property
+    def pad_tokens(self) -> int:
+        """Positions that hold padding, not a sample's token: computed on but never scored."""
+        return self.tokens.numel() - sum(span.length for span in self.spans)
+
+    @property
     def labels(self) -> torch.Tensor:
         """Next-token targets: labels[:, j] = tokens[:, j + 1] (the last column is a dummy 0)."""
         return torch.nn.functional.pad(self.tokens[:, 1:], (0, 1))  # [b, s]

@@ -183,6 +183,26 @@ def _patch_moe() -> None:
         _redirect_cuda(f"megatron.core.transformer.moe.{name}")
 
 
+def _patch_tied_embedding_sync() -> None:
+    """Pipeline parallel with tied embeddings: the last stage's copy of the embedding is synchronised with
+    `weight.data = weight.data.cuda()` then an all-reduce. While that method runs, `Tensor.cuda` on a CPU
+    tensor returns the tensor itself; the original method is restored afterwards."""
+    from megatron.core.models.common.language_module.language_module import LanguageModule
+
+    setup = LanguageModule.setup_embeddings_and_output_layer
+
+    @functools.wraps(setup)
+    def setup_on_cpu(self: Any) -> None:
+        original = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
+        try:
+            setup(self)
+        finally:
+            torch.Tensor.cuda = original
+
+    LanguageModule.setup_embeddings_and_output_layer = setup_on_cpu
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     _patch_rng_tracker,
     _patch_rotary_device,
@@ -194,6 +214,7 @@ PATCHES: tuple[Callable[[], None], ...] = (
     _patch_optimizer,
     _patch_optimizer_type_checks,
     _patch_moe,
+    _patch_tied_embedding_sync,
 )
 
 

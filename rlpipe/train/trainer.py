@@ -85,7 +85,8 @@ class MegatronTrainer:
             max_lr=spec.lr,
             min_lr=spec.min_lr,
             lr_warmup_steps=spec.lr_warmup_iters,
-            lr_decay_steps=spec.lr_decay_iters or 1,  # unused by "constant"; the spec requires it otherwise
+            # Unused by "constant" (the spec requires it otherwise), but megatron asserts warm-up < decay steps.
+            lr_decay_steps=spec.lr_decay_iters or spec.lr_warmup_iters + 1,
             lr_decay_style=spec.lr_decay_style,
             start_wd=spec.weight_decay,
             end_wd=spec.weight_decay,
@@ -269,7 +270,8 @@ class MegatronTrainer:
 
         `loss_fn(sample_indices, log_probs, entropies)` returns one micro-batch's contribution to the global loss
         (already divided by the global denominator) and metrics; indices point into `seqs`. Returns the metrics
-        summed over micro-batches (this rank only) plus grad_norm and the lr this step used.
+        summed over micro-batches (this rank only) plus grad_norm, the lr this step used and padding_waste (the
+        fraction of this rank's input positions that were padding).
         """
         micro_batches = self._micro_batches(seqs, response_starts)
         # Megatron's schedule divides each micro-batch loss by num_microbatches, and DDP averages gradients over
@@ -301,7 +303,9 @@ class MegatronTrainer:
         for out in outputs:
             for key, value in out.items():
                 summed[key] = summed.get(key, 0.0) + float(value)
-        return {**summed, "grad_norm": float(grad_norm), "lr": float(used_lr)}
+        # Fraction of this rank's model input that is padding (0 when packed): FLOPs spent on nothing.
+        padding = sum(mb.pad_tokens for mb in micro_batches) / sum(mb.tokens.numel() for mb in micro_batches)
+        return {**summed, "grad_norm": float(grad_norm), "lr": float(used_lr), "padding_waste": padding}
 
     # ----- checkpoints -----
 

@@ -36,7 +36,7 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
         rollout.update_weights(trainer.hf_named_tensors())
         assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1]
 
-        samples = rollout.generate(0)
+        samples = rollout.generate(0).samples
         assert len(samples) == 64 and all(s.reward is not None for s in samples)
         ray_metrics = trainer.rl_update(samples)
         ray_weights = dict(ray.get(trainer.hf_named_tensors()))

@@ -262,6 +262,21 @@ GOOD = [
         {"rollout.global_batch_size": (16, "n_samples 1")},
     ),
     Good("algo-over-sampling-equal-to-batch", ["rollout.over_sampling_batch_size=16"]),
+    # ---- execution modes: debug halves of the loop, rollout dumps
+    Good(
+        "debug-load-implies-train-only",
+        ["debug.load_rollout_data='{tmp}/r_{{rollout_id}}.pkl'"],
+        {"debug.train_only": (True, "saved rollouts replace generation")},
+    ),
+    Good(
+        "debug-rollout-only-saves", ["debug.rollout_only=true", "debug.save_rollout_data='{tmp}/r_{{rollout_id}}.pkl'"]
+    ),
+    Good(
+        "debug-train-only-skips-eval",
+        ["debug.load_rollout_data='{tmp}/r_{{rollout_id}}.pkl'", "eval.interval=5"],
+        {"debug.train_only": (True, "load_rollout_data")},
+        warns=("no engine to evaluate with",),
+    ),
 ]
 
 
@@ -512,6 +527,32 @@ BAD = [
     Bad("ref_load-missing", ["ckpt.ref_load={tmp}/noref"], [("ckpt.ref_load", "folder does not exist", "reference")]),
     Bad("model-auto-without-config-json", ["model=auto"], [("ckpt.hf_checkpoint", "config.json", "model=<name>")]),
     # ---- all problems at once
+    # ---- execution modes
+    Bad(
+        "async-offload-rollout",
+        ["rollout.mode=async", "cluster.offload_rollout=true"],
+        [("cluster.offload_rollout", "cannot be offloaded", "cluster.offload_rollout=false")],
+    ),
+    Bad(
+        "debug-train-only-without-data",
+        ["debug.train_only=true"],
+        [("debug.train_only", "none are given", "debug.load_rollout_data=")],
+    ),
+    Bad(
+        "debug-dump-path-without-rollout-id",
+        ["debug.save_rollout_data={tmp}/r.pkl"],
+        [("debug.save_rollout_data", "needs {rollout_id}", "rollout_{rollout_id}.pkl")],
+    ),
+    Bad(
+        "debug-both-halves",
+        ["debug.rollout_only=true", "debug.load_rollout_data='{tmp}/r_{{rollout_id}}.pkl'"],
+        [("debug.rollout_only", "exclude each other", "keep one")],
+    ),
+    Bad(
+        "debug-with-async",
+        ["debug.rollout_only=true", "rollout.mode=async"],
+        [("rollout.mode", "a debug mode runs only one", "rollout.mode=sync")],
+    ),
     Bad(
         "several-rules-at-once",
         [

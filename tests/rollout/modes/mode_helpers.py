@@ -3,6 +3,7 @@ importable by dotted path (`mode_helpers.keep_half`): pytest puts this folder on
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from rlpipe.config import load
@@ -33,4 +34,14 @@ def keep_none(cfg: object, samples: list[Sample]) -> bool:
 
 
 def keep_all(cfg: object, samples: list[Sample]) -> bool:
+    return True
+
+
+# Set by a test's engine hook once the second engine call has begun; the filter below waits for it, so a
+# rollout's first chunk is judged only when the second is surely in flight (and must be aborted, not cancelled).
+SECOND_CALL_STARTED = threading.Event()
+
+
+def keep_all_once_second_call_runs(cfg: object, samples: list[Sample]) -> bool:
+    assert SECOND_CALL_STARTED.wait(timeout=60)
     return True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mode_helpers import demo_config, keep_half, label_parity
+from mode_helpers import SECOND_CALL_STARTED, demo_config, keep_half, label_parity
 from transformers import AutoModelForCausalLM
 
 from rlpipe.data.sample import Status
@@ -125,15 +125,17 @@ def test_partial_rollout_buffers_aborted_groups_and_the_next_rollout_finishes_th
         cache,
         "rollout.partial_rollout=true",
         "rollout.over_sampling_batch_size=8",  # two chunks of 4 groups: the first fills the batch
-        "rollout.dynamic_sampling_filter_path=mode_helpers.keep_all",
+        "rollout.dynamic_sampling_filter_path=mode_helpers.keep_all_once_second_call_runs",
     )
     engine = role.engine
     prefills = []
 
     def hold_second_chunk(module, args, kwargs, output):
-        """The second engine call stops at its first decode step until abort() arrives: it is surely in flight."""
+        """The second engine call signals that it runs, then holds its first decode step until abort() arrives."""
         if kwargs["input_ids"].shape[1] > 1:
             prefills.append(1)
+            if len(prefills) == 2:
+                SECOND_CALL_STARTED.set()
         elif len(prefills) == 2:
             assert engine._abort.wait(timeout=60)
 
@@ -143,7 +145,8 @@ def test_partial_rollout_buffers_aborted_groups_and_the_next_rollout_finishes_th
     assert first.metrics["groups_kept"] == 4 and first.metrics["buffer_groups"] == 4
     assert first.metrics["groups_aborted"] >= 1
     buffered = [list(g) for g in role.source.buffer]
-    assert any(s.status == Status.ABORTED and 1 <= s.response_length < 8 for g in buffered for s in g)
+    assert all(s.response_length == 1 for g in buffered for s in g)  # one token each, then the abort
+    assert any(s.status == Status.ABORTED for g in buffered for s in g)
     heads = [[list(s.response_tokens) for s in g] for g in buffered]
 
     second = role.generate(1)
