@@ -1,6 +1,6 @@
 """rlpipe vs TRL's GRPOTrainer on the same tiny GRPO job, taking turns iteration by iteration in one process.
 
-    python bench/vs_trl.py [--iterations 100] [--skip 5] [--profile]
+    python bench/vs_trl.py [--iterations 100] [--skip 5] [--profile] [rlpipe override ...]
 
 What is compared (the default demo job, `conf/experiment/tiny-cpu.yaml`):
   1. rlpipe's own supervised warm-up runs once (`Loop.warmup`, Megatron trainer, 40 steps); the weights go
@@ -60,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=100, help="GRPO iterations on each side")
     p.add_argument("--skip", type=int, default=5, help="first iterations left out of the timing statistics")
     p.add_argument("--profile", action="store_true", help="cProfile both sides; print the top functions")
+    p.add_argument(
+        "overrides", nargs="*", help="config overrides for the RL run, e.g. rollout.mode=async; TRL reads the same"
+    )
     args = p.parse_args()
     if args.iterations <= args.skip:
         p.error("--iterations must exceed --skip")
@@ -421,7 +424,9 @@ def main() -> int:
         t0 = time.perf_counter()
         warm_up_and_export(warm_run, WARM_DIR)
         print(f"warm-up ({warm_run.cfg.warmup.steps} sft steps, rlpipe) and export: {time.perf_counter() - t0:.1f}s")
-        run = resolved_run(args.iterations, "run_name=rlpipe", f"ckpt.hf_checkpoint={WARM_DIR}", "warmup=null")
+        run = resolved_run(
+            args.iterations, "run_name=rlpipe", f"ckpt.hf_checkpoint={WARM_DIR}", "warmup=null", *args.overrides
+        )
         # rlpipe's prompt stream, read from a second RolloutRole over the same data (it generates nothing).
         prompts = RolloutRole(run.cfg, None).dataset.next_batch(args.iterations * run.cfg.rollout.batch_size)
         loop = rlpipe_loop(run, turns, profiles and profiles["rlpipe"])

@@ -61,7 +61,9 @@ class Loop:
         self.run, self.cfg = run, run.cfg
         self.trainer, self.rollout = trainer, rollout
         self.run_dir = run_dir
-        self.offload = run.cfg.cluster.offload_rollout  # colocated: free the engine's memory while training
+        # Colocated: the engine's memory is released while the trainer trains, the trainer's while it generates.
+        self.offload_rollout = run.cfg.cluster.offload_rollout
+        self.offload_train = run.cfg.cluster.offload_train
         self.trains = not run.cfg.debug.rollout_only
         self.generates = not run.cfg.debug.train_only  # an engine is there to generate, sync and evaluate
         self.version = 0  # engine weight version that holds the trainer's current weights (after each sync)
@@ -92,6 +94,8 @@ class Loop:
             self.warmup()
         if self.trains and self.generates:
             self.sync_weights()
+            if self.offload_train:
+                self.trainer.offload()
         eval_before = self.evaluate(start) if (start == 0 and cfg.eval.before_train) else {}
         rewards: list[float] = []
         bar = _progress(range(start, total), start, total, cfg.log.progress)
@@ -99,16 +103,20 @@ class Loop:
         for rollout_id in bar:
             t0 = time.perf_counter()
             rollout = self.next_rollout(rollout_id, total)
-            if self.offload:
+            if self.offload_rollout:
                 self.rollout.offload()
             metrics = rollout.metrics | self.staleness(rollout)
             t1 = time.perf_counter()
             if self.trains:
+                if self.offload_train:
+                    self.trainer.onload()
                 metrics |= self.trainer.rl_update(rollout.samples)
             t2 = time.perf_counter()
             if self.trains and self.generates:
                 metrics["time_wait"] = self.wait_for_generation()
                 self.sync_weights()  # once per rollout, however many optimizer steps ran
+                if self.offload_train:  # after the sync: the weights are read from the trainer's device copy
+                    self.trainer.offload()
             t3 = time.perf_counter()
             metrics |= {"time_rollout": t1 - t0, "time_train": t2 - t1, "time_sync": t3 - t2}
             self.metrics.log("train", rollout_id, metrics)
@@ -186,7 +194,7 @@ class Loop:
 
     def sync_weights(self) -> None:
         """The trainer's weights into the engine, once (brought back first if it was offloaded)."""
-        if self.offload:
+        if self.offload_rollout:
             self.rollout.onload()
         self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())
 

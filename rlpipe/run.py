@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -63,14 +64,16 @@ def _run_in_process(run: Resolved, run_dir: Path):
     assert cfg.ckpt.hf_checkpoint is not None
     distributed.init_single_process()
     try:
-        trainer = TrainerRole(cfg)
-        with started_engine(run, run_dir / "logs") as engine:
+        # Debug modes run one side alone: rollout-only never builds the trainer, train-only never the engine.
+        trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
+        engine_context = contextlib.nullcontext(None) if cfg.debug.train_only else started_engine(run, run_dir / "logs")
+        with engine_context as engine:
             try:
                 rollout = RolloutRole(cfg, engine)
             except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
                 print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
                 return None
-            return Loop(run, trainer, rollout, run_dir).train()
+            return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
         distributed.teardown()
 

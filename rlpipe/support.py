@@ -33,11 +33,19 @@ def unsupported(run: Resolved) -> list[Problem]:
             f"{cfg.algo.loss_type} as the RL-phase loss is not built yet; a supervised phase is declared with `warmup`",
             "algo.loss_type=policy_loss",
         )
-    if cfg.perf.pipeline_parallel > 1 or cfg.perf.context_parallel > 1:
+    if cfg.perf.context_parallel > 1:
         no(
-            "perf.pipeline_parallel",
-            "pipeline and context parallelism are not built yet (issue: Megatron trainer in depth)",
-            "perf.pipeline_parallel=1 perf.context_parallel=1",
+            "perf.context_parallel",
+            "context parallelism needs TransformerEngine's attention; the trainer uses "
+            "megatron's local layer spec, whose attention asserts cp == 1",
+            "perf.context_parallel=1",
+        )
+    if cfg.perf.sequence_parallel:
+        no(
+            "perf.sequence_parallel",
+            "sequence parallelism needs TransformerEngine's layer spec; megatron's local "
+            "spec (the one rlpipe builds) does not support it",
+            "perf.sequence_parallel=false",
         )
     if cfg.cluster.backend == "local" and topo.actor_gpus > 1:
         no(

@@ -68,6 +68,26 @@ class TrainerActor:
 
         return named_tensor_digest(self.role.engine.model.named_parameters())
 
+    def open_weight_sync(self, address: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0 joins the weight-sync group as its root (see rlpipe.cluster.weight_sync)."""
+        from rlpipe.cluster.weight_sync import open_group
+
+        self.sync_group = open_group(backend, address, port, world_size, rank=0)
+
+    def weight_specs(self) -> Any:
+        from rlpipe.cluster.weight_sync import specs_of
+
+        named = self.role.hf_named_tensors()
+        return specs_of(named) if self.rank == 0 else None
+
+    def broadcast_weights(self, bucket_bytes: int, flat: bool) -> None:
+        """Every rank helps gather the weights; rank 0 broadcasts them into the weight-sync group."""
+        from rlpipe.cluster.weight_sync import send
+
+        named = self.role.hf_named_tensors()
+        if self.rank == 0:
+            send(self.sync_group, named, bucket_bytes, flat=flat)
+
     def weights_digest(self) -> str:
         from rlpipe.cluster.digest import named_tensor_digest
 
@@ -94,6 +114,36 @@ class RolloutActor:
 
     def close(self) -> None:
         self._engines.close()
+
+    def open_weight_sync(self, address: str, port: int, world_size: int, backend: str) -> None:
+        """Join the weight-sync group: SGLang servers join it themselves (ranks 1..), the in-process engine
+        through this actor (rank 1)."""
+        engine = self.role.engine
+        if hasattr(engine, "init_weights_update_group"):
+            engine.init_weights_update_group(address, port, world_size, backend=backend)
+        else:
+            from rlpipe.cluster.weight_sync import open_group
+
+            self.sync_group = open_group(backend, address, port, world_size, rank=1)
+
+    def receive_weights(self, specs: list, bucket_bytes: int) -> int:
+        """One sync's worth of broadcast weights into the engine; returns the new weight version."""
+        from rlpipe.cluster.weight_sync import buckets, receive
+
+        engine = self.role.engine
+        if hasattr(engine, "update_weights_from_distributed"):  # SGLang receives each bucket itself
+            engine.begin_weight_update()
+            for bucket in buckets(specs, bucket_bytes):
+                chosen = [specs[i] for i in bucket]
+                engine.update_weights_from_distributed(
+                    [s.name for s in chosen], [str(s.dtype).removeprefix("torch.") for s in chosen],
+                    [list(s.shape) for s in chosen],
+                )  # fmt: skip
+            engine.end_weight_update()
+            engine.flush_cache()
+            return engine.weight_version
+        named = [pair for bucket in receive(self.sync_group, specs, bucket_bytes) for pair in bucket]
+        return self.role.update_weights(named)
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.role, method)(*args)

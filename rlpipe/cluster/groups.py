@@ -8,12 +8,21 @@ actor resolves itself. A dead actor surfaces as `ActorDied` naming its role and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlpipe.cluster.actors import RolloutActor, TrainerActor
 from rlpipe.cluster.placement import PlacementPlan
 from rlpipe.config import Resolved
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """A weight broadcast in flight: what the receivers must expect, and the senders' pending calls."""
+
+    specs: list
+    senders: list
 
 
 class ActorDied(RuntimeError):
@@ -53,6 +62,7 @@ class TrainerGroup:
         ]
         init_method = _get(self.actors[0].rendezvous.remote(), "trainer rank 0")
         _get([a.init.remote(init_method) for a in self.actors], "trainer")
+        self.broadcast: list | None = None  # the tensor specs, once connect_broadcast has run
 
     def _all(self, method: str, *args: Any) -> Any:
         return _get([a.call.remote(method, *args) for a in self.actors], "trainer")[0]
@@ -71,13 +81,40 @@ class TrainerGroup:
         return self._all("sft_update", ray.put(pairs), lr)
 
     def hf_named_tensors(self) -> Any:
-        """An object reference to rank 0's weights (resolved by whoever receives it)."""
+        """The next weights for the engines: an object reference to rank 0's (object-store sync), or, with
+        broadcast sync, the broadcast already under way for the rollout side to receive."""
+        if self.broadcast is not None:
+            refs = [a.broadcast_weights.remote(self.bucket_bytes, self.flat) for a in self.actors]
+            return Broadcast(self.broadcast, refs)
         refs = [a.weights.remote() for a in self.actors]
         _get(refs[1:], "trainer")  # the other ranks only helped gather
         return refs[0]
 
+    def connect_broadcast(self, rollout: RolloutGroup, run: Resolved) -> None:
+        """Open the weight-sync group between trainer rank 0 and the rollout side (both join concurrently)."""
+        cfg = run.cfg
+        address, port = _get(self.actors[0].rendezvous.remote(), "trainer rank 0").removeprefix("tcp://").split(":")
+        receivers = run.topology.rollout_gpus if cfg.rollout.engine == "sglang" else 1
+        backend = "nccl" if run.topology.device == "cuda" else "gloo"
+        _get(
+            [
+                self.actors[0].open_weight_sync.remote(address, int(port), 1 + receivers, backend),
+                rollout.actor.open_weight_sync.remote(address, int(port), 1 + receivers, backend),
+            ],
+            "weight sync",
+        )
+        self.bucket_bytes = cfg.cluster.weight_sync_bucket_mb * 2**20
+        self.flat = cfg.rollout.engine != "sglang"  # SGLang receives tensor by tensor
+        self.broadcast = _get([a.weight_specs.remote() for a in self.actors], "trainer")[0]
+
     def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
         self._all("save", next_rollout, loop_state)
+
+    def offload(self) -> None:
+        self._all("offload")
+
+    def onload(self) -> None:
+        self._all("onload")
 
 
 class RolloutGroup:
@@ -91,9 +128,17 @@ class RolloutGroup:
         if sglang:
             actor = actor.options(runtime_env={"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}})
         self.actor = actor.remote(run, str(log_dir))
+        self.bucket_bytes = run.cfg.cluster.weight_sync_bucket_mb * 2**20
 
     def close(self) -> None:
         _get(self.actor.close.remote(), "rollout manager")
+
+    def update_weights(self, weights: Any) -> int:
+        if isinstance(weights, Broadcast):  # receive while the trainer sends
+            bucket_bytes = self.bucket_bytes
+            ref = self.actor.receive_weights.remote(weights.specs, bucket_bytes)
+            return _get([*weights.senders, ref], "weight sync")[-1]
+        return _get(self.actor.call.remote("update_weights", weights), "rollout manager")
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):

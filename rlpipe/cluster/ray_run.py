@@ -33,6 +33,8 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
     try:
         trainer = TrainerGroup(run, plan, group)
         rollout = RolloutGroup(run, plan, group, run_dir / "logs")
+        if run.cfg.cluster.weight_sync == "broadcast":
+            trainer.connect_broadcast(rollout, run)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
         if rollout is not None:

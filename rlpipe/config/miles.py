@@ -66,6 +66,7 @@ GROUP_ARRAY = {
     "optim": "OPTIMIZER_ARGS",
     "sglang": "SGLANG_ARGS",
     "log": "WANDB_ARGS",
+    "debug": "MISC_ARGS",
     "": "MISC_ARGS",  # top-level fields (seed)
 }
 # Where Miles' own scripts (scripts/run-glm4-9B.sh) put these, rather than by schema group.
@@ -135,6 +136,8 @@ SPECIAL_KEYS = frozenset(
 EXPRESSED_OTHERWISE = frozenset(
     {"run_name", "output_dir", "model.name", "rollout.mode", "eval.before_train", "sglang.version", "log.progress"}
 )
+# Miles picks the weight-sync path from the layout, as rlpipe's `auto` does.
+EXPRESSED_OTHERWISE |= {"cluster.weight_sync"}
 # Flags rlpipe derives itself: accepted on import, reported as implied.
 IMPLIED_FLAGS: dict[str, str] = {
     "--group-query-attention": "derived from model.num_query_groups < model.num_attention_heads",

@@ -456,6 +456,24 @@ def _debug(r: _Resolver) -> None:
         r.warn("eval.interval", "train-only runs have no engine to evaluate with; evaluation is skipped")
 
 
+def _weight_sync(r: _Resolver) -> None:
+    cl = r.d["cluster"]
+    if cl["weight_sync"] != "auto":
+        if cl["weight_sync"] == "broadcast" and (cl["backend"] == "local" or cl["colocate"]):
+            r.problem(
+                "cluster.weight_sync",
+                "broadcast needs trainer and engines in separate processes (cluster.backend=ray, not colocated)",
+                "cluster.weight_sync=tensor",
+            )
+        return
+    if cl["backend"] == "local":
+        r.derive("cluster.weight_sync", "tensor", "local backend: the engine is in this process")
+    elif cl["colocate"]:
+        r.derive("cluster.weight_sync", "tensor", "colocate: tensors handed over on the same devices")
+    else:
+        r.derive("cluster.weight_sync", "broadcast", "disaggregated: a collective from trainer rank 0 to the engines")
+
+
 def _sglang(r: _Resolver) -> None:
     sg, colocate = r.d["sglang"], r.get("cluster.colocate")
     if sg["mem_fraction_static"] is None and colocate:
@@ -504,15 +522,19 @@ def _perf(r: _Resolver) -> None:
     pf, device = r.d["perf"], r.get("cluster.accelerator")
     tp = pf["tensor_parallel"]
     if pf["sequence_parallel"] is None:
-        if device == "cpu":
-            r.derive("perf.sequence_parallel", False, "cpu: megatron's sequence parallel needs CUDA")
-        else:
-            r.derive(
+        # Miles pairs TP > 1 with sequence parallel; rlpipe's trainer builds megatron's local layer spec, which
+        # cannot shard activations (that needs TransformerEngine's spec), so the pairing is off, and said so.
+        reason = (
+            "cpu: megatron's sequence parallel needs CUDA"
+            if device == "cpu"
+            else ("off: megatron's local layer spec (no TransformerEngine) cannot shard activations")
+        )
+        r.derive("perf.sequence_parallel", False, reason)
+        if tp > 1 and device == "cuda":
+            r.warn(
                 "perf.sequence_parallel",
-                tp > 1,
-                "TP > 1: always pair TP with sequence parallel (reclaims activation memory)"
-                if tp > 1
-                else "TP = 1: nothing to shard",
+                "TP > 1 without sequence parallel keeps full activations on every "
+                "TP rank; budget memory (or recompute) for it",
             )
     elif pf["sequence_parallel"] and device == "cpu":
         r.problem(
@@ -758,6 +780,7 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _num_rollout,
     _lr_schedule,
     _colocate,
+    _weight_sync,
     _async,
     _debug,
     _sglang,

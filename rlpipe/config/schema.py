@@ -353,6 +353,14 @@ class ClusterConfig(Group):
     offload_rollout: bool | None = F(
         None, "Release rollout weights/KV cache between phases (None: = colocate).", "--offload-rollout"
     )
+    weight_sync: Literal["auto", "tensor", "broadcast"] = F(
+        "auto",
+        "How new weights reach the engines once per rollout: tensor (handed over in-process / through Ray's "
+        "object store), broadcast (a gloo/NCCL group from trainer rank 0); auto picks by layout.",
+    )
+    weight_sync_bucket_mb: PositiveInt = F(
+        512, "Weights sent per bucket during a sync (MiB).", "--update-weight-buffer-size"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- top level
@@ -391,16 +399,19 @@ class DebugConfig(Group):
 
     rollout_only: bool = F(
         False,
-        "Generate, score and log rollouts with the ckpt.hf_checkpoint weights; never train (--debug-rollout-only).",
+        "Generate, score and log rollouts with the ckpt.hf_checkpoint weights; never train.",
+        "--debug-rollout-only",
     )
     train_only: bool = F(
-        False, "Train on rollouts saved earlier (load_rollout_data) with no rollout engine (--debug-train-only)."
+        False, "Train on rollouts saved earlier (load_rollout_data) with no rollout engine.", "--debug-train-only"
     )
     save_rollout_data: str | None = F(
-        None, "Pickle each rollout's samples to this path with {rollout_id} filled in (--save-debug-rollout-data)."
+        None, "Pickle each rollout's samples to this path with {rollout_id} filled in.", "--save-debug-rollout-data"
     )
     load_rollout_data: str | None = F(
-        None, "Train on the rollouts save_rollout_data wrote (same {rollout_id} path); implies train_only."
+        None,
+        "Train on the rollouts save_rollout_data wrote (same {rollout_id} path); implies train_only.",
+        "--load-debug-rollout-data",
     )
 
 

@@ -203,6 +203,13 @@ def _patch_tied_embedding_sync() -> None:
     LanguageModule.setup_embeddings_and_output_layer = setup_on_cpu
 
 
+def _patch_dist_checkpointing() -> None:
+    """torch_dist checkpoints: the async filesystem writer calls `torch.cuda.synchronize()` before copying
+    tensors to the host, and the torch strategy builds its exchange buffers on the current CUDA device."""
+    for name in ("filesystem_async", "torch", "state_dict_saver"):
+        _redirect_cuda(f"megatron.core.dist_checkpointing.strategies.{name}")
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     _patch_rng_tracker,
     _patch_rotary_device,
@@ -215,6 +222,7 @@ PATCHES: tuple[Callable[[], None], ...] = (
     _patch_optimizer_type_checks,
     _patch_moe,
     _patch_tied_embedding_sync,
+    _patch_dist_checkpointing,
 )
 
 

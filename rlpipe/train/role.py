@@ -14,6 +14,7 @@ import torch
 
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
+from rlpipe.train.dist_ckpt import is_torch_dist
 from rlpipe.train.setup import trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
 from rlpipe.train.update import TrainBatch, rl_update, sft_update
@@ -30,17 +31,25 @@ class TrainerRole:
             self.trainer.load_reference(Path(cfg.ckpt.ref_load))
 
     def init_weights(self) -> tuple[int, dict[str, Any]]:
-        """(next rollout, loop state) from the latest checkpoint under ckpt.load; else (0, {}) after loading
-        the initial weights: ckpt.ref_load when set (an empty `load` warm-starts from the reference), else the
-        HF checkpoint."""
+        """(next rollout, loop state) from the latest full checkpoint under ckpt.load; else (0, {}) after
+        loading the initial weights: a weights-only torch_dist checkpoint in ckpt.load, else ckpt.ref_load (an
+        empty `load` warm-starts from the reference), else the HF checkpoint. HF folders and torch_dist
+        checkpoints are both accepted."""
         cfg = self.cfg
-        if cfg.ckpt.load:
-            loaded = self.trainer.load_checkpoint(Path(cfg.ckpt.load))
+        load = Path(cfg.ckpt.load) if cfg.ckpt.load else None
+        if load is not None:
+            loaded = self.trainer.load_checkpoint(load)
             if loaded is not None:
                 return loaded
-        init = cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint
-        assert init is not None  # resolved
-        self.trainer.load_hf(Path(init))
+        if load is not None and is_torch_dist(load):
+            init = load
+        else:
+            assert cfg.ckpt.hf_checkpoint is not None  # resolved
+            init = Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint)
+        if is_torch_dist(init):
+            self.trainer.load_torch_dist(init)
+        else:
+            self.trainer.load_hf(init)
         return 0, {}
 
     def rl_update(self, samples: list[Sample]) -> dict[str, float]:
@@ -50,6 +59,12 @@ class TrainerRole:
         """One supervised step on (prompt ids, response ids) pairs at a fixed learning rate."""
         samples = [Sample(prompt="", prompt_tokens=p, response_tokens=r) for p, r in pairs]
         return sft_update(self.trainer, TrainBatch.of(samples), lr, self.cfg.algo.calculate_per_token_loss)
+
+    def offload(self) -> None:
+        self.trainer.offload()
+
+    def onload(self) -> None:
+        self.trainer.onload()
 
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return self.trainer.hf_named_tensors()

@@ -6,8 +6,11 @@
     hf_named_tensors()         full HF-named weights on every rank (pushed to the rollout engines)
     save_checkpoint / load_checkpoint
 
-Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor and data parallelism
-on CPU (gloo) and GPU; pipeline and context parallelism are not implemented yet (the constructor refuses them).
+    load_torch_dist / save_torch_dist   model weights in Megatron's resharding torch_dist format
+
+Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor, pipeline and data
+parallelism on CPU (gloo) and GPU; results that only the last pipeline stage computes (log-probs, loss metrics)
+are broadcast to every stage. Context parallelism needs TransformerEngine's attention: the constructor refuses it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from megatron.core.transformer.transformer_layer import get_transformer_layer_of
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
+from rlpipe.train import dist_ckpt
 from rlpipe.train.batching import MicroBatch, packed_micro_batch, padded_micro_batch, split_by_tokens, split_fixed
 from rlpipe.train.cpu_shim import apply_cpu_patches
 from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
@@ -143,13 +147,27 @@ class MegatronTrainer:
         self.optimizer.reload_model_params()  # refresh the optimizer's fp32 main copies (bf16 / distributed)
 
     @torch.no_grad()
+    def load_torch_dist(self, path: Path) -> None:
+        """Load model weights from a torch_dist checkpoint (any TP/PP layout it was saved at): `ckpt.load`."""
+        dist_ckpt.load_model(self._module, path)
+        self.optimizer.reload_model_params()
+
+    def save_torch_dist(self, directory: Path, iteration: int) -> Path:
+        """Write the model weights as a torch_dist checkpoint (DIR/iter_*, tracker file); returns the iter folder."""
+        return dist_ckpt.save_model(self._module, directory, iteration)
+
+    @torch.no_grad()
     def load_reference(self, path: Path) -> None:
-        """Keep an HF checkpoint's weights, converted to this rank's shards, as the frozen KL reference.
+        """Keep a checkpoint's weights (an HF folder or a torch_dist checkpoint), as this rank's shards, as the
+        frozen KL reference.
 
         Held on the CPU and swapped into the model only while reference log-probs are computed (as Miles
         does), so the reference costs host memory, not a second model on the device.
         """
-        self._reference = {name: t.cpu() for name, t in self._hf_shards(path).items()}
+        if dist_ckpt.is_torch_dist(path):
+            self._reference = dist_ckpt.load_model_state(self._module, path)
+        else:
+            self._reference = {name: t.cpu() for name, t in self._hf_shards(path).items()}
 
     @torch.no_grad()
     def compute_ref_log_probs(self, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
@@ -307,6 +325,28 @@ class MegatronTrainer:
         padding = sum(mb.pad_tokens for mb in micro_batches) / sum(mb.tokens.numel() for mb in micro_batches)
         return {**summed, "grad_norm": float(grad_norm), "lr": float(used_lr), "padding_waste": padding}
 
+    # ----- colocation -----
+
+    def offload(self) -> None:
+        """Free device memory while the colocated engine generates: parameters and gradients to pinned host
+        memory (megatron's RL buffer offload), optimizer state to the host. Nothing to free on CPU."""
+        if not torch.cuda.is_available():
+            return
+        torch.cuda.synchronize()
+        for buffer in self.model.buffers + self.model.expert_parallel_buffers:
+            buffer.offload_to_cpu(move_params=True, move_grads=True)
+        self.optimizer.offload_to_cpu()
+        torch.cuda.empty_cache()
+
+    def onload(self) -> None:
+        """Undo `offload` before the next training phase."""
+        if not torch.cuda.is_available():
+            return
+        for buffer in self.model.buffers + self.model.expert_parallel_buffers:
+            buffer.reload_from_cpu(move_params=True, move_grads=True)
+        self.optimizer.restore_from_cpu()
+        torch.cuda.synchronize()
+
     # ----- checkpoints -----
 
     def save_checkpoint(self, directory: Path, iteration: int, extra_state: dict | None = None) -> None:
@@ -364,12 +404,15 @@ class MegatronTrainer:
     def load_checkpoint(self, directory: Path) -> tuple[int, dict] | None:
         """Restore model, optimizer, scheduler and RNG from the latest checkpoint.
 
-        Returns (iteration, extra_state given to save_checkpoint), or None when `directory` holds none."""
+        Returns (iteration, extra_state given to save_checkpoint), or None when `directory` holds no full
+        checkpoint (none at all, or a weights-only torch_dist one: see load_torch_dist)."""
         tracker = Path(directory) / TRACKER_FILE
         if not tracker.exists():
             return None
         iteration = int(tracker.read_text().strip())
         shard = Path(directory) / f"iter_{iteration:07d}" / _model_parallel_folder()
+        if not (shard / "model_optim_rng.pt").exists():
+            return None
         state = torch.load(shard / "model_optim_rng.pt", map_location="cpu", weights_only=False)
         self._module.load_state_dict(state["model"])
         self.optimizer.reload_model_params()

@@ -43,6 +43,13 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
         rollout.update_weights(trainer.hf_named_tensors())
         trainer_digest, engine_digest = _digests(trainer, rollout)
         assert trainer_digest == engine_digest
+
+        trainer.connect_broadcast(rollout, run)  # the disaggregated path: a gloo group, bucketed
+        trainer.bucket_bytes = 64 * 1024  # several buckets for this model
+        trainer.rl_update(samples)
+        version = rollout.update_weights(trainer.hf_named_tensors())
+        assert version == 3
+        assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1] != trainer_digest
     finally:
         remove_placement_group(group)
 

@@ -245,7 +245,7 @@ def test_import_of_a_miles_script_reads_every_array(fixture_import: ImportResult
     assert cfg["eval"]["datasets"] == {"aime": {"path": "/root/aime-2024/aime-2024.jsonl"}}
     assert cfg["model"]["num_query_groups"] == 2 and cfg["model"]["kv_channels"] == 128  # Megatron's derivation
     assert cfg["model"]["add_bias_linear"] is False and cfg["model"]["attention_dropout"] == 0.0
-    assert cfg["sglang"]["extra"] == {"cuda_graph_max_bs": 256}
+    assert cfg["sglang"]["extra"] == {"cuda_graph_max_bs_decode": 256}
     assert cfg["log"] == {"wandb": True, "wandb_project": "miles-dev", "wandb_group": "glm4-9B-test",
                           "wandb_mode": "online"}  # fmt: skip
     assert cfg["cluster"] == {
@@ -264,7 +264,7 @@ def test_import_of_a_miles_script_reads_every_array(fixture_import: ImportResult
 
 
 def test_imported_fixture_is_the_glm4_recipe(fixture_import: ImportResult, glm4: Resolved, tmp_path: Path) -> None:
-    extra = {"sglang.extra": {"cuda_graph_max_bs": 256}}
+    extra = {"sglang.extra": {"cuda_graph_max_bs_decode": 256}}
     _same_run(_load_imported(fixture_import, tmp_path), glm4, skip=("log",), differ=extra)
 
 
@@ -273,7 +273,7 @@ def test_missing_models_file_still_names_the_model_group(glm4: Resolved, tmp_pat
     assert result.model == "glm4-9B"
     assert result.config["model"] == {"attention_dropout": 0.0, "hidden_dropout": 0.0}  # the group has the rest
     assert ("--spec", "megatron") not in {(u.flag, u.kind) for u in result.unmapped}
-    extra = {"sglang.extra": {"cuda_graph_max_bs": 256}}
+    extra = {"sglang.extra": {"cuda_graph_max_bs_decode": 256}}
     _same_run(_load_imported(result, tmp_path), glm4, skip=("log",), differ=extra)
 
 

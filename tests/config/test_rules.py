@@ -164,14 +164,15 @@ GOOD = [
     ),
     # ---- perf
     Good(
-        "perf-tp2-cuda-enables-sequence-parallel",
+        "perf-tp2-cuda-no-sequence-parallel-with-the-local-spec",
         ["cluster.accelerator=cuda", "perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
         {
-            "perf.sequence_parallel": (True, "TP > 1"),
+            "perf.sequence_parallel": (False, "local layer spec"),
             "topology.data_parallel": (1, "2 actor GPUs / (TP x PP x CP = 2)"),
         },
+        warns=("perf.sequence_parallel: TP > 1 without sequence parallel keeps full activations",),
     ),
-    Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "TP = 1")}),
+    Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "local layer spec")}),
     Good(
         "perf-tp2-cpu-no-sequence-parallel",
         ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
@@ -223,6 +224,7 @@ GOOD = [
             "topology.num_engines": (4, "8 rollout GPUs / 2 GPUs per engine"),
             "topology.data_parallel": (2, "4 actor GPUs / (TP x PP x CP = 2)"),
         },
+        warns=("perf.sequence_parallel: TP > 1 without sequence parallel",),
         final={"topology.rollout_gpus": 8, "topology.actor_gpus": 4},
     ),
     # ---- algo

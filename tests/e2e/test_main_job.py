@@ -57,7 +57,7 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
 
 
 def test_unsupported_mode_is_refused_before_anything_heavy(tmp_path: Path) -> None:
-    result = launch(tmp_path, "rollout.partial_rollout=true")
+    result = launch(tmp_path, "algo.advantage_estimator=ppo")
     assert result.returncode == 2
-    assert "rollout.partial_rollout" in result.stderr and "Traceback" not in result.stderr
+    assert "algo.advantage_estimator" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built

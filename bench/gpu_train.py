@@ -1,0 +1,146 @@
+"""Forward + backward speed of the Megatron trainer's model against HF + SDPA, with the matmul ceiling.
+
+    python bench/gpu_train.py            Qwen2.5-1.5B shape, random weights, bf16, 4 x 2048 tokens (GPU)
+    python bench/gpu_train.py --tiny     a 2-layer toy in fp32 on whatever device exists (smoke test)
+
+Prints, per model: ms per forward+backward (median of timed iterations after warm-up), TFLOP/s, and that as a
+fraction of a dense bf16 (fp32 with --tiny) matmul ceiling measured in the same process. Model FLOPs count
+the matmuls only: 6 * tokens * (parameters in linear layers, lm_head included) for weights, plus
+6 * b * s^2 * layers * heads * head_dim for causal attention (QK^T and PV, half the square, x3 for backward).
+Record the card with the numbers (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+QWEN25_15B = {
+    "vocab_size": 151936,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
+TINY = {**QWEN25_15B, "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+TINY.update(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_ms(step: Callable[[], None], warmup: int, iters: int) -> float:
+    """Median wall time of `step` in ms; the device is synchronised around every timed call."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        _sync()
+        start = time.perf_counter()
+        step()
+        _sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def matmul_ceiling_tflops(dtype: torch.dtype, device: str, n: int) -> float:
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    ms = time_ms(lambda: torch.matmul(a, b), warmup=3, iters=10)
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def model_flops(cfg: dict, batch: int, seq: int) -> float:
+    h, f, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    d = h // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * d
+    per_layer = h * (h + 2 * kv) + h * h + 3 * h * f  # q,k,v, o, gate/up/down
+    linear_params = layers * per_layer + cfg["vocab_size"] * h
+    attention = 6 * batch * seq * seq * layers * cfg["num_attention_heads"] * d  # causal: half of 12
+    return 6 * batch * seq * linear_params + attention
+
+
+def hf_step(cfg: dict, dtype: torch.dtype, device: str, tokens: torch.Tensor) -> Callable[[], None]:
+    model = Qwen2ForCausalLM(Qwen2Config(**cfg, attn_implementation="sdpa")).to(device=device, dtype=dtype)
+
+    def step() -> None:
+        logits = model(tokens).logits  # [b, s, V]
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor) -> Callable[[], None]:
+    """The trainer's own model build (local spec), vocab-parallel cross entropy as in training."""
+    from megatron.core import tensor_parallel
+
+    from rlpipe.tools.convert import _conversion_spec
+    from rlpipe.train.cpu_shim import apply_cpu_patches
+    from rlpipe.train.distributed import init_single_process
+    from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
+
+    apply_cpu_patches()
+    init_single_process()
+    tensor_parallel.model_parallel_cuda_manual_seed(0)
+    hf_config = Qwen2Config(**cfg)
+    spec = _conversion_spec(Path("."))
+    spec = type(spec)(**{**spec.__dict__, "params_dtype": dtype_name})
+    model = build_gpt_model(hf_config, transformer_config_from_hf(hf_config, spec))
+    positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    labels = torch.roll(tokens, -1, dims=1)
+
+    def step() -> None:
+        logits = model(tokens, positions, None)  # [b, s, V]
+        loss = tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels).mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="2-layer toy, fp32, 2 x 64 tokens: a smoke test")
+    parser.add_argument("--iters", type=int, default=10)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, batch, seq = (TINY, 2, 64) if args.tiny else (QWEN25_15B, 4, 2048)
+    dtype_name = "fp32" if args.tiny else "bf16"
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    torch.manual_seed(0)
+    tokens = torch.randint(0, cfg["vocab_size"], (batch, seq), device=device)
+    card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    ceiling = matmul_ceiling_tflops(dtype, device, n=512 if args.tiny else 8192)
+    flops = model_flops(cfg, batch, seq)
+    print(f"device {card}; {batch} x {seq} tokens, {dtype_name}; matmul ceiling {ceiling:.3g} TFLOP/s")
+    warmup = 2 if args.tiny else 3
+    for name, step in (
+        ("hf+sdpa", hf_step(cfg, dtype, device, tokens)),
+        ("megatron", megatron_step(cfg, dtype_name, tokens)),
+    ):
+        ms = time_ms(step, warmup=warmup, iters=args.iters)
+        tflops = flops / (ms * 1e-3) / 1e12
+        print(f"{name:10s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Command-line tools: checkpoint converters (`python -m rlpipe.tools.convert --help`)."""

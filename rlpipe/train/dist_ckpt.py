@@ -1,0 +1,68 @@
+"""Model weights in Megatron's distributed checkpoint format (torch_dist), which reshards on load.
+
+A torch_dist checkpoint stores every tensor once, by its global shape and each rank's slice of it
+(`GPTModel.sharded_state_dict`), so a checkpoint written at TP=1 loads into TP=2 or PP=2 and back. Layout, as
+Megatron-LM writes it:
+
+    DIR/latest_checkpointed_iteration.txt      the iteration number
+    DIR/iter_{iteration:07d}/                  metadata.json, .metadata, common.pt, __*_*.distcp
+
+These are weights only (what `ckpt.load` / `ckpt.ref_load` and the converter need); full resume with optimizer
+and RNG state uses the trainer's own `save_checkpoint` layout. Every rank of the world calls these together.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+
+
+def is_torch_dist(path: Path) -> bool:
+    """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it."""
+    path = Path(path)
+    return (path / TRACKER_FILE).exists() or (path / "metadata.json").exists()
+
+
+def iteration_folder(path: Path) -> Path:
+    """The folder holding the tensors: `path` itself, or the iteration its tracker file names."""
+    path = Path(path)
+    if (path / "metadata.json").exists():
+        return path
+    iteration = int((path / TRACKER_FILE).read_text().strip())
+    return path / f"iter_{iteration:07d}"
+
+
+def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path:
+    """Write `module`'s weights as DIR/iter_{iteration:07d} and point the tracker at it; returns the folder."""
+    directory = Path(directory)
+    folder = directory / f"iter_{iteration:07d}"
+    if dist.get_rank() == 0:
+        shutil.rmtree(folder, ignore_errors=True)  # re-saving an iteration replaces it
+        folder.mkdir(parents=True)
+    dist.barrier()
+    dist_checkpointing.save(module.sharded_state_dict(), str(folder))
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (directory / TRACKER_FILE).write_text(str(iteration))
+    dist.barrier()
+    return folder
+
+
+@torch.no_grad()
+def load_model(module: torch.nn.Module, path: Path) -> None:
+    """Fill `module` (any TP / PP layout) from a torch_dist checkpoint folder or iteration folder."""
+    loaded = dist_checkpointing.load(module.sharded_state_dict(), str(iteration_folder(path)))
+    module.load_state_dict(loaded)
+
+
+def load_model_state(module: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """This rank's parameter shards from a torch_dist checkpoint, by local name, without touching `module`."""
+    loaded = dist_checkpointing.load(module.sharded_state_dict(), str(iteration_folder(path)))
+    names = {name for name, _ in module.named_parameters()}
+    return {name: t.detach().cpu() for name, t in loaded.items() if name in names}
