@@ -23,6 +23,7 @@ class Broadcast:
 
     specs: list
     senders: list
+    bucket_bytes: int  # the sender's bucket size: the receiver must cut the same buckets
 
 
 class ActorDied(RuntimeError):
@@ -85,7 +86,7 @@ class TrainerGroup:
         broadcast sync, the broadcast already under way for the rollout side to receive."""
         if self.broadcast is not None:
             refs = [a.broadcast_weights.remote(self.bucket_bytes, self.flat) for a in self.actors]
-            return Broadcast(self.broadcast, refs)
+            return Broadcast(self.broadcast, refs, self.bucket_bytes)
         refs = [a.weights.remote() for a in self.actors]
         _get(refs[1:], "trainer")  # the other ranks only helped gather
         return refs[0]
@@ -128,15 +129,13 @@ class RolloutGroup:
         if sglang:
             actor = actor.options(runtime_env={"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}})
         self.actor = actor.remote(run, str(log_dir))
-        self.bucket_bytes = run.cfg.cluster.weight_sync_bucket_mb * 2**20
 
     def close(self) -> None:
         _get(self.actor.close.remote(), "rollout manager")
 
     def update_weights(self, weights: Any) -> int:
         if isinstance(weights, Broadcast):  # receive while the trainer sends
-            bucket_bytes = self.bucket_bytes
-            ref = self.actor.receive_weights.remote(weights.specs, bucket_bytes)
+            ref = self.actor.receive_weights.remote(weights.specs, weights.bucket_bytes)
             return _get([*weights.senders, ref], "weight sync")[-1]
         return _get(self.actor.call.remote("update_weights", weights), "rollout manager")
 

@@ -51,11 +51,14 @@ def buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[int]]:
 
 def open_group(backend: str, address: str, port: int, world_size: int, rank: int, timeout_s: float = 300.0):
     """Join the weight-sync group; rank 0 (trainer rank 0) hosts the store. Blocks until all members join."""
-    store = dist.TCPStore(address, port, world_size, rank == 0, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = dist.TCPStore(address, port, world_size, rank == 0, timeout=timeout)
     prefixed = dist.PrefixStore(GROUP_PREFIX, store)
-    if backend == "gloo":
-        return dist.ProcessGroupGloo(prefixed, rank, world_size)
-    return dist.ProcessGroupNCCL(prefixed, rank, world_size)
+    if backend == "gloo":  # the timeout makes a stuck peer an error, not a hang
+        return dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+    options = dist.ProcessGroupNCCL.Options()
+    options._timeout = timeout
+    return dist.ProcessGroupNCCL(prefixed, rank, world_size, options)
 
 
 def _broadcast(group, buffer: torch.Tensor) -> None:

@@ -118,22 +118,14 @@ def _fill(prompt: Sample, out: GenerateOutput, group: int, index: int, version: 
 def sampling_params(cfg: RunConfig, evaluation_dataset: str | None = None) -> SamplingParams:
     """Engine sampling settings for training rollouts, or for one (already inherited) eval dataset."""
     ro = cfg.rollout
-    if evaluation_dataset is None:
-        return SamplingParams(
-            max_new_tokens=ro.max_response_len,
-            temperature=ro.temperature,
-            top_p=ro.top_p,
-            top_k=ro.top_k,
-            n=ro.n_samples,
-            stop_token_ids=tuple(ro.stop_token_ids),
-        )
-    ds = cfg.eval.datasets[evaluation_dataset]
+    source = ro if evaluation_dataset is None else cfg.eval.datasets[evaluation_dataset]
+    assert source.n_samples is not None and source.max_response_len is not None  # resolved
     return SamplingParams(
-        max_new_tokens=ds.max_response_len,
-        temperature=ds.temperature,
-        top_p=ds.top_p,
-        top_k=ds.top_k,
-        n=ds.n_samples,
+        max_new_tokens=source.max_response_len,
+        temperature=source.temperature,
+        top_p=source.top_p,
+        top_k=source.top_k,
+        n=source.n_samples,
         stop_token_ids=tuple(ro.stop_token_ids),
     )
 

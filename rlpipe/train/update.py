@@ -83,7 +83,7 @@ def _mean_over_steps(per_step: list[dict[str, float]]) -> dict[str, float]:
 class _PerSample:
     """Per-sample tensors of one rollout ([R_i] each), indexed by rollout position."""
 
-    old: list[torch.Tensor]
+    old: list[torch.Tensor] | None  # None: use the training forward's own log-probs, detached
     advantages: list[torch.Tensor]
     loss_masks: list[torch.Tensor]
     ref: list[torch.Tensor] | None
@@ -103,7 +103,7 @@ def _policy_loss_fn(rows: list[int], data: _PerSample, settings: AlgoSettings, d
         mb = data.pick([rows[i] for i in local])  # micro-batch positions -> rollout positions
         return compute_policy_loss(
             log_probs=log_probs,
-            old_log_probs=mb.old,
+            old_log_probs=mb.old if mb.old is not None else [lp.detach() for lp in log_probs],
             advantages=mb.advantages,
             loss_masks=mb.loss_masks,
             settings=settings,
@@ -121,12 +121,18 @@ def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -
     batch = TrainBatch.of(samples)
     algo, n_steps = cfg.algo, cfg.rollout.num_steps_per_rollout
     assert n_steps is not None and cfg.rollout.n_samples is not None  # resolved
-    old = trainer.compute_log_probs(batch.seqs, batch.response_starts)  # the policy that generated the rollout
+    # The ratio's denominator: the trainer's log-probs before this rollout's first step. With one step per
+    # rollout those are exactly the training forward's own log-probs, detached (TRL does the same), so the
+    # extra no-grad forward is skipped; reward-level KL still needs them before the advantages.
+    reuse_current = n_steps == 1 and not algo.kl_coef
+    old = None if reuse_current else trainer.compute_log_probs(batch.seqs, batch.response_starts)
     needs_ref = algo.use_kl_loss or algo.kl_coef > 0
     ref = trainer.compute_ref_log_probs(batch.seqs, batch.response_starts) if needs_ref else None
     rollout_lp = [torch.tensor(s.rollout_log_probs, dtype=torch.float32) for s in samples] if algo.use_tis else None
     rewards = torch.tensor([float(s.reward or 0.0) for s in samples])  # [N]
-    kl_in_reward = [kl_penalty(o, r, "k1") for o, r in zip(old, ref, strict=True)] if ref and algo.kl_coef else None
+    kl_in_reward = (
+        [kl_penalty(o, r, "k1") for o, r in zip(old, ref, strict=True)] if algo.kl_coef and old and ref else None
+    )
     advantages = compute_advantages(
         algo.advantage_estimator,
         AdvantageInputs(rewards, batch.loss_masks, cfg.rollout.n_samples, kl=kl_in_reward),

@@ -38,6 +38,10 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
 
         samples = rollout.generate(0).samples
         assert len(samples) == 64 and all(s.reward is not None for s in samples)
+        # The untrained model earns no reward (zero advantages, zero gradient): give it graded rewards, so the
+        # step below really moves the weights.
+        for i, sample in enumerate(samples):
+            sample.reward = float(i % 3) / 2
         ray_metrics = trainer.rl_update(samples)
         ray_weights = dict(ray.get(trainer.hf_named_tensors()))
         rollout.update_weights(trainer.hf_named_tensors())
@@ -54,6 +58,8 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
         remove_placement_group(group)
 
     local_metrics, local_weights = _in_process_step(_run(tmp_path, trainers=1), samples)
+    start = dict(_hf_weights(run))
+    assert max((local_weights[k] - start[k]).abs().max().item() for k in start) > 1e-4  # the step moved them
     assert max((ray_weights[k] - local_weights[k]).abs().max().item() for k in local_weights) < 1e-6
     assert ray_metrics["loss"] == pytest.approx(local_metrics["loss"], abs=1e-6)
     assert ray_metrics["grad_norm"] == pytest.approx(local_metrics["grad_norm"], rel=1e-5)
@@ -64,6 +70,12 @@ def _digests(trainer: TrainerGroup, rollout: RolloutGroup) -> tuple[str, str]:
 
     trainer_digest = ray.get([a.weights_digest.remote() for a in trainer.actors])[0]
     return trainer_digest, ray.get(rollout.actor.engine_weights_digest.remote())
+
+
+def _hf_weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(f"{run.cfg.ckpt.hf_checkpoint}/model.safetensors").items()
 
 
 def _in_process_step(run, samples) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
