@@ -65,14 +65,14 @@ def _run_in_process(run: Resolved, run_dir: Path):
     distributed.init_single_process()
     try:
         # Debug modes run one side alone: rollout-only never builds the trainer, train-only never the engine.
-        trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
         engine_context = contextlib.nullcontext(None) if cfg.debug.train_only else started_engine(run, run_dir / "logs")
         with engine_context as engine:
-            try:
+            try:  # the rollout side first: reading the prompt file is cheaper than building the trainer
                 rollout = RolloutRole(cfg, engine)
             except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
                 print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
                 return None
+            trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
             return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
         distributed.teardown()

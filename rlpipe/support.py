@@ -21,12 +21,6 @@ def unsupported(run: Resolved) -> list[Problem]:
             "sglang is not installed in this environment (it is an optional, GPU-only extra)",
             "pip install 'sglang==0.5.23' on the GPU machine, or rollout.engine=hf",
         )
-    if cfg.algo.advantage_estimator in ("ppo", "on_policy_distillation"):
-        no(
-            "algo.advantage_estimator",
-            f"{cfg.algo.advantage_estimator} needs a critic / teacher model, not built yet (issue: RL algorithms)",
-            "algo=grpo (or gspo, reinforce_plus_plus, reinforce_plus_plus_baseline)",
-        )
     if cfg.algo.loss_type != "policy_loss":
         no(
             "algo.loss_type",

@@ -724,6 +724,76 @@ def _algo(r: _Resolver) -> None:
         r.problem("rollout.rm_type", "no reward is configured", "rollout.rm_type=math (see the reward hub's list)")
 
 
+def _critic_and_teacher(r: _Resolver) -> None:
+    """The extra models two estimators bring: ppo's critic (its lr and initial weights) and on-policy
+    distillation's teacher, which must match the policy's architecture and tokenizer."""
+    al, estimator = r.d["algo"], r.d["algo"]["advantage_estimator"]
+    critic_load, teacher = r.get("ckpt.critic_load"), al["opd_teacher_load"]
+    if estimator == "ppo":
+        if r.get("optim.critic_lr") is None:
+            r.derive("optim.critic_lr", r.get("optim.lr"), "defaults to optim.lr (ppo critic)")
+        if critic_load and not Path(critic_load).is_dir():
+            r.path_problem(
+                "ckpt.critic_load", "folder does not exist", "point it at an HF folder, or null", critic_load
+            )
+        elif critic_load:
+            # The critic never ties embeddings (its head replaces the output layer), so tying may differ.
+            _same_model(r, "ckpt.critic_load", critic_load, ignore=("untie_embeddings_and_output_weights",))
+    else:
+        for key, value, default in (
+            ("ckpt.critic_load", critic_load, None),
+            ("optim.critic_lr", r.get("optim.critic_lr"), None),
+            ("algo.num_critic_only_steps", al["num_critic_only_steps"], 0),
+        ):
+            if value != default:
+                r.warn(key, f"only ppo trains a critic; ignored with advantage_estimator={estimator}")
+    if estimator == "on_policy_distillation":
+        if not teacher:
+            r.problem(
+                "algo.opd_teacher_load",
+                "on_policy_distillation needs the teacher's weights",
+                "algo.opd_teacher_load=/path/to/teacher (HF folder, torch_dist or rlpipe checkpoint)",
+            )
+        elif not Path(teacher).exists():
+            r.path_problem("algo.opd_teacher_load", "folder does not exist", "point it at the teacher", teacher)
+        else:
+            _same_model(r, "algo.opd_teacher_load", teacher, check_tokenizer=True)
+    elif teacher:
+        r.warn("algo.opd_teacher_load", f"ignored with advantage_estimator={estimator} (on_policy_distillation)")
+
+
+def _same_model(
+    r: _Resolver, key: str, folder: str, check_tokenizer: bool = False, ignore: tuple[str, ...] = ()
+) -> None:
+    """An HF folder in `key` must have the policy's architecture (config.json, but the `ignore` fields) and, with
+    `check_tokenizer`, its tokenizer.json; Megatron-format checkpoints are shape-checked when the trainer loads."""
+    hf_path = r.get("ckpt.hf_checkpoint")
+    if not hf_path:
+        return
+    tokenizers = [Path(f) / "tokenizer.json" for f in (hf_path, folder)]
+    if check_tokenizer and all(t.is_file() for t in tokenizers) and len({t.read_bytes() for t in tokenizers}) > 1:
+        r.problem(
+            key,
+            "has another tokenizer than ckpt.hf_checkpoint: token ids would mean different text",
+            "use a teacher that shares the policy's tokenizer",
+            folder,
+        )
+    ours, theirs = read_hf_config(hf_path), read_hf_config(folder)
+    if ours is None or theirs is None:
+        return  # a Megatron checkpoint, or the demo's model not built yet
+    a, b = hf_architecture(ours), hf_architecture(theirs)
+    drift = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b) - set(ignore)) if a.get(k) != b.get(k)}
+    if ours.get("model_type") != theirs.get("model_type"):
+        drift["model_type"] = (ours.get("model_type"), theirs.get("model_type"))
+    if drift:
+        r.problem(
+            key,
+            f"has another architecture than ckpt.hf_checkpoint (policy vs this): {drift}",
+            "use a model of the policy's family and size",
+            folder,
+        )
+
+
 def _dotted_paths(r: _Resolver) -> None:
     from rlpipe.config.dotted import DOTTED_FIELDS, check_dotted
     from rlpipe.reward import load_custom_reward
@@ -788,6 +858,7 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _perf,
     _topology,
     _algo,
+    _critic_and_teacher,
     _dotted_paths,
     _reward_type,
     _sglang_extra,

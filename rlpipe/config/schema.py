@@ -88,6 +88,12 @@ class CkptConfig(Group):
         "--ref-load",
     )
     load: str | None = F(None, "Actor resume folder (latest_checkpointed_iteration.txt inside).", "--load")
+    critic_load: str | None = F(
+        None,
+        "PPO critic's initial weights: an HF folder (backbone, and the value head from score.weight if present; "
+        "None: the policy's HF checkpoint with a zero head). Resumes restore the critic from `load` instead.",
+        "--critic-load",
+    )
     save: str | None = F(None, "Folder checkpoints are written to (usually the same as `load`).", "--save")
     save_interval: PositiveInt | None = F(
         None, "Rollouts between checkpoint writes (None: only at the end).", "--save-interval"
@@ -289,6 +295,15 @@ class AlgoConfig(Group):
     gamma: float = F(1.0, "Discount factor (ppo, reinforce_plus_plus).", "--gamma", ge=0.0, le=1.0)
     lambd: float = F(1.0, "GAE lambda (ppo).", "--lambd", ge=0.0, le=1.0)
     value_clip: float = F(0.2, "Value-function clip range (ppo critic).", "--value-clip", gt=0.0)
+    num_critic_only_steps: NonNegativeInt = F(
+        0, "First rollouts that train only the critic, actor frozen (ppo).", "--num-critic-only-steps"
+    )
+    opd_teacher_load: str | None = F(
+        None,
+        "Teacher weights for on_policy_distillation: an HF folder, torch_dist or rlpipe checkpoint of a model with "
+        "the policy's architecture and tokenizer.",
+        "--opd-teacher-load",
+    )
 
 
 # ----------------------------------------------------------------------------------------- OPTIMIZER_ARGS
@@ -297,6 +312,9 @@ class OptimConfig(Group):
 
     optimizer: Literal["adam", "sgd"] = F("adam", "Optimizer (adam is AdamW-style decoupled decay).", "--optimizer")
     lr: PositiveFloat = F(1e-6, "Peak learning rate.", "--lr")
+    critic_lr: PositiveFloat | None = F(
+        None, "Peak learning rate of the PPO critic (None: lr), same schedule.", "--critic-lr"
+    )
     lr_decay_style: Literal["constant", "linear", "cosine"] = F(
         "constant", "LR schedule after warmup.", "--lr-decay-style"
     )

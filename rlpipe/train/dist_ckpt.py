@@ -24,9 +24,13 @@ TRACKER_FILE = "latest_checkpointed_iteration.txt"
 
 
 def is_torch_dist(path: Path) -> bool:
-    """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it."""
+    """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it; False for
+    the trainer's own full checkpoints, whose tracker names an iteration folder without metadata.json."""
     path = Path(path)
-    return (path / TRACKER_FILE).exists() or (path / "metadata.json").exists()
+    if (path / "metadata.json").exists():
+        return True
+    tracker = path / TRACKER_FILE
+    return tracker.exists() and (path / f"iter_{int(tracker.read_text().strip()):07d}" / "metadata.json").exists()
 
 
 def iteration_folder(path: Path) -> Path:

@@ -96,8 +96,9 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
     )
 
 
-def build_gpt_model(hf_config: Any, config: TransformerConfig) -> GPTModel:
-    """This pipeline stage's GPTModel for `config`, with HF's vocab (padded for TP), rope and embedding tying."""
+def build_gpt_model(hf_config: Any, config: TransformerConfig, tie_embeddings: bool | None = None) -> GPTModel:
+    """This pipeline stage's GPTModel for `config`, with HF's vocab (padded for TP), rope and embedding tying
+    (`tie_embeddings` overrides the HF config's: the critic replaces the output layer, so never ties)."""
     family = family_of(hf_config)
     theta, rotary_fraction, rope = rope_settings(hf_config)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -114,7 +115,9 @@ def build_gpt_model(hf_config: Any, config: TransformerConfig) -> GPTModel:
         max_sequence_length=hf_config.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=bool(hf_config.tie_word_embeddings),
+        share_embeddings_and_output_weights=bool(
+            hf_config.tie_word_embeddings if tie_embeddings is None else tie_embeddings
+        ),
         position_embedding_type="rope",
         rotary_percent=rotary_fraction,
         rotary_base=theta,

@@ -14,14 +14,21 @@ import torch
 
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
+from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.dist_ckpt import is_torch_dist
-from rlpipe.train.setup import trainer_spec
+from rlpipe.train.setup import critic_spec, trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
 from rlpipe.train.update import TrainBatch, rl_update, sft_update
 
+CRITIC_PART = "critic"  # the critic's sub-folder inside each checkpoint iteration folder
+
 
 class TrainerRole:
-    """The policy trainer of one rank: resume or warm start, RL and SFT steps, weights out, checkpoints."""
+    """The policy trainer of one rank: resume or warm start, RL and SFT steps, weights out, checkpoints.
+
+    With advantage_estimator=ppo it also owns the critic (built, loaded, trained, offloaded and checkpointed
+    with the policy); with on_policy_distillation the teacher's weights, held on the host like the reference.
+    """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
@@ -29,6 +36,11 @@ class TrainerRole:
         if cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0:
             assert cfg.ckpt.ref_load is not None  # the resolver requires it
             self.trainer.load_reference(Path(cfg.ckpt.ref_load))
+        if cfg.algo.advantage_estimator == "on_policy_distillation":
+            assert cfg.algo.opd_teacher_load is not None  # the resolver requires it
+            self.trainer.load_teacher(Path(cfg.algo.opd_teacher_load))
+        self.critic = MegatronCritic(critic_spec(cfg)) if cfg.algo.advantage_estimator == "ppo" else None
+        self.rollouts_trained = 0  # rollouts this run has trained on (resumed from checkpoints): critic-only phase
 
     def init_weights(self) -> tuple[int, dict[str, Any]]:
         """(next rollout, loop state) from the latest full checkpoint under ckpt.load; else (0, {}) after
@@ -40,7 +52,12 @@ class TrainerRole:
         if load is not None:
             loaded = self.trainer.load_checkpoint(load)
             if loaded is not None:
+                self.rollouts_trained = loaded[0]
+                if self.critic is not None and self.critic.load_checkpoint(load, part=CRITIC_PART) is None:
+                    self._init_critic()  # a checkpoint from a run without a critic: start a fresh one
                 return loaded
+        if self.critic is not None:
+            self._init_critic()
         if load is not None and is_torch_dist(load):
             init = load
         else:
@@ -52,8 +69,17 @@ class TrainerRole:
             self.trainer.load_hf(init)
         return 0, {}
 
+    def _init_critic(self) -> None:
+        """The critic's initial weights: ckpt.critic_load, else the policy's HF checkpoint (head zero)."""
+        assert self.critic is not None and self.cfg.ckpt.hf_checkpoint is not None
+        self.critic.load_hf(Path(self.cfg.ckpt.critic_load or self.cfg.ckpt.hf_checkpoint))
+
     def rl_update(self, samples: list[Sample]) -> dict[str, float]:
-        return rl_update(self.trainer, self.cfg, samples)
+        """One rollout's training; under ppo the first algo.num_critic_only_steps rollouts train the critic only."""
+        train_actor = self.critic is None or self.rollouts_trained >= self.cfg.algo.num_critic_only_steps
+        metrics = rl_update(self.trainer, self.cfg, samples, critic=self.critic, train_actor=train_actor)
+        self.rollouts_trained += 1
+        return metrics
 
     def sft_update(self, pairs: list[tuple[list[int], list[int]]], lr: float) -> dict[str, float]:
         """One supervised step on (prompt ids, response ids) pairs at a fixed learning rate."""
@@ -62,13 +88,18 @@ class TrainerRole:
 
     def offload(self) -> None:
         self.trainer.offload()
+        if self.critic is not None:
+            self.critic.offload()
 
     def onload(self) -> None:
         self.trainer.onload()
+        if self.critic is not None:
+            self.critic.onload()
 
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return self.trainer.hf_named_tensors()
 
     def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
         assert self.cfg.ckpt.save is not None
-        self.trainer.save_checkpoint(Path(self.cfg.ckpt.save), next_rollout, extra_state=loop_state)
+        parts = {CRITIC_PART: self.critic} if self.critic is not None else {}
+        self.trainer.save_checkpoint(Path(self.cfg.ckpt.save), next_rollout, extra_state=loop_state, parts=parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rlpipe.config.schema import RunConfig
@@ -40,3 +41,10 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         seed=cfg.seed,
         temperature=cfg.rollout.temperature or 1.0,  # greedy rollouts (0) score log-probs at temperature 1
     )
+
+
+def critic_spec(cfg: RunConfig) -> TrainerSpec:
+    """The PPO critic's spec: the policy's layout and schedule at its own learning rate (optim.critic_lr)."""
+    lr = cfg.optim.critic_lr
+    assert lr is not None  # resolved for ppo
+    return dataclasses.replace(trainer_spec(cfg), lr=lr)

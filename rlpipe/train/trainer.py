@@ -2,6 +2,8 @@
 
     load_hf(path)              HF safetensors -> this rank's Megatron shards (start of a run)
     compute_log_probs(...)     per-sample response log-probs (and entropies), no grad
+    load_reference / load_teacher, compute_ref_log_probs / compute_teacher_log_probs
+                               the same log-probs under frozen weights swapped in from the host
     train_step(...)            one optimizer step over this rank's share of the global batch
     hf_named_tensors()         full HF-named weights on every rank (pushed to the rollout engines)
     save_checkpoint / load_checkpoint
@@ -11,13 +13,16 @@
 Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor, pipeline and data
 parallelism on CPU (gloo) and GPU; results that only the last pipeline stage computes (log-probs, loss metrics)
 are broadcast to every stage. Context parallelism needs TransformerEngine's attention: the constructor refuses it.
+
+The model's head is a hook: `_build_module` builds the language model and `_response_stats` turns its output into
+per-token values for the loss callback; `rlpipe.train.critic.MegatronCritic` swaps both for a scalar value head.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -28,7 +33,6 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
-from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from rlpipe.train import dist_ckpt
@@ -38,7 +42,7 @@ from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.stages import broadcast_from_last_stage, gather_over_stages, to_global
-from rlpipe.train.weights import hf_to_megatron, megatron_to_hf
+from rlpipe.train.weights import hf_to_megatron, megatron_to_hf, read_hf_state
 
 LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
@@ -64,7 +68,7 @@ class MegatronTrainer:
             DistributedDataParallelConfig(
                 grad_reduce_in_fp32=True, use_distributed_optimizer=spec.use_distributed_optimizer
             ),
-            build_gpt_model(self.hf_config, self.config),
+            self._build_module(),
         )
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
@@ -102,8 +106,14 @@ class MegatronTrainer:
         self.config.finalize_model_grads_func = finalize_model_grads
         self.config.no_sync_func = self.model.no_sync
         self.config.grad_scale_func = self.optimizer.scale_loss
-        self._reference: dict[str, torch.Tensor] | None = None  # frozen KL anchor, see load_reference
+        # Frozen weight sets by role ("reference": the KL anchor, "teacher": on-policy distillation), this rank's
+        # shards on the host; see load_reference.
+        self._frozen: dict[str, dict[str, torch.Tensor]] = {}
         self._layer_offset = get_transformer_layer_offset(self.config)  # global number of this stage's layer 0
+
+    def _build_module(self) -> torch.nn.Module:
+        """This stage's model: the GPT language model of the HF config (the critic overrides this)."""
+        return build_gpt_model(self.hf_config, self.config)
 
     # ----- weights -----
 
@@ -121,18 +131,18 @@ class MegatronTrainer:
     def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
         """Every *.safetensors file of an HF checkpoint folder, as this rank's (TP shard, PP stage) parameters
         under local names."""
-        hf_state = {}
-        for file in sorted(Path(path).glob("*.safetensors")):
-            hf_state.update(load_file(file))
-        if not hf_state:
-            raise FileNotFoundError(f"no *.safetensors weights in {path}")
+        return self._megatron_shards(read_hf_state(path), path, [name for name, _ in self._module.named_parameters()])
+
+    def _megatron_shards(
+        self, hf_state: dict[str, torch.Tensor], path: Path, names: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """HF-named full tensors -> this rank's parameters `names` (local names); `path` only names the source."""
         whole = hf_to_megatron(
             hf_state,
             self.hf_config,
             parallel_state.get_tensor_model_parallel_rank(),
             parallel_state.get_tensor_model_parallel_world_size(),
         )
-        names = [name for name, _ in self._module.named_parameters()]
         missing = [n for n in names if self._global_name(n) not in whole]
         if missing:
             raise KeyError(f"HF checkpoint {path} has no source for Megatron parameters {missing}")
@@ -158,27 +168,61 @@ class MegatronTrainer:
 
     @torch.no_grad()
     def load_reference(self, path: Path) -> None:
-        """Keep a checkpoint's weights (an HF folder or a torch_dist checkpoint), as this rank's shards, as the
-        frozen KL reference.
+        """Keep a checkpoint's weights as the frozen KL reference (`ckpt.ref_load`; formats: `_frozen_state`).
 
         Held on the CPU and swapped into the model only while reference log-probs are computed (as Miles
         does), so the reference costs host memory, not a second model on the device.
         """
+        self._frozen["reference"] = self._frozen_state(path)
+
+    @torch.no_grad()
+    def load_teacher(self, path: Path) -> None:
+        """Keep a checkpoint's weights as the on-policy distillation teacher (`algo.opd_teacher_load`), held like
+        the reference. The teacher must have the policy's architecture and tokenizer (the resolver compares HF
+        folders; here every tensor's shape is checked)."""
+        self._frozen["teacher"] = self._frozen_state(path)
+
+    def _frozen_state(self, path: Path) -> dict[str, torch.Tensor]:
+        """This rank's parameters, by local name on the host, from an HF folder, a torch_dist checkpoint or a
+        checkpoint this trainer saved (`save_checkpoint`, same TP/PP layout). Shapes must match the model's."""
+        path = Path(path)
         if dist_ckpt.is_torch_dist(path):
-            self._reference = dist_ckpt.load_model_state(self._module, path)
+            state = dist_ckpt.load_model_state(self._module, path)
+        elif (folder := _latest_iteration_folder(path)) is not None:
+            saved = torch.load(folder / _model_parallel_folder() / "model_optim_rng.pt", map_location="cpu")
+            state = saved["model"]
         else:
-            self._reference = {name: t.cpu() for name, t in self._hf_shards(path).items()}
+            state = self._hf_shards(path)
+        params = dict(self._module.named_parameters())
+        wrong = [
+            f"{name}: {tuple(state[name].shape) if name in state else 'missing'} vs {tuple(p.shape)}"
+            for name, p in params.items()
+            if name not in state or state[name].shape != p.shape
+        ]
+        if wrong:
+            raise ValueError(f"{path} does not have this model's architecture (checkpoint vs model): {wrong[:5]}")
+        return {name: state[name].detach().cpu() for name in params}
 
     @torch.no_grad()
     def compute_ref_log_probs(self, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
         """Like `compute_log_probs`, under the reference weights (`load_reference` first)."""
-        if self._reference is None:
-            raise RuntimeError("no reference weights: call load_reference(ckpt.ref_load) first")
+        return self._frozen_log_probs("reference", seqs, response_starts)
+
+    @torch.no_grad()
+    def compute_teacher_log_probs(self, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
+        """Like `compute_log_probs`, under the teacher's weights (`load_teacher` first)."""
+        return self._frozen_log_probs("teacher", seqs, response_starts)
+
+    def _frozen_log_probs(self, role: str, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
+        """Swap the `role` weights in, score the responses, and put the trained weights back (even on error)."""
+        if role not in self._frozen:
+            raise RuntimeError(f"no {role} weights: load them first (load_reference / load_teacher)")
+        frozen = self._frozen[role]
         params = dict(self._module.named_parameters())
         actor = {name: p.detach().cpu().clone() for name, p in params.items()}
         try:
             for name, p in params.items():
-                p.copy_(self._reference[name])
+                p.copy_(frozen[name])
             return self.compute_log_probs(seqs, response_starts)
         finally:
             for name, p in params.items():
@@ -257,6 +301,14 @@ class MegatronTrainer:
 
         With `with_entropy`, also the per-token entropies of the same positions, as (log_probs, entropies).
         """
+        log_probs, entropies = self._forward_only(seqs, response_starts, with_entropy)
+        return (log_probs, entropies) if with_entropy else log_probs
+
+    @torch.no_grad()
+    def _forward_only(
+        self, seqs: list[list[int]], response_starts: list[int], with_entropy: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`_response_stats` of every sample, in `seqs` order, on the host: ([R_i] ..., [R_i] ... or empty)."""
 
         def collect(mb: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
             lps, ents = self._response_stats(mb, logits, with_entropy)
@@ -274,7 +326,7 @@ class MegatronTrainer:
                 log_probs[i] = out["log_probs"][k].cpu()
                 if with_entropy:
                     entropies[i] = out["entropy"][k].cpu()
-        return (log_probs, entropies) if with_entropy else log_probs
+        return log_probs, entropies
 
     # ----- training -----
 
@@ -349,11 +401,19 @@ class MegatronTrainer:
 
     # ----- checkpoints -----
 
-    def save_checkpoint(self, directory: Path, iteration: int, extra_state: dict | None = None) -> None:
+    def save_checkpoint(
+        self,
+        directory: Path,
+        iteration: int,
+        extra_state: dict | None = None,
+        parts: Mapping[str, MegatronTrainer] | None = None,
+    ) -> None:
         """Write iter_{iteration:07d}/ and latest_checkpointed_iteration.txt under `directory` atomically.
 
         `extra_state` (JSON-able: the loop's data cursor, say) is saved inside the same folder, so it can
-        never disagree with the weights it belongs to.
+        never disagree with the weights it belongs to. Each of `parts` (other trained models of the run: the
+        PPO critic) is written the same way into iter_{iteration:07d}/{name}/ before the folder is renamed into
+        place, so the models of one checkpoint always come from the same rollout (`load_checkpoint(part=name)`).
 
         Megatron's legacy layout: mp_rank_{tp:02d}/model_optim_rng.pt (model, optimizer, scheduler; written by
         data-parallel rank 0); beside it each rank's RNG state in rng_dp{dp:03d}.pt and, for the distributed
@@ -371,13 +431,34 @@ class MegatronTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
-        shard = tmp / _model_parallel_folder()
+        self._write_shards(tmp, iteration, extra_state or {})
+        for name, part in (parts or {}).items():
+            part._write_shards(tmp / name, iteration, {})
+        if rank0:
+            for folder in sorted((f for f in tmp.rglob("*") if f.is_dir()), key=lambda f: -len(f.parts)):
+                _fsync_dir(folder)  # deepest first, so each folder's entries are durable before its parent's
+            _fsync_dir(tmp)
+            shutil.rmtree(final, ignore_errors=True)  # re-saving an iteration replaces it
+            os.replace(tmp, final)
+            tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
+            tracker_tmp.write_text(str(iteration))
+            _fsync_file(tracker_tmp)
+            os.replace(tracker_tmp, directory / TRACKER_FILE)
+            _fsync_dir(directory)
+        dist.barrier()
+
+    def _write_shards(self, folder: Path, iteration: int, extra_state: dict) -> None:
+        """This model's files of one checkpoint under `folder` (every rank calls it; layout: save_checkpoint)."""
+        if dist.get_rank() == 0:
+            folder.mkdir(exist_ok=True)
+        dist.barrier()
+        shard = folder / _model_parallel_folder()
         dp_rank = parallel_state.get_data_parallel_rank()
         if dp_rank == 0:
             shard.mkdir(exist_ok=True)
             state = {
                 "iteration": iteration,
-                "extra_state": extra_state or {},
+                "extra_state": extra_state,
                 "model": self._module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "opt_param_scheduler": self.scheduler.state_dict(),
@@ -388,29 +469,19 @@ class MegatronTrainer:
             _save_synced(_optimizer_shards(self.optimizer), shard / f"distrib_optim_dp{dp_rank:03d}.pt")
         _save_synced(_rng_state(), shard / f"rng_dp{dp_rank:03d}.pt")
         dist.barrier()
-        if rank0:
-            for folder in [*tmp.iterdir(), tmp]:
-                _fsync_dir(folder)
-            shutil.rmtree(final, ignore_errors=True)  # re-saving an iteration replaces it
-            os.replace(tmp, final)
-            tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
-            tracker_tmp.write_text(str(iteration))
-            _fsync_file(tracker_tmp)
-            os.replace(tracker_tmp, directory / TRACKER_FILE)
-            _fsync_dir(directory)
-        dist.barrier()
 
     @torch.no_grad()  # the distributed optimizer copies into views of the (grad-requiring) parameters
-    def load_checkpoint(self, directory: Path) -> tuple[int, dict] | None:
-        """Restore model, optimizer, scheduler and RNG from the latest checkpoint.
+    def load_checkpoint(self, directory: Path, part: str | None = None) -> tuple[int, dict] | None:
+        """Restore model, optimizer, scheduler and RNG from the latest checkpoint (from its `part` sub-folder
+        when given: a model saved as one of save_checkpoint's `parts`).
 
         Returns (iteration, extra_state given to save_checkpoint), or None when `directory` holds no full
-        checkpoint (none at all, or a weights-only torch_dist one: see load_torch_dist)."""
-        tracker = Path(directory) / TRACKER_FILE
-        if not tracker.exists():
+        checkpoint (none at all, a weights-only torch_dist one: see load_torch_dist, or none of this part)."""
+        folder = _latest_iteration_folder(Path(directory))
+        if folder is None:
             return None
-        iteration = int(tracker.read_text().strip())
-        shard = Path(directory) / f"iter_{iteration:07d}" / _model_parallel_folder()
+        iteration = int(folder.name.removeprefix("iter_"))
+        shard = (folder / part if part else folder) / _model_parallel_folder()
         if not (shard / "model_optim_rng.pt").exists():
             return None
         state = torch.load(shard / "model_optim_rng.pt", map_location="cpu", weights_only=False)
@@ -423,6 +494,14 @@ class MegatronTrainer:
         self.scheduler.load_state_dict(state["opt_param_scheduler"])
         _set_rng_state(torch.load(shard / f"rng_dp{dp_rank:03d}.pt", weights_only=False))
         return iteration, state.get("extra_state", {})
+
+
+def _latest_iteration_folder(directory: Path) -> Path | None:
+    """The iteration folder a checkpoint directory's tracker file names; None without a tracker file."""
+    tracker = directory / TRACKER_FILE
+    if not tracker.exists():
+        return None
+    return directory / f"iter_{int(tracker.read_text().strip()):07d}"
 
 
 def _model_parallel_folder() -> str:

@@ -2,8 +2,10 @@
 
 The trainer knows tokens and losses; `rlpipe.algo` knows the math; this module joins them for one rollout:
 
-    old log-probs (trainer, no grad) [+ reference log-probs with KL] -> advantages over the whole rollout
-    -> num_steps_per_rollout optimizer steps of global_batch_size samples each, in rollout order.
+    old log-probs (trainer, no grad) [+ reference log-probs with KL] [+ critic values (ppo)]
+    [+ teacher log-probs (on_policy_distillation)] -> advantages over the whole rollout
+    -> num_steps_per_rollout optimizer steps of global_batch_size samples each, in rollout order
+       (ppo: a critic step on the same samples before each actor step, towards the GAE returns).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from rlpipe.algo import (
     group_reward_stats,
     kl_penalty,
     sft_loss,
+    value_loss,
 )
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
+from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.trainer import MegatronTrainer
 
 
@@ -116,15 +120,29 @@ def _policy_loss_fn(rows: list[int], data: _PerSample, settings: AlgoSettings, d
     return loss_fn
 
 
-def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -> dict[str, float]:
-    """Train on one rollout's samples (groups consecutive); returns metrics averaged over its optimizer steps."""
+def rl_update(
+    trainer: MegatronTrainer,
+    cfg: RunConfig,
+    samples: list[Sample],
+    critic: MegatronCritic | None = None,
+    train_actor: bool = True,
+) -> dict[str, float]:
+    """Train on one rollout's samples (groups consecutive); returns metrics averaged over its optimizer steps.
+
+    With `critic` (advantage_estimator=ppo) the critic's values feed GAE and the critic takes one step per actor
+    step towards the returns; `train_actor=False` trains the critic alone (Miles' num_critic_only_steps).
+    """
     batch = TrainBatch.of(samples)
     algo, n_steps = cfg.algo, cfg.rollout.num_steps_per_rollout
     assert n_steps is not None and cfg.rollout.n_samples is not None  # resolved
+    estimator = algo.advantage_estimator
+    if (estimator == "ppo") != (critic is not None):
+        raise ValueError(f"advantage_estimator={estimator!r} and a critic go together (ppo), got critic={critic}")
+    distill = estimator == "on_policy_distillation"
     # The ratio's denominator: the trainer's log-probs before this rollout's first step. With one step per
     # rollout those are exactly the training forward's own log-probs, detached (TRL does the same), so the
-    # extra no-grad forward is skipped; reward-level KL still needs them before the advantages.
-    reuse_current = n_steps == 1 and not algo.kl_coef
+    # extra no-grad forward is skipped; reward-level KL and distillation still need them before the advantages.
+    reuse_current = n_steps == 1 and not algo.kl_coef and not distill
     old = None if reuse_current else trainer.compute_log_probs(batch.seqs, batch.response_starts)
     needs_ref = algo.use_kl_loss or algo.kl_coef > 0
     ref = trainer.compute_ref_log_probs(batch.seqs, batch.response_starts) if needs_ref else None
@@ -133,35 +151,114 @@ def rl_update(trainer: MegatronTrainer, cfg: RunConfig, samples: list[Sample]) -
     kl_in_reward = (
         [kl_penalty(o, r, "k1") for o, r in zip(old, ref, strict=True)] if algo.kl_coef and old and ref else None
     )
-    advantages = compute_advantages(
-        algo.advantage_estimator,
-        AdvantageInputs(rewards, batch.loss_masks, cfg.rollout.n_samples, kl=kl_in_reward),
+    values = critic.compute_values(batch.seqs, batch.response_starts) if critic is not None else None
+    teacher = trainer.compute_teacher_log_probs(batch.seqs, batch.response_starts) if distill else None
+    estimate = compute_advantages(
+        estimator,
+        AdvantageInputs(
+            rewards,
+            batch.loss_masks,
+            cfg.rollout.n_samples,
+            kl=kl_in_reward,
+            values=values,
+            log_probs=old,
+            teacher_log_probs=teacher,
+        ),
         AdvantageConfig(
             normalize_std=algo.grpo_std_normalization, gamma=algo.gamma, lambd=algo.lambd, kl_coef=algo.kl_coef
         ),
-    ).advantages
-    per_sample = _PerSample(old, advantages, batch.loss_masks, ref, rollout_lp)
+    )
+    per_sample = _PerSample(old, estimate.advantages, batch.loss_masks, ref, rollout_lp)
     settings = algo_settings(cfg)
-    steps = []
-    step_size = len(samples) // n_steps
-    for step in range(n_steps):  # consecutive slices of the rollout, one optimizer step each
-        step_rows = list(range(step * step_size, (step + 1) * step_size))
+    actor_steps, critic_steps = [], []
+    for step_rows in _optimizer_steps(len(samples), n_steps):
         # The denominator is the whole step's; this data-parallel rank trains on its share of the rows.
-        denominator = LossReduction.for_global_batch(
-            batch.select(step_rows).loss_masks, algo.calculate_per_token_loss
-        ).denominator
+        reduction = LossReduction.for_global_batch(batch.select(step_rows).loss_masks, algo.calculate_per_token_loss)
         rows = _data_parallel_share(step_rows)
         sub = batch.select(rows)
-        loss_fn = _policy_loss_fn(rows, per_sample, settings, denominator)
-        steps.append(_sum_over_data_parallel(trainer.train_step(sub.seqs, sub.response_starts, loss_fn)))
+        if critic is not None:
+            assert values is not None and estimate.returns is not None  # ppo fills both
+            value_fn = value_loss_fn(rows, values, estimate.returns, batch.loss_masks, reduction, algo.value_clip)
+            critic_steps.append(_sum_over_data_parallel(critic.train_step(sub.seqs, sub.response_starts, value_fn)))
+        if train_actor:
+            loss_fn = _policy_loss_fn(rows, per_sample, settings, reduction.denominator)
+            actor_steps.append(_sum_over_data_parallel(trainer.train_step(sub.seqs, sub.response_starts, loss_fn)))
     stats = group_reward_stats(rewards, cfg.rollout.n_samples)
-    return {
-        **_mean_over_steps(steps),
+    metrics = {
+        **(_mean_over_steps(actor_steps) if actor_steps else {}),
         "reward_mean": rewards.mean().item(),
         "reward_group_std_mean": stats.std.mean().item(),
         "zero_std_groups": stats.zero_std_fraction,
         "response_len_mean": sum(s.response_length for s in samples) / len(samples),
     }
+    if critic_steps:
+        assert values is not None and estimate.returns is not None
+        metrics |= _critic_metrics(critic_steps, values, estimate.returns, batch.loss_masks)
+    if teacher is not None and old is not None:
+        # The per-token reverse KL(student || teacher) on the student's samples: what distillation drives to 0.
+        metrics["opd_reverse_kl"] = _masked_mean([o - t for o, t in zip(old, teacher, strict=True)], batch.loss_masks)
+    return metrics
+
+
+def _optimizer_steps(n_samples: int, n_steps: int) -> list[list[int]]:
+    """Rollout positions of each optimizer step: consecutive, equal slices of the rollout."""
+    size = n_samples // n_steps
+    return [list(range(step * size, (step + 1) * size)) for step in range(n_steps)]
+
+
+def value_loss_fn(
+    rows: list[int],
+    old_values: list[torch.Tensor],
+    returns: list[torch.Tensor],
+    loss_masks: list[torch.Tensor],
+    reduce: LossReduction,
+    value_clip: float,
+):
+    """The critic's loss callback for one optimizer step over rollout positions `rows` (per-sample lists are
+    indexed by rollout position): the clipped value loss (`losses.value_loss`, algo.value_clip), reduced like the
+    policy loss against the whole step's denominator (algo.calculate_per_token_loss)."""
+
+    def loss_fn(local: list[int], values: list[torch.Tensor], _entropies: list[torch.Tensor]):
+        picked = [rows[i] for i in local]  # micro-batch positions -> rollout positions
+        masks = [loss_masks[r] for r in picked]
+        device = values[0].device
+        per_token, clipped = value_loss(
+            torch.cat(values),  # [T], with grad
+            torch.cat([old_values[r] for r in picked]).to(device),
+            torch.cat([returns[r] for r in picked]).to(device),
+            value_clip=value_clip,
+        )
+        loss = reduce(per_token, masks)
+        return loss, {"value_loss": loss.detach(), "value_clipfrac": reduce(clipped, masks)}
+
+    return loss_fn
+
+
+def _critic_metrics(
+    steps: list[dict[str, float]], values: list[torch.Tensor], returns: list[torch.Tensor], masks: list[torch.Tensor]
+) -> dict[str, float]:
+    """Value loss and clip fraction over the critic's steps, its grad norm, and how much of the returns' variance
+    the pre-update values explain: 1 - Var(R - V) / Var(R) over loss tokens (1 = perfect, <= 0 = no better than
+    a constant)."""
+    mean = _mean_over_steps(steps)
+    mask = torch.cat(masks).bool()  # [T]
+    v, r = torch.cat(values)[mask].double(), torch.cat(returns)[mask].double()
+    var_r = r.var(unbiased=False)
+    explained = 1.0 - (r - v).var(unbiased=False) / var_r if var_r > 0 else torch.tensor(float("nan"))
+    return {
+        "value_loss": mean["value_loss"],
+        "value_clipfrac": mean["value_clipfrac"],
+        "critic_grad_norm": mean["grad_norm"],
+        "critic_lr": mean["lr"],
+        "values_mean": float(v.mean()),
+        "returns_mean": float(r.mean()),
+        "explained_variance": float(explained),
+    }
+
+
+def _masked_mean(per_token: list[torch.Tensor], masks: list[torch.Tensor]) -> float:
+    mask = torch.cat(masks)
+    return float((torch.cat(per_token) * mask).sum() / mask.sum().clamp_min(1.0))
 
 
 def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token: bool) -> dict[str, float]:

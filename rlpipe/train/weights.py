@@ -34,14 +34,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 
 from rlpipe.train.families import Family, family_of
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+
+
+def read_hf_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an HF checkpoint folder's *.safetensors files, by HF name."""
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        state.update(load_file(file))
+    if not state:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    return state
 
 
 def padded_vocab_size(vocab_size: int, tp_size: int, divisible_by: int = 128) -> int:

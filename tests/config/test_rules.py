@@ -264,6 +264,25 @@ GOOD = [
         {"rollout.global_batch_size": (16, "n_samples 1")},
     ),
     Good("algo-over-sampling-equal-to-batch", ["rollout.over_sampling_batch_size=16"]),
+    # ---- ppo critic, on-policy distillation teacher
+    Good(
+        "ppo-critic_lr-defaults-to-lr",
+        ["algo.advantage_estimator=ppo", "optim.lr=2e-6"],
+        {"optim.critic_lr": (2e-6, "defaults to optim.lr")},
+    ),
+    Good(
+        "ppo-critic_lr-set",
+        ["algo.advantage_estimator=ppo", "optim.critic_lr=1e-5", "ckpt.critic_load={tmp}/hf"],
+        final={"optim.critic_lr": 1e-5},
+        not_derived=("optim.critic_lr",),
+    ),
+    Good(
+        "critic-fields-ignored-without-ppo",
+        ["algo.num_critic_only_steps=3", "optim.critic_lr=1e-5"],
+        warns=("algo.num_critic_only_steps: only ppo trains a critic", "optim.critic_lr: only ppo trains a critic"),
+    ),
+    Good("opd-with-teacher", ["algo.advantage_estimator=on_policy_distillation", "algo.opd_teacher_load={tmp}/hf"]),
+    Good("opd-teacher-ignored-by-grpo", ["algo.opd_teacher_load={tmp}/hf"], warns=("algo.opd_teacher_load: ignored",)),
     # ---- execution modes: debug halves of the loop, rollout dumps
     Good(
         "debug-load-implies-train-only",
@@ -471,6 +490,26 @@ BAD = [
         ["ckpt.ref_load={tmp}/ref-quantized"],
         [("ckpt.ref_load", "FP8 checkpoint", "BF16")],
     ),
+    Bad(
+        "opd-without-teacher",
+        ["algo.advantage_estimator=on_policy_distillation"],
+        [("algo.opd_teacher_load", "needs the teacher", "algo.opd_teacher_load=")],
+    ),
+    Bad(
+        "opd-teacher-missing",
+        ["algo.advantage_estimator=on_policy_distillation", "algo.opd_teacher_load={tmp}/noteacher"],
+        [("algo.opd_teacher_load", "folder does not exist", "teacher")],
+    ),
+    Bad(
+        "opd-teacher-other-tokenizer",
+        ["algo.advantage_estimator=on_policy_distillation", "algo.opd_teacher_load={tmp}/teacher-other-tokenizer"],
+        [("algo.opd_teacher_load", "another tokenizer", "shares the policy's tokenizer")],
+    ),
+    Bad(
+        "ppo-critic_load-missing",
+        ["algo.advantage_estimator=ppo", "ckpt.critic_load={tmp}/nocritic"],
+        [("ckpt.critic_load", "folder does not exist", "HF folder")],
+    ),
     Bad("grpo-one-sample", ["rollout.n_samples=1"], [("rollout.n_samples", "grpo compares samples", "n_samples=8")]),
     Bad(
         "gspo-one-sample",
@@ -578,13 +617,16 @@ BAD = [
 
 @pytest.fixture
 def overrides(recipe: list[str], tmp_path: Path):
-    """Expand `{tmp}` and add the files a few rows point at (an FP8 folder, a quantized ref, a .csv)."""
+    """Expand `{tmp}` and add the files a few rows point at (an FP8 folder, a quantized ref, a .csv, a teacher
+    with another tokenizer)."""
     (tmp_path / "Qwen3-4B-FP8").mkdir()
     (tmp_path / "ref-quantized").mkdir()
     (tmp_path / "ref-quantized" / "config.json").write_text(
         json.dumps({"quantization_config": {"quant_method": "fp8"}})
     )
     (tmp_path / "prompts.csv").write_text("prompt,label\nq,a\n")
+    (tmp_path / "teacher-other-tokenizer").mkdir()
+    (tmp_path / "teacher-other-tokenizer" / "tokenizer.json").write_text('{"model": "another"}')
 
     def expand(extra: list[str]) -> list[str]:
         return [*recipe, *(o.format(tmp=tmp_path) for o in extra)]

@@ -32,7 +32,7 @@ def records(tmp_path: Path, phase: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
-    first = launch(tmp_path, "rollout.num_rollout=80", "ckpt.save_interval=40")
+    first = launch(tmp_path, "rollout.num_rollout=80", "ckpt.save_interval=40", "log.tensorboard=true")
     assert first.returncode == 0, first.stderr[-3000:]
     train = records(tmp_path, "train")
     assert [r["rollout_id"] for r in train] == list(range(80))
@@ -44,6 +44,7 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "80"
     assert (ckpt / "iter_0000040").is_dir() and (ckpt / "iter_0000080").is_dir()
     assert (tmp_path / "out" / "tiny-reverse" / "reward_curve.png").stat().st_size > 0
+    assert list((tmp_path / "out" / "tiny-reverse" / "tensorboard").glob("events.out.tfevents.*"))
     assert "built offline by the demo" in (tmp_path / "out" / "tiny-reverse" / "resolved_config.yaml").read_text()
 
     second = launch(tmp_path, "rollout.num_rollout=90", "ckpt.save_interval=40")
