@@ -1,6 +1,6 @@
 """Per-iteration time of the tiny job on Ray (trainer and rollout manager as actors) vs in-process.
 
-    python bench/ray_overhead.py [--rollouts 60] [--repeats 2]
+    python bench/ray_overhead.py [--rollouts 60] [--repeats 2] [override ...]
 
 Runs `launch.py` back to back, alternating in-process and Ray (the machine is shared and noisy), reads each
 run's metrics.jsonl, and reports the median seconds per rollout (generate + train + sync, after 5 warm-up
@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_run(backend: str, rollouts: int, out: Path, cache: Path) -> tuple[float, float]:
+def one_run(backend: str, rollouts: int, out: Path, cache: Path, extra: list[str]) -> tuple[float, float]:
     """(median seconds per rollout, seconds outside the rollout loop) of one launch."""
     name = f"{backend}-{time.monotonic_ns()}"
     cmd = [
         sys.executable, str(ROOT / "launch.py"), f"cluster.backend={backend}", f"rollout.num_rollout={rollouts}",
         f"run_name={name}", f"output_dir={out}", f"demo.cache_dir={cache}", "ckpt.save=null", "ckpt.load=null",
-        "log.progress=false", "eval.interval=null", "eval.before_train=false",
+        "log.progress=false", "eval.interval=null", "eval.before_train=false", *extra,
     ]  # fmt: skip
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     started = time.perf_counter()
@@ -45,13 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollouts", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="launch.py overrides for both runs (e.g. a bigger model)")
     args = parser.parse_args()
     results: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
     with tempfile.TemporaryDirectory() as tmp:
         out, cache = Path(tmp), Path(tmp) / "cache"
         for _ in range(args.repeats):
             for backend in ("local", "ray"):
-                results[backend].append(one_run(backend, args.rollouts, out, cache))
+                results[backend].append(one_run(backend, args.rollouts, out, cache, args.overrides))
     local = statistics.median(r[0] for r in results["local"])
     ray = statistics.median(r[0] for r in results["ray"])
     outside_local = statistics.median(r[1] for r in results["local"])

@@ -106,6 +106,7 @@ MILES_DEFAULTS: dict[str, Any] = {
     "algo.gamma": 1.0,
     "algo.lambd": 1.0,
     "algo.value_clip": 0.2,
+    "algo.num_critic_only_steps": 0,
     "optim.lr_decay_style": "linear",
     "optim.weight_decay": 0.01,
     "optim.min_lr": 0.0,
