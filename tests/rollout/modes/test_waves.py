@@ -145,7 +145,10 @@ def test_partial_rollout_buffers_aborted_groups_and_the_next_rollout_finishes_th
     assert first.metrics["groups_kept"] == 4 and first.metrics["buffer_groups"] == 4
     assert first.metrics["groups_aborted"] >= 1
     buffered = [list(g) for g in role.source.buffer]
-    assert all(s.response_length == 1 for g in buffered for s in g)  # one token each, then the abort
+    # Cut short: at least the prefill's token, fewer than a finished response (how many decode steps slip in
+    # before the abort lands depends on thread timing).
+    limit = role.cfg.rollout.max_response_len
+    assert all(1 <= s.response_length < limit for g in buffered for s in g)
     assert any(s.status == Status.ABORTED for g in buffered for s in g)
     heads = [[list(s.response_tokens) for s in g] for g in buffered]
 
