@@ -14,8 +14,11 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+from megatron.core import tensor_parallel
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_config import TransformerConfig
@@ -44,6 +47,35 @@ class PostNormBiasDropoutAdd(torch.nn.Module):
         return normed
 
 
+class SDPACoreAttention(DotProductAttention):
+    """Megatron's local core attention, computed by torch's `scaled_dot_product_attention`.
+
+    Same inputs, outputs and masking rule as DotProductAttention ([s, b, heads, d] in, [s, b, hp] out; a
+    boolean mask is True where attention is *not* allowed; no mask means causal), but one fused kernel (flash /
+    memory-efficient on GPU, a fused math path on CPU) instead of baddbmm + masked softmax + bmm. Measured on an
+    H200 in DESIGN.md: this swap alone took megatron's local spec from 340 ms to 199 ms on a 1.5B step.
+    """
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):  # fmt: skip
+        if packed_seq_params is not None or attention_bias is not None or self.softmax_offset is not None:
+            raise NotImplementedError("SDPA core attention: no packed THD params, attention bias or softmax offset")
+        sq, b = query.shape[0], query.shape[1]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads or groups, s, d]
+        repeat = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
+        if repeat > 1:  # grouped-query attention: each key/value head serves `repeat` query heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        causal = attention_mask is None and (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal and sq > 1
+        allowed = None if attention_mask is None else ~attention_mask  # [b, 1, sq, sk]: SDPA's True = attend
+        scale = self.softmax_scale * (self.layer_number if self.config.apply_query_key_layer_scaling else 1)
+        dropout = self.attention_dropout.p if self.training else 0.0
+        with tensor_parallel.get_cuda_rng_tracker().fork():
+            context = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=causal, scale=scale
+            )  # [b, heads, sq, d]
+        return context.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)
+
+
 def _allow_moe_without_te() -> None:
     """megatron-core 0.16's router linear reads `moe_utils.te_general_gemm`, a name bound only when
     TransformerEngine imports; without TE it raises NameError. Binding it to None selects the torch.mm path."""
@@ -63,8 +95,12 @@ def layer_spec(family: Family, config: TransformerConfig) -> ModuleSpec:
         qk_layernorm=family.qk_norm,
         normalization="RMSNorm",
     )
-    if not family.post_norms:
-        return spec
-    post_norm = ModuleSpec(module=PostNormBiasDropoutAdd, params={"config": config})
-    submodules = dataclasses.replace(spec.submodules, self_attn_bda=post_norm, mlp_bda=post_norm)
+    attention = spec.submodules.self_attention
+    attention = dataclasses.replace(
+        attention, submodules=dataclasses.replace(attention.submodules, core_attention=SDPACoreAttention)
+    )
+    submodules = dataclasses.replace(spec.submodules, self_attention=attention)
+    if family.post_norms:
+        post_norm = ModuleSpec(module=PostNormBiasDropoutAdd, params={"config": config})
+        submodules = dataclasses.replace(submodules, self_attn_bda=post_norm, mlp_bda=post_norm)
     return dataclasses.replace(spec, submodules=submodules)
