@@ -58,6 +58,15 @@ class ManagedProcess:
             time.sleep(poll_s)
         raise ServerStartError(f"{self.health_url} not healthy after {timeout_s:g} s.\n{self.log_tail()}")
 
+    def start_healthy(self, timeout_s: float) -> None:
+        """Start, then wait until healthy; a process that never gets there is stopped before the error rises."""
+        self.start()
+        try:
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
     def is_healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.health_url, timeout=2) as resp:

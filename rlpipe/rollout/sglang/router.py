@@ -37,12 +37,7 @@ class SGLangRouter:
         self.process = ManagedProcess(command, self.url + "/health", log_path)
 
     def start(self, timeout_s: float = 60.0) -> SGLangRouter:
-        self.process.start()
-        try:
-            self.process.wait_healthy(timeout_s)
-        except BaseException:
-            self.process.stop()
-            raise
+        self.process.start_healthy(timeout_s)
         return self
 
     def add_worker(self, worker_url: str, timeout_s: float = 60.0) -> None:

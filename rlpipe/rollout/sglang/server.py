@@ -95,12 +95,7 @@ class SGLangServer:
 
     def start(self, timeout_s: float = 900.0) -> SGLangServer:
         """Launch and block until healthy (a large model's load and CUDA-graph capture take minutes)."""
-        self.process.start()
-        try:
-            self.process.wait_healthy(timeout_s)
-        except BaseException:
-            self.process.stop()
-            raise
+        self.process.start_healthy(timeout_s)
         return self
 
     def stop(self) -> None:
