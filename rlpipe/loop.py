@@ -101,24 +101,7 @@ class Loop:
         bar = _progress(range(start, total), start, total, cfg.log.progress)
         last_eval = last_save = None
         for rollout_id in bar:
-            t0 = time.perf_counter()
-            rollout = self.next_rollout(rollout_id, total)
-            if self.offload_rollout:
-                self.rollout.offload()
-            metrics = rollout.metrics | self.staleness(rollout)
-            t1 = time.perf_counter()
-            if self.trains:
-                if self.offload_train:
-                    self.trainer.onload()
-                metrics |= self.trainer.rl_update(rollout.samples)
-            t2 = time.perf_counter()
-            if self.trains and self.generates:
-                metrics["time_wait"] = self.wait_for_generation()
-                self.sync_weights()  # once per rollout, however many optimizer steps ran
-                if self.offload_train:  # after the sync: the weights are read from the trainer's device copy
-                    self.trainer.offload()
-            t3 = time.perf_counter()
-            metrics |= {"time_rollout": t1 - t0, "time_train": t2 - t1, "time_sync": t3 - t2}
+            metrics = self.iteration(rollout_id, total)
             self.metrics.log("train", rollout_id, metrics)
             rewards.append(metrics["reward_mean"])
             bar.set_postfix(_postfix(metrics), refresh=False)
@@ -135,6 +118,27 @@ class Loop:
         self.metrics.plot()
         self.metrics.close()
         return Summary(start, total, _mean(rewards[:10]), _mean(rewards[-10:]), eval_before, eval_after)
+
+    def iteration(self, rollout_id: int, total: int) -> dict[str, float]:
+        """One rollout's life: generate -> (engine offloaded) -> train -> one weight sync; its metrics."""
+        t0 = time.perf_counter()
+        rollout = self.next_rollout(rollout_id, total)
+        if self.offload_rollout:
+            self.rollout.offload()
+        metrics = rollout.metrics | self.staleness(rollout)
+        t1 = time.perf_counter()
+        if self.trains:
+            if self.offload_train:
+                self.trainer.onload()
+            metrics |= self.trainer.rl_update(rollout.samples)
+        t2 = time.perf_counter()
+        if self.trains and self.generates:
+            metrics["time_wait"] = self.wait_for_generation()
+            self.sync_weights()  # once per rollout, however many optimizer steps ran
+            if self.offload_train:  # after the sync: the weights are read from the trainer's device copy
+                self.trainer.offload()
+        t3 = time.perf_counter()
+        return metrics | {"time_rollout": t1 - t0, "time_train": t2 - t1, "time_sync": t3 - t2}
 
     # ------------------------------------------------------------------------------------------ the phases
     def resume(self) -> int:
