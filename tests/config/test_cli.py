@@ -179,3 +179,11 @@ def test_cfg_job_and_help_from_the_shell() -> None:
     assert not imported(proc.stderr) & set(HEAVY)
     helped = subprocess.run([sys.executable, "launch.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert helped.returncode == 0 and "-m, --multirun" in helped.stdout
+
+
+def test_config_reference_is_generated_from_the_schema() -> None:
+    """docs/config.md is `python -m rlpipe.config.docs`'s output: regenerate it when the schema changes."""
+    from rlpipe.config.docs import render
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    assert committed == render(), "docs/config.md is stale: python -m rlpipe.config.docs > docs/config.md"
