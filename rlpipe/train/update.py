@@ -174,7 +174,8 @@ def rl_update(
     for step_rows in _optimizer_steps(len(samples), n_steps):
         # The denominator is the whole step's; this data-parallel rank trains on its share of the rows.
         reduction = LossReduction.for_global_batch(batch.select(step_rows).loss_masks, algo.calculate_per_token_loss)
-        rows = _data_parallel_share(step_rows)
+        lengths = [len(seq) for seq in batch.seqs] if cfg.rollout.balance_data else None
+        rows = _data_parallel_share(step_rows, lengths)
         sub = batch.select(rows)
         if critic is not None:
             assert values is not None and estimate.returns is not None  # ppo fills both
@@ -273,12 +274,29 @@ def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token
     return _sum_over_data_parallel(trainer.train_step(shard.seqs, shard.response_starts, loss_fn, lr=lr))
 
 
-def _data_parallel_share(rows: list[int]) -> list[int]:
-    """This data-parallel rank's rows of a global batch: a contiguous, equal slice (the config checked that
-    global_batch_size divides by the data-parallel size)."""
+def _data_parallel_share(rows: list[int], lengths: list[int] | None = None) -> list[int]:
+    """This data-parallel rank's rows of a global batch (the config checked that global_batch_size divides by
+    the data-parallel size): a contiguous slice, or with `lengths` (rollout.balance_data) the rank's part of
+    a token-balanced split."""
     rank, size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+    if lengths is not None and size > 1:
+        return balanced_shares(rows, lengths, size)[rank]
     share = len(rows) // size
     return rows[rank * share : (rank + 1) * share]
+
+
+def balanced_shares(rows: list[int], lengths: list[int], size: int) -> list[list[int]]:
+    """`size` equal-count parts of `rows` with near-equal token totals (Miles' --balance-data): longest sample
+    first, each to the lightest part that still has room. The loss is unchanged (its denominator is global);
+    only the slowest rank's share of tokens shrinks."""
+    per = len(rows) // size
+    parts: list[list[int]] = [[] for _ in range(size)]
+    tokens = [0] * size
+    for row in sorted(rows, key=lambda r: (-lengths[r], r)):
+        k = min((k for k in range(size) if len(parts[k]) < per), key=lambda k: tokens[k])
+        parts[k].append(row)
+        tokens[k] += lengths[row]
+    return [sorted(part) for part in parts]
 
 
 # Metrics that are already global after the optimizer step (not per-rank shares of a sum).
