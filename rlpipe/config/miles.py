@@ -530,7 +530,12 @@ class Unmapped:
     reason: str
 
     def __str__(self) -> str:
-        return " ".join((self.flag, *map(shlex.quote, self.values))) + f"  ({self.kind}: {self.reason})"
+        values = ("<redacted>",) if self.values and _SECRET.search(self.flag) else self.values
+        return " ".join((self.flag, *map(shlex.quote, values))) + f"  ({self.kind}: {self.reason})"
+
+
+# Flags whose values are secrets (--wandb-key, API tokens): listed by name only, never written out.
+_SECRET = re.compile(r"key|token|secret|password", re.IGNORECASE)
 
 
 @dataclass

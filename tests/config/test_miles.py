@@ -339,3 +339,12 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_secret_flag_values_are_never_written_out() -> None:
+    from rlpipe.config.miles import import_miles, to_experiment_yaml
+
+    script = "python3 train.py --wandb-key sk-live-1234 --use-wandb --rollout-batch-size 4\n"
+    result = import_miles(script, base_dir=None)
+    text = to_experiment_yaml(result, "x") + "\n".join(map(str, result.unmapped))
+    assert "--wandb-key" in text and "sk-live-1234" not in text and "<redacted>" in text
