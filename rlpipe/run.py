@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rlpipe.config import ConfigError, Resolved
 from rlpipe.config.render import print_summary, to_yaml
+from rlpipe.quiet import quiet_third_party
 from rlpipe.support import unsupported
 
 
@@ -22,7 +23,7 @@ def run_job(run: Resolved) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
 
-    _quiet_third_party()
+    quiet_third_party()
     from rlpipe.report import print_report  # heavy imports only from here on
 
     if cfg.demo is not None:
@@ -76,15 +77,3 @@ def _run_in_process(run: Resolved, run_dir: Path):
             return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
         distributed.teardown()
-
-
-def _quiet_third_party() -> None:
-    """Megatron warns once per module that TransformerEngine/Apex are absent (expected on CPU), and
-    transformers draws a progress bar for every tiny save/load: keep the user's terminal for rlpipe's own."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex) (and Apex )?(is|are) not installed.*")
-    warnings.filterwarnings("ignore", message=r".*full scope is deprecated.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()

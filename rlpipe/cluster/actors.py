@@ -16,15 +16,11 @@ from rlpipe.config.schema import RunConfig
 
 
 def _quiet_process(device: str) -> None:
-    import warnings
-
     import torch
 
-    warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex).*not installed.*")
-    warnings.filterwarnings("ignore", message=r".*full scope is deprecated.*")
-    from transformers.utils import logging as hf_logging
+    from rlpipe.quiet import quiet_third_party
 
-    hf_logging.disable_progress_bar()
+    quiet_third_party()
     if device == "cpu":
         torch.set_num_threads(1)  # one thread per trainer process: the cores are shared between ranks
     else:

@@ -17,50 +17,17 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from rlpipe.train.distributed import init_single_process, teardown
-from rlpipe.train.spec import TrainerSpec
+from rlpipe.train.spec import single_process_spec
 
 # Files of an HF folder that describe the model but hold no weights.
 _HF_SIDE_FILES = ("*.json", "*.txt", "*.model", "*.jinja")
-
-
-def _conversion_spec(hf_dir: Path) -> TrainerSpec:
-    """A one-process fp32 spec; optimizer fields are placeholders (nothing is trained)."""
-    return TrainerSpec(
-        hf_checkpoint=hf_dir,
-        tensor_parallel=1,
-        pipeline_parallel=1,
-        context_parallel=1,
-        sequence_parallel=False,
-        params_dtype="fp32",
-        micro_batch_size=1,
-        use_dynamic_batch_size=False,
-        max_tokens_per_gpu=None,
-        recompute_granularity=None,
-        recompute_method=None,
-        recompute_num_layers=None,
-        optimizer="sgd",
-        lr=0.0,
-        min_lr=0.0,
-        lr_decay_style="constant",
-        lr_warmup_iters=0,
-        lr_decay_iters=None,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_eps=1e-8,
-        sgd_momentum=0.0,
-        clip_grad=0.0,
-        use_distributed_optimizer=False,
-        seed=0,
-        temperature=1.0,
-    )
 
 
 def hf_to_torch_dist(hf_dir: Path, out_dir: Path, iteration: int = 0) -> Path:
     """Write an HF checkpoint's weights as a torch_dist checkpoint; returns the iteration folder."""
     from rlpipe.train.trainer import MegatronTrainer  # megatron import: only when a conversion runs
 
-    trainer = MegatronTrainer(_conversion_spec(Path(hf_dir)))
+    trainer = MegatronTrainer(single_process_spec(Path(hf_dir)))
     trainer.load_hf(Path(hf_dir))
     return trainer.save_torch_dist(Path(out_dir), iteration)
 
@@ -69,7 +36,7 @@ def torch_dist_to_hf(ckpt_dir: Path, hf_config_dir: Path, out_dir: Path) -> Path
     """Export a torch_dist checkpoint as HF safetensors plus HF_CONFIG_DIR's config / tokenizer files."""
     from rlpipe.train.trainer import MegatronTrainer
 
-    trainer = MegatronTrainer(_conversion_spec(Path(hf_config_dir)))
+    trainer = MegatronTrainer(single_process_spec(Path(hf_config_dir)))
     trainer.load_torch_dist(Path(ckpt_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

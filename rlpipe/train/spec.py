@@ -7,6 +7,7 @@ that each enumeration holds a value the trainer implements.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,3 +66,38 @@ class TrainerSpec:
             raise ValueError("use_dynamic_batch_size needs max_tokens_per_gpu > 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature}: must be > 0")
+
+
+def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec:
+    """A one-process fp32 spec with no parallelism and a constant-lr, unclipped SGD step: what the converters
+    need (nothing is trained there), and a base the tests vary with `overrides`."""
+    spec = TrainerSpec(
+        hf_checkpoint=hf_checkpoint,
+        tensor_parallel=1,
+        pipeline_parallel=1,
+        context_parallel=1,
+        sequence_parallel=False,
+        params_dtype="fp32",
+        micro_batch_size=1,
+        use_dynamic_batch_size=False,
+        max_tokens_per_gpu=None,
+        recompute_granularity=None,
+        recompute_method=None,
+        recompute_num_layers=None,
+        optimizer="sgd",
+        lr=0.0,
+        min_lr=0.0,
+        lr_decay_style="constant",
+        lr_warmup_iters=0,
+        lr_decay_iters=None,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_eps=1e-8,
+        sgd_momentum=0.0,
+        clip_grad=0.0,
+        use_distributed_optimizer=False,
+        seed=0,
+        temperature=1.0,
+    )
+    return dataclasses.replace(spec, **overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from transformers import (
     Qwen3MoeConfig,
 )
 
-from rlpipe.train.spec import TrainerSpec
+from rlpipe.train.spec import TrainerSpec, single_process_spec
 
 VOCAB = 32
 
@@ -111,36 +110,8 @@ def make_tiny(folder: Path, model_type: str, seed: int = 0, **overrides: object)
 
 def make_spec(checkpoint: Path, **overrides: object) -> TrainerSpec:
     """A TrainerSpec for tests: fp32, TP 1, Adam at a constant lr, no clipping unless overridden."""
-    spec = TrainerSpec(
-        hf_checkpoint=checkpoint,
-        tensor_parallel=1,
-        pipeline_parallel=1,
-        context_parallel=1,
-        sequence_parallel=False,
-        params_dtype="fp32",
-        micro_batch_size=2,
-        use_dynamic_batch_size=False,
-        max_tokens_per_gpu=None,
-        recompute_granularity=None,
-        recompute_method=None,
-        recompute_num_layers=None,
-        optimizer="adam",
-        lr=1e-3,
-        min_lr=0.0,
-        lr_decay_style="constant",
-        lr_warmup_iters=0,
-        lr_decay_iters=None,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_eps=1e-8,
-        sgd_momentum=0.0,
-        clip_grad=0.0,
-        use_distributed_optimizer=False,
-        seed=1234,
-        temperature=1.0,
-    )
-    return dataclasses.replace(spec, **overrides)
+    base = {"micro_batch_size": 2, "optimizer": "adam", "lr": 1e-3, "seed": 1234}
+    return single_process_spec(checkpoint, **{**base, **overrides})
 
 
 def hf_response_stats(
