@@ -98,6 +98,9 @@ class CkptConfig(Group):
     save_interval: PositiveInt | None = F(
         None, "Rollouts between checkpoint writes (None: only at the end).", "--save-interval"
     )
+    save_hf: str | None = F(
+        None, "Also write each checkpoint as a HuggingFace folder here ({rollout_id} is filled in).", "--save-hf"
+    )
     no_save_optim: bool = F(
         False, "Leave the optimizer state out of checkpoints (smaller, not resumable).", "--no-save-optim"
     )

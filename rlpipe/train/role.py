@@ -16,6 +16,7 @@ from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.dist_ckpt import is_torch_dist
+from rlpipe.train.hf_export import export_hf
 from rlpipe.train.setup import critic_spec, trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
 from rlpipe.train.update import TrainBatch, rl_update, sft_update
@@ -103,3 +104,9 @@ class TrainerRole:
         assert self.cfg.ckpt.save is not None
         parts = {CRITIC_PART: self.critic} if self.critic is not None else {}
         self.trainer.save_checkpoint(Path(self.cfg.ckpt.save), next_rollout, extra_state=loop_state, parts=parts)
+        if self.cfg.ckpt.save_hf:  # every rank helps gather the weights; rank 0 writes them
+            named = self.trainer.hf_named_tensors()
+            if torch.distributed.get_rank() == 0:
+                assert self.cfg.ckpt.hf_checkpoint is not None  # resolved
+                out = Path(self.cfg.ckpt.save_hf.format(rollout_id=next_rollout))
+                export_hf(named, Path(self.cfg.ckpt.hf_checkpoint), out)

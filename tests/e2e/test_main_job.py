@@ -32,7 +32,10 @@ def records(tmp_path: Path, phase: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
-    first = launch(tmp_path, "rollout.num_rollout=80", "ckpt.save_interval=40", "log.tensorboard=true")
+    hf_out = tmp_path / "hf" / "r{rollout_id}"
+    first = launch(
+        tmp_path, "rollout.num_rollout=80", "ckpt.save_interval=40", "log.tensorboard=true", f"ckpt.save_hf='{hf_out}'"
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     train = records(tmp_path, "train")
     assert [r["rollout_id"] for r in train] == list(range(80))
@@ -45,6 +48,7 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert (ckpt / "iter_0000040").is_dir() and (ckpt / "iter_0000080").is_dir()
     assert (tmp_path / "out" / "tiny-reverse" / "reward_curve.png").stat().st_size > 0
     assert list((tmp_path / "out" / "tiny-reverse" / "tensorboard").glob("events.out.tfevents.*"))
+    _check_hf_export(tmp_path / "hf" / "r40", tmp_path / "hf" / "r80")
     assert "built offline by the demo" in (tmp_path / "out" / "tiny-reverse" / "resolved_config.yaml").read_text()
 
     second = launch(tmp_path, "rollout.num_rollout=90", "ckpt.save_interval=40")
@@ -62,3 +66,16 @@ def test_unsupported_mode_is_refused_before_anything_heavy(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "perf.context_parallel" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def _check_hf_export(early: Path, late: Path) -> None:
+    """The HF exports load with transformers, carry the tokenizer, and hold the weights of their rollout."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlpipe.data.tokenizer import load_tokenizer
+
+    first, last = (AutoModelForCausalLM.from_pretrained(str(folder)).state_dict() for folder in (early, late))
+    assert load_tokenizer(late).eos_token == "</s>"
+    assert first.keys() == last.keys()
+    assert any(not torch.equal(first[k], last[k]) for k in first)  # 40 more rollouts of training in between
