@@ -93,17 +93,16 @@ def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor) -> Callable[
     """The trainer's own model build (local spec), vocab-parallel cross entropy as in training."""
     from megatron.core import tensor_parallel
 
-    from rlpipe.tools.convert import _conversion_spec
     from rlpipe.train.cpu_shim import apply_cpu_patches
     from rlpipe.train.distributed import init_single_process
     from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
+    from rlpipe.train.spec import single_process_spec
 
     apply_cpu_patches()
     init_single_process()
     tensor_parallel.model_parallel_cuda_manual_seed(0)
     hf_config = Qwen2Config(**cfg)
-    spec = _conversion_spec(Path("."))
-    spec = type(spec)(**{**spec.__dict__, "params_dtype": dtype_name})
+    spec = single_process_spec(Path("."), params_dtype=dtype_name)
     model = build_gpt_model(hf_config, transformer_config_from_hf(hf_config, spec))
     positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
     labels = torch.roll(tokens, -1, dims=1)

@@ -405,9 +405,9 @@ def main() -> int:
     args = parse_args()
     os.chdir(REPO)  # the demo's paths (.cache/rlpipe, outputs/) are relative to the repo root
     warm_run = resolved_run(args.iterations, "run_name=warmup")
-    from rlpipe.run import _quiet_third_party
+    from rlpipe.quiet import quiet_third_party
 
-    _quiet_third_party()
+    quiet_third_party()
     import torch
 
     from rlpipe.data.demo import build_demo_assets

@@ -1,0 +1,32 @@
+"""The benchmarks still run: each once at its smallest size (their numbers are not checked here; the speed
+claims live in bench/RESULTS.md, measured back to back)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gpu_train.py", "--tiny"],
+        ["vs_trl.py", "--iterations", "6", "--skip", "1"],
+        ["async_overlap.py", "--rounds", "1", "--rollouts", "3", "--skip", "1", "--response-len", "8"],
+        ["config_latency.py", "--runs", "1"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_benchmark_runs(args: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
