@@ -37,8 +37,22 @@ def to_yaml(run: Resolved) -> str:
 
 
 def derived_rows(run: Resolved) -> list[tuple[str, str, str]]:
-    """(key, value, reason) for every derived value, in the order they were derived."""
-    return [(d.key, _scalar(d.value), d.reason) for d in run.derivations]
+    """(key, value, reason) for the table: every derived value in the order derived, except that a dataset's
+    inherited sampling fields fold into one row (the YAML of `--cfg job` keeps each with its source) and a
+    mapping shows its keys."""
+    rows: list[tuple[str, str, str]] = []
+    inherited: dict[str, list[str]] = {}
+    for d in run.derivations:
+        head, _, leaf = d.key.rpartition(".")
+        if d.key.startswith("eval.datasets.") and d.reason.startswith("inherited from"):
+            if head not in inherited:
+                inherited[head] = []
+                rows.append((head, "", "inherited: dataset > eval > rollout"))
+            inherited[head].append(f"{leaf}={_scalar(d.value)}")
+            continue
+        shown = "{" + ", ".join(d.value) + "}" if isinstance(d.value, dict) else _scalar(d.value)
+        rows.append((d.key, shown, d.reason))
+    return [(key, ", ".join(inherited[key]) if key in inherited else value, why) for key, value, why in rows]
 
 
 def print_summary(run: Resolved) -> None:
@@ -49,8 +63,8 @@ def print_summary(run: Resolved) -> None:
     cfg, topo = run.cfg, run.topology
     table = Table(title=f"rlpipe run `{cfg.run_name}`", show_lines=False, title_justify="left")
     table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value", style="bold")
-    table.add_column("why")
+    table.add_column("value", style="bold", overflow="fold")
+    table.add_column("why (derived values)")
     headline = {
         "model": f"{cfg.model.name} ({cfg.model.num_layers} layers, hidden {cfg.model.hidden_size})",
         "ckpt.hf_checkpoint": cfg.ckpt.hf_checkpoint,
@@ -62,11 +76,10 @@ def print_summary(run: Resolved) -> None:
         f"{cfg.rollout.engine} engine x {topo.num_engines}, {cfg.cluster.backend}",
     }
     for key, value in headline.items():
-        table.add_row(key, str(value), run.reason(key) or "set")
+        table.add_row(key, str(value), run.reason(key) or "")
     for key, value, reason in derived_rows(run):
-        if key in headline:
-            continue
-        table.add_row(key, value, reason)
+        if key not in headline:
+            table.add_row(key, value, reason)
     console = Console(stderr=False)
     console.print(table)
     for warning in run.warnings:

@@ -187,3 +187,15 @@ def test_config_reference_is_generated_from_the_schema() -> None:
 
     committed = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
     assert committed == render(), "docs/config.md is stale: python -m rlpipe.config.docs > docs/config.md"
+
+
+def test_start_of_run_table_folds_inherited_eval_fields_into_one_row() -> None:
+    from rlpipe.config import load
+    from rlpipe.config.render import derived_rows
+
+    rows = {key: (value, why) for key, value, why in derived_rows(load([]))}
+    value, why = rows["eval.datasets.reverse"]
+    assert "temperature=0.0" in value and "max_response_len=8" in value and why.startswith("inherited")
+    assert not any(key.startswith("eval.datasets.reverse.") for key in rows)  # each field is in that one row
+    assert rows["eval.datasets"][0] == "{reverse}"
+    assert rows["rollout.global_batch_size"] == ("64", "derived: batch_size 8 x n_samples 8 / num_steps_per_rollout 1")
