@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import SEQS, STARTS, hf_response_stats, make_spec, make_tiny_qwen2
+from train_helpers import SEQS, STARTS, TINY_SHAPE, hf_response_stats, make_spec, make_tiny_qwen2
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -27,17 +27,7 @@ from rlpipe.train.update import rl_update, value_loss_fn
 def make_value_model(folder: Path, seed: int = 1) -> Path:
     """A random tiny Qwen2 value model (HF *ForSequenceClassification, num_labels=1: backbone + score [1, h])."""
     torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=32,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        num_labels=1,
-        pad_token_id=0,
-    )
+    config = Qwen2Config(**TINY_SHAPE, num_labels=1, pad_token_id=0)
     model = Qwen2ForSequenceClassification(config)
     with torch.no_grad():
         model.score.weight.normal_(0.0, 0.5)

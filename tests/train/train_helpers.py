@@ -9,9 +9,7 @@ from transformers import (
     AutoModelForCausalLM,
     Glm4Config,
     LlamaConfig,
-    LlamaForCausalLM,
     Qwen2Config,
-    Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3MoeConfig,
 )
@@ -23,45 +21,15 @@ VOCAB = 32
 
 def make_tiny_qwen2(folder: Path, tied: bool = False, seed: int = 0) -> Path:
     """Save a random 2-layer, hidden-64, 4-head / 2-kv-head Qwen2 (fp32) to `folder`; returns it."""
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        tie_word_embeddings=tied,
-    )
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():  # HF zero-inits biases; random ones make the qkv-bias layout observable
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(folder)
-    return folder
+    return make_tiny(folder, "qwen2", seed, tie_word_embeddings=tied)
 
 
 def make_tiny_llama(folder: Path, seed: int = 0) -> Path:
     """Save a random 2-layer Llama (no biases, rope theta 5e5, untied) to `folder`; returns it."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        rope_theta=500000.0,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return make_tiny(folder, "llama", seed)
 
 
-_SHAPE = {
+TINY_SHAPE = {
     "vocab_size": VOCAB,
     "hidden_size": 64,
     "num_hidden_layers": 2,
@@ -82,7 +50,7 @@ def make_tiny(folder: Path, model_type: str, seed: int = 0, **overrides: object)
     has 4 experts, top-2, normalised top-k probabilities unless overridden.
     """
     torch.manual_seed(seed)
-    shape = {**_SHAPE, **overrides}
+    shape = {**TINY_SHAPE, **overrides}
     if model_type == "qwen2":
         config = Qwen2Config(**shape)
     elif model_type == "llama":
