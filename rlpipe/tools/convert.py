@@ -11,16 +11,11 @@ conversion is exact: the same HF <-> Megatron mapping the trainer uses (`rlpipe.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from rlpipe.train.distributed import init_single_process, teardown
+from rlpipe.train.hf_export import export_hf
 from rlpipe.train.spec import single_process_spec
-
-# Files of an HF folder that describe the model but hold no weights.
-_HF_SIDE_FILES = ("*.json", "*.txt", "*.model", "*.jinja")
 
 
 def hf_to_torch_dist(hf_dir: Path, out_dir: Path, iteration: int = 0) -> Path:
@@ -38,15 +33,7 @@ def torch_dist_to_hf(ckpt_dir: Path, hf_config_dir: Path, out_dir: Path) -> Path
 
     trainer = MegatronTrainer(single_process_spec(Path(hf_config_dir)))
     trainer.load_torch_dist(Path(ckpt_dir))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for pattern in _HF_SIDE_FILES:
-        for file in Path(hf_config_dir).glob(pattern):
-            if not file.name.endswith(".safetensors.index.json"):  # the index describes the old weight files
-                shutil.copy2(file, out_dir / file.name)
-    tensors = {name: t.contiguous() for name, t in trainer.hf_named_tensors()}
-    save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
-    return out_dir
+    return export_hf(trainer.hf_named_tensors(), Path(hf_config_dir), Path(out_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

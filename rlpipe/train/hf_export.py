@@ -26,7 +26,7 @@ def export_hf(named: list[tuple[str, torch.Tensor]], source: Path, out: Path) ->
     try:
         for pattern in DESCRIPTION_FILES:
             for file in Path(source).glob(pattern):
-                if file.name != "model.safetensors.index.json":  # describes the source's shards, not ours
+                if not file.name.endswith(".safetensors.index.json"):  # describes the source's shards, not ours
                     shutil.copy2(file, tmp / file.name)
         tensors = {name: t.detach().cpu().contiguous() for name, t in named}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
