@@ -34,13 +34,6 @@ def unsupported(run: Resolved) -> list[Problem]:
             "megatron's local layer spec, whose attention asserts cp == 1",
             "perf.context_parallel=1",
         )
-    if cfg.perf.sequence_parallel:
-        no(
-            "perf.sequence_parallel",
-            "sequence parallelism needs TransformerEngine's layer spec; megatron's local "
-            "spec (the one rlpipe builds) does not support it",
-            "perf.sequence_parallel=false",
-        )
     if cfg.cluster.backend == "local" and topo.actor_gpus > 1:
         no(
             "cluster.actor_num_gpus_per_node",

@@ -519,31 +519,31 @@ def _eval_inherit(r: _Resolver) -> None:
 
 
 def _perf(r: _Resolver) -> None:
-    pf, device = r.d["perf"], r.get("cluster.accelerator")
-    tp = pf["tensor_parallel"]
+    pf = r.d["perf"]
+    tp, moe = pf["tensor_parallel"], bool(r.get("model.num_experts"))
     if pf["sequence_parallel"] is None:
-        # Miles pairs TP > 1 with sequence parallel; rlpipe's trainer builds megatron's local layer spec, which
-        # cannot shard activations (that needs TransformerEngine's spec), so the pairing is off, and said so.
-        reason = (
-            "cpu: megatron's sequence parallel needs CUDA"
-            if device == "cpu"
-            else ("off: megatron's local layer spec (no TransformerEngine) cannot shard activations")
-        )
-        r.derive("perf.sequence_parallel", False, reason)
-        if tp > 1 and device == "cuda":
-            r.warn(
-                "perf.sequence_parallel",
-                "TP > 1 without sequence parallel keeps full activations on every "
-                "TP rank; budget memory (or recompute) for it",
-            )
-    elif pf["sequence_parallel"] and device == "cpu":
-        r.problem(
+        # Miles' rule: pair TP > 1 with sequence parallel, which shards the activations TP leaves whole.
+        r.derive(
             "perf.sequence_parallel",
-            "sequence parallel needs CUDA and this run is on CPU",
-            "perf.sequence_parallel=false",
+            tp > 1,
+            "paired with tensor_parallel > 1 (shards the activations TP leaves whole)"
+            if tp > 1
+            else "tensor_parallel 1",
         )
     elif pf["sequence_parallel"] and tp == 1:
+        r.derive("perf.sequence_parallel", False, "tensor_parallel 1: nothing to shard over")
         r.warn("perf.sequence_parallel", "has no effect at tensor_parallel 1")
+    elif not pf["sequence_parallel"] and tp > 1 and moe:
+        r.problem(
+            "perf.sequence_parallel",
+            f"a MoE model at tensor_parallel {tp} trains only with sequence parallel (megatron refuses otherwise)",
+            "perf.sequence_parallel=true (or leave it unset)",
+        )
+    elif not pf["sequence_parallel"] and tp > 1:
+        r.warn(
+            "perf.sequence_parallel",
+            "TP > 1 without sequence parallel keeps full activations on every TP rank; budget memory for it",
+        )
     if pf["use_dynamic_batch_size"]:
         if pf["max_tokens_per_gpu"] is None:
             r.problem(

@@ -6,6 +6,9 @@ Two layouts give the same log-probs:
   * packed (`use_dynamic_batch_size`): one row [1, T] holding several sequences back to back, position ids
     restarting per sequence and a block-diagonal causal mask. Miles packs into THD with TransformerEngine;
     without TE an explicit [1, 1, T, T] mask computes the same thing (no padding FLOPs, exact token cap).
+
+Both layouts round the sequence length up to `multiple_of` when asked: sequence parallelism splits the
+sequence over the TP ranks, so it must divide evenly. Padding is never scored.
 """
 
 from __future__ import annotations
@@ -70,9 +73,15 @@ def split_by_tokens(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
-def padded_micro_batch(seqs: list[list[int]], response_starts: list[int], indices: list[int]) -> MicroBatch:
-    """Right-padded rows [b, max_len] (pad id 0) under the default causal mask."""
-    width = max(len(seqs[i]) for i in indices)
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def padded_micro_batch(
+    seqs: list[list[int]], response_starts: list[int], indices: list[int], multiple_of: int = 1
+) -> MicroBatch:
+    """Right-padded rows [b, max_len rounded up to multiple_of] (pad id 0) under the default causal mask."""
+    width = _round_up(max(len(seqs[i]) for i in indices), multiple_of)
     tokens = torch.zeros(len(indices), width, dtype=torch.long)
     spans = []
     for row, i in enumerate(indices):
@@ -82,16 +91,21 @@ def padded_micro_batch(seqs: list[list[int]], response_starts: list[int], indice
     return MicroBatch(indices, spans, tokens, position_ids, attention_mask=None)
 
 
-def packed_micro_batch(seqs: list[list[int]], response_starts: list[int], indices: list[int]) -> MicroBatch:
-    """All sequences concatenated in one row [1, T] with a block-diagonal causal mask."""
-    total = sum(len(seqs[i]) for i in indices)
-    tokens = torch.tensor([t for i in indices for t in seqs[i]], dtype=torch.long).unsqueeze(0)  # [1, T]
-    position_ids = torch.cat([torch.arange(len(seqs[i])) for i in indices]).unsqueeze(0)  # [1, T]
-    allowed = torch.zeros(total, total, dtype=torch.bool)
+def packed_micro_batch(
+    seqs: list[list[int]], response_starts: list[int], indices: list[int], multiple_of: int = 1
+) -> MicroBatch:
+    """All sequences concatenated in one row [1, T] with a block-diagonal causal mask; T is rounded up to
+    multiple_of with a padding block that attends causally to itself (a fully masked row would turn the
+    attention softmax into NaN, and NaN times a zero gradient is still NaN)."""
+    lengths = [len(seqs[i]) for i in indices]
+    total = _round_up(sum(lengths), multiple_of)
+    blocks = lengths + ([total - sum(lengths)] if total > sum(lengths) else [])
+    tokens = torch.zeros(1, total, dtype=torch.long)
+    tokens[0, : sum(lengths)] = torch.tensor([t for i in indices for t in seqs[i]], dtype=torch.long)
+    position_ids = torch.cat([torch.arange(n) for n in blocks]).unsqueeze(0)  # [1, T]
+    allowed = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in blocks))  # [T, T]
     spans, offset = [], 0
-    for i in indices:
-        n = len(seqs[i])
-        allowed[offset : offset + n, offset : offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    for i, n in zip(indices, lengths, strict=True):
         spans.append(Span(row=0, offset=offset, length=n, response_start=response_starts[i]))
         offset += n
     return MicroBatch(indices, spans, tokens, position_ids, attention_mask=~allowed[None, None])

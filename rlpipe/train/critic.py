@@ -11,11 +11,10 @@ of a value / reward model); otherwise the head starts at zero, so V = 0 everywhe
 advantages are the plain discounted rewards. Without critic_load the backbone comes from the policy's initial
 weights, as Miles initialises its critic from the actor's checkpoint.
 
-Tensor parallelism: the head is a replicated torch Linear on the final hidden state, which every TP rank holds
-whole when sequence parallelism is off (always, on the local spec), so each rank computes the same values and
-the same head gradient; Megatron counts such non-TP parameters once in the grad norm. Only TP=1 is tested here.
-Sequence parallelism would need the head's input gathered over the sequence and its gradient all-reduced over the
-TP group (what Miles' LinearForLastLayer does under --sequence-parallel).
+Tensor parallelism: the head is a replicated torch Linear on the final hidden state. Every TP rank computes the
+same values from the whole sequence (under sequence parallelism the head first gathers its input over the TP
+group, and its backward keeps each rank's own slice), so the head gradient agrees across ranks; Megatron counts
+such non-TP parameters once in the grad norm.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from megatron.core.tensor_parallel.mappings import gather_from_sequence_parallel_region
 
 from rlpipe.train.batching import MicroBatch
 from rlpipe.train.model import build_gpt_model
@@ -36,14 +36,17 @@ HF_VALUE_HEAD = "score.weight"  # its name in an HF *ForSequenceClassification(n
 class ValueHead(torch.nn.Module):
     """Scalar head in the output layer's slot: hidden [s, b, h] -> values [s, b, 1], zero-initialised."""
 
-    def __init__(self, hidden_size: int, dtype: torch.dtype) -> None:
+    def __init__(self, hidden_size: int, dtype: torch.dtype, sequence_parallel: bool) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1, hidden_size, dtype=dtype))
+        self.sequence_parallel = sequence_parallel
 
     def forward(
         self, hidden_states: torch.Tensor, weight: torch.Tensor | None = None, runtime_gather_output: bool | None = None
     ) -> tuple[torch.Tensor, None]:
         """Called like Megatron's ColumnParallelLinear output layer (weight / runtime_gather_output unused)."""
+        if self.sequence_parallel:  # [s/TP, b, h] -> [s, b, h]; every rank then scores the same whole sequence
+            hidden_states = gather_from_sequence_parallel_region(hidden_states, tensor_parallel_output_grad=False)
         return torch.nn.functional.linear(hidden_states, self.weight), None
 
 
@@ -56,7 +59,7 @@ class MegatronCritic(MegatronTrainer):
         # Untied: the head replaces the output layer, and the embedding must not be shared with it.
         model = build_gpt_model(self.hf_config, self.config, tie_embeddings=False)
         if model.post_process:  # the last pipeline stage
-            head = ValueHead(self.config.hidden_size, self.config.params_dtype)
+            head = ValueHead(self.config.hidden_size, self.config.params_dtype, self.config.sequence_parallel)
             model.output_layer = head.to(next(model.decoder.parameters()).device)
         return model
 

@@ -17,7 +17,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from rlpipe.train.families import family_of, has_qkv_bias, rope_settings, supported_model_types
-from rlpipe.train.layer_spec import layer_spec
+from rlpipe.train.layer_spec import block_spec
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.weights import padded_vocab_size
 
@@ -72,7 +72,7 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         tensor_model_parallel_size=spec.tensor_parallel,
         pipeline_model_parallel_size=spec.pipeline_parallel,
         context_parallel_size=spec.context_parallel,
-        sequence_parallel=False,  # the local spec's torch norms assert it off (TE spec needed)
+        sequence_parallel=spec.sequence_parallel,
         # Micro-batches differ in length (padded to their own longest sample, or packed): pipeline stages
         # exchange each activation's shape before the activation itself.
         variable_seq_lengths=spec.pipeline_parallel > 1,
@@ -110,7 +110,7 @@ def build_gpt_model(hf_config: Any, config: TransformerConfig, tie_embeddings: b
         raise ValueError(f"llama3 rope scaling needs {megatron_llama3}; got {rope}")
     model = GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(family, config),
+        transformer_layer_spec=block_spec(family, config),
         vocab_size=padded_vocab_size(hf_config.vocab_size, config.tensor_model_parallel_size),
         max_sequence_length=hf_config.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

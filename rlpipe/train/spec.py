@@ -29,7 +29,7 @@ class TrainerSpec:
     tensor_parallel: int
     pipeline_parallel: int
     context_parallel: int
-    sequence_parallel: bool  # forced off on CPU (needs CUDA-only fused collectives in practice)
+    sequence_parallel: bool  # shard activations outside attention/MLP over the TP group (needs TP > 1)
     params_dtype: ParamsDtype
     micro_batch_size: int  # samples per micro-batch when use_dynamic_batch_size is False
     use_dynamic_batch_size: bool  # pack samples into micro-batches of <= max_tokens_per_gpu tokens

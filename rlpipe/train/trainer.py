@@ -245,11 +245,13 @@ class MegatronTrainer:
         bad = [i for i, (s, r) in enumerate(zip(seqs, response_starts, strict=True)) if not 1 <= r <= len(s)]
         if bad:  # the first response token needs at least one token before it to be scored
             raise ValueError(f"samples {bad}: response_start must lie in [1, len(seq)]")
+        # Sequence parallelism splits every sequence evenly over the TP ranks.
+        multiple = self.spec.tensor_parallel if self.spec.sequence_parallel else 1
         if self.spec.use_dynamic_batch_size:
             groups = split_by_tokens([len(s) for s in seqs], self.spec.max_tokens_per_gpu)
-            return [packed_micro_batch(seqs, response_starts, g) for g in groups]
+            return [packed_micro_batch(seqs, response_starts, g, multiple) for g in groups]
         groups = split_fixed(len(seqs), self.spec.micro_batch_size)
-        return [padded_micro_batch(seqs, response_starts, g) for g in groups]
+        return [padded_micro_batch(seqs, response_starts, g, multiple) for g in groups]
 
     def _response_stats(
         self, mb: MicroBatch, logits: torch.Tensor, with_entropy: bool

@@ -164,24 +164,29 @@ GOOD = [
     ),
     # ---- perf
     Good(
-        "perf-tp2-cuda-no-sequence-parallel-with-the-local-spec",
+        "perf-tp2-pairs-sequence-parallel",
         ["cluster.accelerator=cuda", "perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
         {
-            "perf.sequence_parallel": (False, "local layer spec"),
+            "perf.sequence_parallel": (True, "paired with tensor_parallel > 1"),
             "topology.data_parallel": (1, "2 actor GPUs / (TP x PP x CP = 2)"),
         },
+    ),
+    Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "tensor_parallel 1")}),
+    Good(
+        "perf-tp2-cpu-pairs-sequence-parallel-too",
+        ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
+        {"perf.sequence_parallel": (True, "paired")},
+    ),
+    Good(
+        "perf-tp2-without-sequence-parallel-warns",
+        ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2", "perf.sequence_parallel=false"],
+        not_derived=("perf.sequence_parallel",),
         warns=("perf.sequence_parallel: TP > 1 without sequence parallel keeps full activations",),
     ),
-    Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "local layer spec")}),
     Good(
-        "perf-tp2-cpu-no-sequence-parallel",
-        ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
-        {"perf.sequence_parallel": (False, "cpu")},
-    ),
-    Good(
-        "perf-sequence-parallel-at-tp1-warns",
+        "perf-sequence-parallel-at-tp1-is-turned-off",
         ["cluster.accelerator=cuda", "perf.sequence_parallel=true"],
-        not_derived=("perf.sequence_parallel",),
+        {"perf.sequence_parallel": (False, "nothing to shard over")},
         warns=("perf.sequence_parallel: has no effect at tensor_parallel 1",),
     ),
     Good(
@@ -224,7 +229,6 @@ GOOD = [
             "topology.num_engines": (4, "8 rollout GPUs / 2 GPUs per engine"),
             "topology.data_parallel": (2, "4 actor GPUs / (TP x PP x CP = 2)"),
         },
-        warns=("perf.sequence_parallel: TP > 1 without sequence parallel",),
         final={"topology.rollout_gpus": 8, "topology.actor_gpus": 4},
     ),
     # ---- algo
@@ -406,11 +410,6 @@ BAD = [
     ),
     # ---- perf and placement
     Bad(
-        "perf-sequence-parallel-on-cpu",
-        ["perf.sequence_parallel=true"],
-        [("perf.sequence_parallel", "needs CUDA", "perf.sequence_parallel=false")],
-    ),
-    Bad(
         "perf-dynamic-batching-without-budget",
         ["perf.use_dynamic_batch_size=true"],
         [("perf.max_tokens_per_gpu", "dynamic batching", "perf.max_tokens_per_gpu=")],
@@ -424,6 +423,16 @@ BAD = [
         "perf-expert-parallel-without-moe",
         ["perf.expert_parallel=2"],
         [("perf.expert_parallel", "MoE", "perf.expert_parallel=1")],
+    ),
+    Bad(
+        "perf-moe-at-tp2-needs-sequence-parallel",
+        [
+            "model.num_experts=8",
+            "perf.tensor_parallel=2",
+            "cluster.actor_num_gpus_per_node=2",
+            "perf.sequence_parallel=false",
+        ],
+        [("perf.sequence_parallel", "MoE model at tensor_parallel 2", "perf.sequence_parallel=true")],
     ),
     Bad(
         "gpus-not-divisible-by-tp",

@@ -35,3 +35,19 @@ def test_packed_layout_block_diagonal_causal() -> None:
     )
     assert torch.equal(allowed, expected)
     assert [(s.offset, s.length) for s in mb.spans] == [(0, 2), (2, 3)]
+
+
+def test_layouts_round_the_length_up_for_sequence_parallel() -> None:
+    padded = padded_micro_batch([[1, 2, 3], [4, 5]], [1, 1], [0, 1], multiple_of=4)
+    assert padded.tokens.tolist() == [[1, 2, 3, 0], [4, 5, 0, 0]]
+    assert padded.pad_tokens == 3
+
+    packed = packed_micro_batch([[1, 2], [3, 4, 5]], [1, 1], [0, 1], multiple_of=4)
+    assert packed.tokens.tolist() == [[1, 2, 3, 4, 5, 0, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 0, 1, 2, 0, 1, 2]]
+    assert packed.pad_tokens == 3
+    allowed = ~packed.attention_mask[0, 0]
+    # The padding is a causal block of its own: every row attends to something, none to a sample.
+    assert torch.equal(allowed[5:, 5:], torch.ones(3, 3, dtype=torch.bool).tril())
+    assert not allowed[5:, :5].any() and not allowed[:5, 5:].any()
+    assert allowed.any(dim=-1).all()
