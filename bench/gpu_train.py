@@ -4,7 +4,10 @@
     python bench/gpu_train.py --tiny     a 2-layer toy in fp32 on whatever device exists (smoke test)
 
 Prints, per model: ms per forward+backward (median of timed iterations after warm-up), TFLOP/s, and that as a
-fraction of a dense bf16 (fp32 with --tiny) matmul ceiling measured in the same process. Model FLOPs count
+fraction of a dense bf16 (fp32 with --tiny) matmul ceiling measured in the same process. The Megatron model
+runs three ways over the same tokens: b rows of s (the padded layout), and the b sequences packed in one row
+of b*s tokens, attended per sequence (the trainer's packed path) or under one [b*s, b*s] block-diagonal mask
+(the generic masked path, for comparison). Model FLOPs count
 the matmuls only: 6 * tokens * (parameters in linear layers, lm_head included) for weights, plus
 6 * b * s^2 * layers * heads * head_dim for causal attention (QK^T and PV, half the square, x3 for backward).
 Record the card with the numbers (bench/RESULTS.md).
@@ -89,26 +92,43 @@ def hf_step(cfg: dict, dtype: torch.dtype, device: str, tokens: torch.Tensor) ->
     return step
 
 
-def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor) -> Callable[[], None]:
-    """The trainer's own model build (local spec), vocab-parallel cross entropy as in training."""
-    from megatron.core import tensor_parallel
+def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str) -> Callable[[], None]:
+    """The trainer's own model build (local spec), vocab-parallel cross entropy as in training.
 
+    layout: "rows" ([b, s], causal), "packed" (one row, per-sequence attention through PackedSeqParams, as the
+    trainer's dynamic batching runs) or "packed-mask" (one row under an explicit block-diagonal mask).
+    """
+    from megatron.core import parallel_state, tensor_parallel
+
+    from rlpipe.train.batching import model_input, packed_micro_batch
     from rlpipe.train.cpu_shim import apply_cpu_patches
     from rlpipe.train.distributed import init_single_process
     from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
     from rlpipe.train.spec import single_process_spec
 
     apply_cpu_patches()
-    init_single_process()
+    if not parallel_state.model_parallel_is_initialized():
+        init_single_process()
     tensor_parallel.model_parallel_cuda_manual_seed(0)
     hf_config = Qwen2Config(**cfg)
     spec = single_process_spec(Path("."), params_dtype=dtype_name)
     model = build_gpt_model(hf_config, transformer_config_from_hf(hf_config, spec))
-    positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    labels = torch.roll(tokens, -1, dims=1)
+    device = tokens.device
+    mask, packed = None, None
+    if layout == "rows":
+        positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
+        labels = torch.roll(tokens, -1, dims=1)
+    else:
+        mb = packed_micro_batch(tokens.tolist(), [1] * tokens.shape[0], list(range(tokens.shape[0])))
+        inp = model_input(mb)
+        tokens, positions, labels = mb.tokens.to(device), mb.position_ids.to(device), mb.labels.to(device)
+        if layout == "packed":
+            packed = inp.packed_seq_params
+        else:
+            mask = mb.attention_mask.to(device)
 
     def step() -> None:
-        logits = model(tokens, positions, None)  # [b, s, V]
+        logits = model(tokens, positions, mask, packed_seq_params=packed)  # [b, s, V]
         loss = tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels).mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -132,13 +152,13 @@ def main() -> None:
     flops = model_flops(cfg, batch, seq)
     print(f"device {card}; {batch} x {seq} tokens, {dtype_name}; matmul ceiling {ceiling:.3g} TFLOP/s")
     warmup = 2 if args.tiny else 3
-    for name, step in (
-        ("hf+sdpa", hf_step(cfg, dtype, device, tokens)),
-        ("megatron", megatron_step(cfg, dtype_name, tokens)),
-    ):
-        ms = time_ms(step, warmup=warmup, iters=args.iters)
+    steps = {"hf+sdpa": lambda: hf_step(cfg, dtype, device, tokens)}
+    for layout in ("rows", "packed", "packed-mask"):
+        steps[f"megatron {layout}"] = lambda layout=layout: megatron_step(cfg, dtype_name, tokens, layout)
+    for name, build in steps.items():
+        ms = time_ms(build(), warmup=warmup, iters=args.iters)
         tflops = flops / (ms * 1e-3) / 1e12
-        print(f"{name:10s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling")
+        print(f"{name:22s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling")
 
 
 if __name__ == "__main__":

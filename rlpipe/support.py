@@ -27,13 +27,6 @@ def unsupported(run: Resolved) -> list[Problem]:
             f"{cfg.algo.loss_type} as the RL-phase loss is not built yet; a supervised phase is declared with `warmup`",
             "algo.loss_type=policy_loss",
         )
-    if cfg.perf.context_parallel > 1:
-        no(
-            "perf.context_parallel",
-            "context parallelism needs TransformerEngine's attention; the trainer uses "
-            "megatron's local layer spec, whose attention asserts cp == 1",
-            "perf.context_parallel=1",
-        )
     if cfg.cluster.backend == "local" and topo.actor_gpus > 1:
         no(
             "cluster.actor_num_gpus_per_node",

@@ -51,7 +51,14 @@ class TrainerActor:
 
         pf = self.cfg.perf
         init_distributed(
-            self.rank, self.world_size, init_method, pf.tensor_parallel, pf.pipeline_parallel, pf.context_parallel
+            self.rank,
+            self.world_size,
+            init_method,
+            pf.tensor_parallel,
+            pf.pipeline_parallel,
+            pf.context_parallel,
+            pf.expert_parallel,
+            pf.expert_tensor_parallel,
         )
         self.role = TrainerRole(self.cfg)
 

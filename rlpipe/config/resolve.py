@@ -571,6 +571,20 @@ def _perf(r: _Resolver) -> None:
     if pf["recompute_granularity"] == "full" and pf["recompute_method"] is None:
         r.problem("perf.recompute_method", "full recompute needs a method", "perf.recompute_method=uniform")
     num_experts = r.get("model.num_experts")
+    if pf["expert_tensor_parallel"] is None:
+        r.derive(
+            "perf.expert_tensor_parallel",
+            tp if num_experts else 1,
+            "megatron's default: tensor_parallel" if num_experts else "no experts",
+        )
+    elif num_experts and pf["expert_parallel"] == 1 and pf["expert_tensor_parallel"] != tp:
+        r.problem(
+            "perf.expert_tensor_parallel",
+            f"differs from tensor_parallel {tp} while expert_parallel is 1: megatron then reduces the experts' "
+            "gradients like a dense layer's, over ranks that hold other expert shards or other tokens",
+            f"perf.expert_tensor_parallel={tp} (or leave it unset), or perf.expert_parallel > 1",
+            pf["expert_tensor_parallel"],
+        )
     if num_experts and num_experts % pf["expert_parallel"]:
         r.problem(
             "perf.expert_parallel",
@@ -601,6 +615,14 @@ def _topology(r: _Resolver) -> None:
         )
         return
     dp = actor // model_parallel
+    experts = pf["expert_parallel"] * pf["expert_tensor_parallel"]
+    if r.get("model.num_experts") and (actor // pf["pipeline_parallel"]) % experts:
+        r.problem(
+            "perf.expert_parallel",
+            f"EP {pf['expert_parallel']} x expert TP {pf['expert_tensor_parallel']} = {experts} does not divide the "
+            f"{actor // pf['pipeline_parallel']} GPUs of one pipeline stage (TP x CP x DP)",
+            "choose expert_parallel x expert_tensor_parallel dividing actor GPUs / pipeline_parallel",
+        )
     gbs = r.get("rollout.global_batch_size")
     if gbs and gbs % dp:
         r.problem(

@@ -233,8 +233,8 @@ class PerfConfig(Group):
         1, "Context-parallel size (GPUs sharing one sequence).", "--context-parallel-size"
     )
     expert_parallel: PositiveInt = F(1, "Expert-parallel size (MoE).", "--expert-model-parallel-size")
-    expert_tensor_parallel: PositiveInt = F(
-        1, "Tensor-parallel size inside each expert (MoE).", "--expert-tensor-parallel-size"
+    expert_tensor_parallel: PositiveInt | None = F(
+        None, "Tensor-parallel size inside each expert (MoE; None: tensor_parallel).", "--expert-tensor-parallel-size"
     )
     recompute_granularity: Literal["full", "selective"] | None = F(
         None, "Activation recomputation (None: store everything).", "--recompute-granularity"

@@ -4,8 +4,10 @@ Two layouts give the same log-probs:
   * padded (fixed `micro_batch_size`): rows [b, s], right-padded; Megatron's default causal mask is enough
     because padding after a sequence cannot affect its positions.
   * packed (`use_dynamic_batch_size`): one row [1, T] holding several sequences back to back, position ids
-    restarting per sequence and a block-diagonal causal mask. Miles packs into THD with TransformerEngine;
-    without TE an explicit [1, 1, T, T] mask computes the same thing (no padding FLOPs, exact token cap).
+    restarting per sequence, and their boundaries `cu_seqlens` (what THD kernels take). Attention is causal
+    within each sequence: the core attention runs one causal kernel per sequence (see
+    `layer_spec.SDPACoreAttention`); `attention_mask` spells the same rule as a [1, 1, T, T] block-diagonal mask
+    for the paths that need one (context parallelism). No padding FLOPs, exact token cap.
 
 Both layouts round the sequence length up to `multiple_of` when asked: sequence parallelism splits the
 sequence over the TP ranks, so it must divide evenly. Padding is never scored.
@@ -16,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+
+from rlpipe.train.context_parallel import cp_size, my_positions
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,17 @@ class MicroBatch:
     spans: list[Span]
     tokens: torch.Tensor  # [b, s] int64
     position_ids: torch.Tensor  # [b, s] int64
-    attention_mask: torch.Tensor | None  # [b, 1, s, s] bool, True = masked; None = default causal mask
+    cu_seqlens: torch.Tensor | None  # packed: [n + 1] int32 boundaries of the row's n sequences; None: padded rows
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        """[1, 1, T, T] bool, True = masked: causal within each packed sequence. None for padded rows (plain
+        causal, which padding after a sequence cannot affect)."""
+        if self.cu_seqlens is None:
+            return None
+        lengths = self.cu_seqlens.diff().tolist()
+        allowed = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in lengths))  # [T, T]
+        return ~allowed[None, None]
 
     @property
     def pad_tokens(self) -> int:
@@ -77,6 +92,22 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def split_to_count(groups: list[list[int]], lengths: list[int], count: int) -> list[list[int]]:
+    """`groups` split further, in order, until there are `count` of them: the group with the most tokens (of
+    those with two samples or more) is halved each time. Micro-batch boundaries never change the loss, so
+    this only evens out how many forward passes a rank runs (ranks exchanging tokens per layer, as MoE
+    expert parallelism does, must run the same number)."""
+    groups = [list(g) for g in groups]
+    while len(groups) < count:
+        splittable = [k for k, g in enumerate(groups) if len(g) > 1]
+        if not splittable:
+            raise ValueError(f"{sum(map(len, groups))} samples cannot make {count} micro-batches")
+        k = max(splittable, key=lambda k: sum(lengths[i] for i in groups[k]))
+        half = len(groups[k]) // 2
+        groups[k : k + 1] = [groups[k][:half], groups[k][half:]]
+    return groups
+
+
 def padded_micro_batch(
     seqs: list[list[int]], response_starts: list[int], indices: list[int], multiple_of: int = 1
 ) -> MicroBatch:
@@ -88,24 +119,67 @@ def padded_micro_batch(
         tokens[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
         spans.append(Span(row=row, offset=0, length=len(seqs[i]), response_start=response_starts[i]))
     position_ids = torch.arange(width).unsqueeze(0).expand(len(indices), -1)
-    return MicroBatch(indices, spans, tokens, position_ids, attention_mask=None)
+    return MicroBatch(indices, spans, tokens, position_ids, cu_seqlens=None)
 
 
 def packed_micro_batch(
     seqs: list[list[int]], response_starts: list[int], indices: list[int], multiple_of: int = 1
 ) -> MicroBatch:
-    """All sequences concatenated in one row [1, T] with a block-diagonal causal mask; T is rounded up to
-    multiple_of with a padding block that attends causally to itself (a fully masked row would turn the
-    attention softmax into NaN, and NaN times a zero gradient is still NaN)."""
+    """All sequences concatenated in one row [1, T]; T is rounded up to multiple_of with a padding block that is
+    a sequence of its own, attending causally to itself (a fully masked row would turn the attention softmax
+    into NaN, and NaN times a zero gradient is still NaN)."""
     lengths = [len(seqs[i]) for i in indices]
     total = _round_up(sum(lengths), multiple_of)
     blocks = lengths + ([total - sum(lengths)] if total > sum(lengths) else [])
     tokens = torch.zeros(1, total, dtype=torch.long)
     tokens[0, : sum(lengths)] = torch.tensor([t for i in indices for t in seqs[i]], dtype=torch.long)
     position_ids = torch.cat([torch.arange(n) for n in blocks]).unsqueeze(0)  # [1, T]
-    allowed = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in blocks))  # [T, T]
+    cu_seqlens = torch.tensor([0, *blocks], dtype=torch.int32).cumsum(0, dtype=torch.int32)  # [n + 1]
     spans, offset = [], 0
     for i, n in zip(indices, lengths, strict=True):
         spans.append(Span(row=0, offset=offset, length=n, response_start=response_starts[i]))
         offset += n
-    return MicroBatch(indices, spans, tokens, position_ids, attention_mask=~allowed[None, None])
+    return MicroBatch(indices, spans, tokens, position_ids, cu_seqlens=cu_seqlens)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What this rank feeds the model for one micro-batch (GPTModel's forward arguments)."""
+
+    tokens: torch.Tensor  # [b, s] int64 (s = S / CP)
+    position_ids: torch.Tensor  # [b, s]
+    attention_mask: torch.Tensor | None  # [1, 1, s, S] bool, True = masked; None: causal / per packed sequence
+    packed_seq_params: PackedSeqParams | None  # packed at CP=1: the sequences' boundaries (host tensors)
+
+
+def model_input(mb: MicroBatch) -> ModelInput:
+    """This rank's model input for `mb`.
+
+    CP=1: padded rows use the default causal mask; a packed row passes its boundaries as PackedSeqParams in
+    "sbhd" layout (megatron leaves those to the core attention; max_seqlen is the row length, which sizes the
+    rotary table) so attention runs per sequence with no [T, T] mask. CP>1: this rank's positions, and the CP=1
+    mask's rows for them over every key position (see context_parallel.py).
+    """
+    if cp_size() == 1:
+        if mb.cu_seqlens is None:
+            return ModelInput(mb.tokens, mb.position_ids, None, None)
+        total = mb.tokens.shape[1]
+        packed = PackedSeqParams(
+            qkv_format="sbhd",
+            cu_seqlens_q=mb.cu_seqlens,
+            cu_seqlens_kv=mb.cu_seqlens,
+            max_seqlen_q=total,
+            max_seqlen_kv=total,
+        )
+        return ModelInput(mb.tokens, mb.position_ids, None, packed)
+    seq_len = mb.tokens.shape[1]
+    mine = my_positions(seq_len)
+    mask = mb.attention_mask
+    if mask is None:  # padded rows: plain causal
+        mask = ~torch.ones(seq_len, seq_len, dtype=torch.bool).tril()[None, None]  # [1, 1, S, S]
+    return ModelInput(mb.tokens[:, mine], mb.position_ids[:, mine], mask[:, :, mine, :], None)
+
+
+def local_labels(mb: MicroBatch) -> torch.Tensor:
+    """Next-token targets of this rank's positions: [b, S / CP] (all of `mb.labels` at CP=1)."""
+    return mb.labels if cp_size() == 1 else mb.labels[:, my_positions(mb.tokens.shape[1])]

@@ -11,6 +11,7 @@ that maps `device="cuda"` / `torch.cuda.current_device()` to the CPU and forward
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from collections.abc import Callable
@@ -21,8 +22,25 @@ import torch
 _APPLIED = False
 
 
+class _Stream:
+    """Stand-in for a CUDA stream (and its events): CPU ops run in order, so there is nothing to wait for."""
+
+    def wait_stream(self, other: object) -> None:
+        """Already ordered."""
+
+    def record_event(self) -> _Stream:
+        return self  # an "event" whose synchronize() returns at once
+
+    def synchronize(self) -> None:
+        """Already done."""
+
+
+_THE_STREAM = _Stream()
+
+
 class _CpuCuda:
-    """Stand-in for `torch.cuda`: the "current device" is the CPU and its generator is the CPU generator."""
+    """Stand-in for `torch.cuda`: the "current device" is the CPU, its generator is the CPU generator, and every
+    stream is the one in-order host stream."""
 
     @staticmethod
     def current_device() -> str:
@@ -31,6 +49,18 @@ class _CpuCuda:
     @staticmethod
     def synchronize(device: Any = None) -> None:
         """CPU ops are synchronous: nothing to wait for."""
+
+    @staticmethod
+    def Stream(*args: Any, **kwargs: Any) -> _Stream:
+        return _THE_STREAM
+
+    @staticmethod
+    def current_stream(device: Any = None) -> _Stream:
+        return _THE_STREAM
+
+    @staticmethod
+    def stream(stream: Any) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
 
     # The CPU generator plays the role of the per-device CUDA generator.
     manual_seed = staticmethod(torch.manual_seed)
@@ -94,6 +124,22 @@ def _patch_rng_tracker() -> None:
 def _patch_rotary_device() -> None:
     """Rotary embedding: `get_emb` moves `inv_freq` to `torch.cuda.current_device()` on first use."""
     _redirect_cuda("megatron.core.models.common.embeddings.rotary_pos_embedding")
+
+
+def _patch_context_parallel_rope() -> None:
+    """Context parallelism: `get_pos_emb_on_this_cp_rank` builds its chunk index in pinned host memory and
+    moves it with `.cuda()`; the CPU version indexes on the embedding's own device (same chunks: this rank's
+    r and 2·CP-1-r of 2·CP)."""
+    from megatron.core.models.common.embeddings import rope_utils, rotary_pos_embedding
+
+    def on_this_cp_rank(pos_emb: torch.Tensor, seq_dim: int, cp_group: Any) -> torch.Tensor:
+        size, rank = cp_group.size(), cp_group.rank()
+        chunks = pos_emb.view(*pos_emb.shape[:seq_dim], 2 * size, -1, *pos_emb.shape[seq_dim + 1 :])
+        mine = chunks.index_select(seq_dim, torch.tensor([rank, 2 * size - rank - 1], device=pos_emb.device))
+        return mine.view(*pos_emb.shape[:seq_dim], -1, *pos_emb.shape[seq_dim + 1 :])
+
+    rope_utils.get_pos_emb_on_this_cp_rank = on_this_cp_rank
+    rotary_pos_embedding.get_pos_emb_on_this_cp_rank = on_this_cp_rank  # imported there by name
 
 
 def _patch_causal_mask() -> None:
@@ -178,9 +224,19 @@ def _patch_optimizer_type_checks() -> None:
 
 def _patch_moe() -> None:
     """MoE: the router moves its weight to `torch.cuda.current_device()` on every call and keeps aux-loss
-    scalars there; SequentialMLP / experts and the MoE metrics tracker allocate on "cuda" too."""
-    for name in ("router", "experts", "moe_utils"):
+    scalars there; SequentialMLP / experts and the MoE metrics tracker allocate on "cuda" too; the all-to-all
+    token dispatcher copies its split sizes to the host on a side CUDA stream and waits on its event."""
+    for name in ("router", "experts", "moe_utils", "token_dispatcher"):
         _redirect_cuda(f"megatron.core.transformer.moe.{name}")
+    from megatron.core.transformer.moe import moe_utils, token_dispatcher
+
+    # The dispatcher asks for its split sizes "on the host, as numpy"; megatron converts only CUDA tensors, so
+    # on CPU the sizes would stay tensors, which all_to_all_single refuses as split sizes.
+    def to_host(tensor: Any, as_numpy: bool = False, record_stream: bool = False) -> Any:
+        return tensor.numpy() if as_numpy and torch.is_tensor(tensor) else tensor
+
+    moe_utils.maybe_move_tensor_to_cpu = to_host
+    token_dispatcher.maybe_move_tensor_to_cpu = to_host  # imported there by name
 
 
 def _patch_tied_embedding_sync() -> None:
@@ -210,9 +266,31 @@ def _patch_dist_checkpointing() -> None:
         _redirect_cuda(f"megatron.core.dist_checkpointing.strategies.{name}")
 
 
+def _patch_distributed_optimizer_gather() -> None:
+    """torch_dist checkpoints of the distributed optimizer ("fully_reshardable" format): gathering the optimizer
+    shards over the data-parallel group moves each send buffer to the GPU with `tensor.cuda()` (NCCL needs it).
+    While `get_parameter_state_dp_zero` runs, `Tensor.cuda` on a CPU tensor returns the tensor itself (gloo
+    gathers host tensors); the original method is restored afterwards."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    gather = DistributedOptimizer.get_parameter_state_dp_zero
+
+    @functools.wraps(gather)
+    def gather_on_cpu(self: Any, *args: Any, **kwargs: Any) -> Any:
+        original = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda tensor, *cuda_args, **cuda_kwargs: tensor
+        try:
+            return gather(self, *args, **kwargs)
+        finally:
+            torch.Tensor.cuda = original
+
+    DistributedOptimizer.get_parameter_state_dp_zero = gather_on_cpu
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     _patch_rng_tracker,
     _patch_rotary_device,
+    _patch_context_parallel_rope,
     _patch_causal_mask,
     _patch_global_memory_buffer,
     _patch_schedule_token_counter,
@@ -223,6 +301,7 @@ PATCHES: tuple[Callable[[], None], ...] = (
     _patch_moe,
     _patch_tied_embedding_sync,
     _patch_dist_checkpointing,
+    _patch_distributed_optimizer_gather,
 )
 
 

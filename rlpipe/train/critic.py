@@ -25,6 +25,7 @@ import torch
 from megatron.core.tensor_parallel.mappings import gather_from_sequence_parallel_region
 
 from rlpipe.train.batching import MicroBatch
+from rlpipe.train.context_parallel import gather_sequence
 from rlpipe.train.model import build_gpt_model
 from rlpipe.train.trainer import MegatronTrainer
 from rlpipe.train.weights import read_hf_state
@@ -67,7 +68,7 @@ class MegatronCritic(MegatronTrainer):
         self, mb: MicroBatch, logits: torch.Tensor, with_entropy: bool
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-sample values of the response positions: output j is V of token j+1 (the log-prob alignment)."""
-        values = logits.float().squeeze(-1)  # [b, s]
+        values = gather_sequence(logits.float().squeeze(-1))  # [b, S]: whole rows on every context-parallel rank
         return [
             values[span.row, span.offset + span.response_start - 1 : span.offset + span.length - 1] for span in mb.spans
         ], []

@@ -7,25 +7,30 @@ Megatron-LM writes it:
     DIR/latest_checkpointed_iteration.txt      the iteration number
     DIR/iter_{iteration:07d}/                  metadata.json, .metadata, common.pt, __*_*.distcp
 
-These are weights only (what `ckpt.load` / `ckpt.ref_load` and the converter need); full resume with optimizer
-and RNG state uses the trainer's own `save_checkpoint` layout. Every rank of the world calls these together.
+The functions here read and write weights only (what `ckpt.load` / `ckpt.ref_load`, the teacher and the converter
+need). The trainer's full checkpoints (`rlpipe.train.checkpoint`: optimizer, LR schedule and RNG state beside the
+weights) use the same format and layout, so everything here reads them too. Every rank of the world calls these
+together.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace
+from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 
 
 def is_torch_dist(path: Path) -> bool:
-    """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it; False for
-    the trainer's own full checkpoints, whose tracker names an iteration folder without metadata.json."""
+    """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it, weights-only or
+    a trainer's full checkpoint."""
     path = Path(path)
     if (path / "metadata.json").exists():
         return True
@@ -62,11 +67,24 @@ def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path
 def load_model(module: torch.nn.Module, path: Path) -> None:
     """Fill `module` (any TP / PP layout) from a torch_dist checkpoint folder or iteration folder."""
     loaded = dist_checkpointing.load(module.sharded_state_dict(), str(iteration_folder(path)))
-    module.load_state_dict(loaded)
+    own = module.state_dict().keys()  # a full checkpoint's common state (iteration, schedule, ...) comes back too
+    module.load_state_dict({name: value for name, value in loaded.items() if name in own})
 
 
 def load_model_state(module: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
-    """This rank's parameter shards from a torch_dist checkpoint, by local name, without touching `module`."""
-    loaded = dist_checkpointing.load(module.sharded_state_dict(), str(iteration_folder(path)))
+    """This rank's parameter shards from a torch_dist checkpoint, by local name, without touching `module`.
+
+    torch_dist loads in place into the tensors of the request, so the request gets buffers of its own: the
+    module's would be overwritten, and the result would alias the live weights (a KL reference or teacher that
+    trains along with the policy)."""
+    request = dict_list_map_inplace(_own_buffer, module.sharded_state_dict())
+    loaded = dist_checkpointing.load(request, str(iteration_folder(path)))
     names = {name for name, _ in module.named_parameters()}
     return {name: t.detach().cpu() for name, t in loaded.items() if name in names}
+
+
+def _own_buffer(entry: object) -> object:
+    """A sharded tensor (or factory) entry of a request, reading into a new tensor of the same shape and dtype."""
+    if isinstance(entry, ShardedTensor | ShardedTensorFactory):
+        return replace(entry, data=torch.empty_like(entry.data))
+    return entry

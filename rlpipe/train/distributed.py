@@ -21,8 +21,10 @@ def init_distributed(
     tensor_parallel: int = 1,
     pipeline_parallel: int = 1,
     context_parallel: int = 1,
+    expert_parallel: int = 1,
+    expert_tensor_parallel: int = 1,
 ) -> None:
-    """Join the default process group and build Megatron's TP/PP/CP/DP groups over it."""
+    """Join the default process group and build Megatron's TP/PP/CP/DP (and MoE EP/ETP) groups over it."""
     if torch.cuda.is_available():
         backend = "nccl"
         torch.cuda.set_device(rank % torch.cuda.device_count())
@@ -36,6 +38,8 @@ def init_distributed(
         tensor_model_parallel_size=tensor_parallel,
         pipeline_model_parallel_size=pipeline_parallel,
         context_parallel_size=context_parallel,
+        expert_model_parallel_size=expert_parallel,
+        expert_tensor_parallel_size=expert_tensor_parallel,
     )
 
 

@@ -2,7 +2,7 @@
 
 The local spec needs neither TransformerEngine nor Apex, so the same model runs on CPU over gloo and on GPU.
 Every fusion is off: the fused kernels need Apex/TE. On CPU parameters are initialised on the host
-(`use_cpu_initialization`). Sequence parallelism stays off: the local spec's torch RMSNorm refuses it.
+(`use_cpu_initialization`).
 Families (Qwen2, Llama, Qwen3, GLM4, Qwen3-MoE) and how they differ live in `families.py`.
 """
 
@@ -25,12 +25,8 @@ SUPPORTED_MODEL_TYPES = supported_model_types()
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _moe_fields(hf_config: Any, spec: TrainerSpec, on_gpu: bool) -> dict[str, Any]:
+def _moe_fields(hf_config: Any) -> dict[str, Any]:
     """TransformerConfig fields of a Qwen3-MoE-style block: softmax router, top-k, no aux loss in the forward."""
-    if not on_gpu and spec.pipeline_parallel > 1:
-        # Pipelining needs variable_seq_lengths, which only the all-to-all dispatcher supports, and that one
-        # needs CUDA streams.
-        raise ValueError("MoE models with pipeline_parallel > 1 need a GPU (the all-to-all token dispatcher)")
     return {
         "num_moe_experts": hf_config.num_experts,
         "moe_ffn_hidden_size": hf_config.moe_intermediate_size,
@@ -41,8 +37,6 @@ def _moe_fields(hf_config: Any, spec: TrainerSpec, on_gpu: bool) -> dict[str, An
         "moe_router_pre_softmax": not hf_config.norm_topk_prob,
         "moe_router_load_balancing_type": "none",  # HF's aux loss is a training add-on, not part of the logits
         "moe_aux_loss_coeff": 0.0,
-        # all-to-all (Miles' choice) creates a CUDA stream at construction; all-gather runs anywhere.
-        "moe_token_dispatcher_type": "alltoall" if on_gpu else "allgather",
         "moe_grouped_gemm": False,
     }
 
@@ -72,6 +66,8 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         tensor_model_parallel_size=spec.tensor_parallel,
         pipeline_model_parallel_size=spec.pipeline_parallel,
         context_parallel_size=spec.context_parallel,
+        expert_model_parallel_size=spec.expert_parallel,
+        expert_tensor_parallel_size=spec.expert_tensor_parallel,
         sequence_parallel=spec.sequence_parallel,
         # Micro-batches differ in length (padded to their own longest sample, or packed): pipeline stages
         # exchange each activation's shape before the activation itself.
@@ -90,9 +86,10 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         recompute_granularity=spec.recompute_granularity,
         recompute_method=spec.recompute_method,
         recompute_num_layers=spec.recompute_num_layers,
-        # Dense models never build a dispatcher, but megatron rejects its default (all-gather) together with
-        # variable_seq_lengths, so name the one that allows it.
-        **(_moe_fields(hf_config, spec, on_gpu) if family.moe else {"moe_token_dispatcher_type": "alltoall"}),
+        # Miles' MoE token dispatcher: it takes uneven token counts per rank and variable sequence lengths
+        # (pipelining); megatron rejects its default (all-gather) with variable_seq_lengths even for dense models.
+        moe_token_dispatcher_type="alltoall",
+        **(_moe_fields(hf_config) if family.moe else {}),
     )
 
 

@@ -18,6 +18,8 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         pipeline_parallel=pf.pipeline_parallel,
         context_parallel=pf.context_parallel,
         sequence_parallel=pf.sequence_parallel,
+        expert_parallel=pf.expert_parallel,
+        expert_tensor_parallel=pf.expert_tensor_parallel,
         params_dtype="bf16" if pf.bf16 else "fp32",
         micro_batch_size=pf.micro_batch_size,
         use_dynamic_batch_size=pf.use_dynamic_batch_size,

@@ -30,6 +30,8 @@ class TrainerSpec:
     pipeline_parallel: int
     context_parallel: int
     sequence_parallel: bool  # shard activations outside attention/MLP over the TP group (needs TP > 1)
+    expert_parallel: int  # MoE: experts split over this many ranks
+    expert_tensor_parallel: int  # MoE: each expert's linear layers split over this many ranks
     params_dtype: ParamsDtype
     micro_batch_size: int  # samples per micro-batch when use_dynamic_batch_size is False
     use_dynamic_batch_size: bool  # pack samples into micro-batches of <= max_tokens_per_gpu tokens
@@ -77,6 +79,8 @@ def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec
         pipeline_parallel=1,
         context_parallel=1,
         sequence_parallel=False,
+        expert_parallel=1,
+        expert_tensor_parallel=1,
         params_dtype="fp32",
         micro_batch_size=1,
         use_dynamic_batch_size=False,

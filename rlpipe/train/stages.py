@@ -1,7 +1,8 @@
-"""Pipeline-parallel bookkeeping: layer numbering per stage, and moving results between stages.
+"""Pipeline- and expert-parallel bookkeeping: layer and expert numbering per rank, moving results between stages.
 
-Megatron numbers a stage's decoder layers from 0; HF and `weights.py` use the model's global numbers. A stage
-holding layers 4..7 calls its first layer `decoder.layers.0`; `to_global` / `to_local` shift by the stage's offset.
+Megatron numbers a stage's decoder layers from 0, and an expert-parallel rank's experts from 0; HF and
+`weights.py` use the model's global numbers. A stage holding layers 4..7 calls its first layer
+`decoder.layers.0`, an EP rank holding experts 8..15 its first expert `local_experts.0`; `to_global` shifts both.
 Log-probs and loss metrics exist only on the last stage, and each stage holds only its own weights; the helpers
 below hand those to every rank of the pipeline group (objects pickled over gloo / nccl: small per call, and the
 weight gather runs once per weight sync).
@@ -16,19 +17,14 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
+_EXPERT = re.compile(r"\.local_experts\.(\d+)\.")
 
 
-def _shift(name: str, by: int) -> str:
-    return _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + by}.", name, count=1)
-
-
-def to_global(local_name: str, offset: int) -> str:
-    """`decoder.layers.{i}.x` of a stage whose first layer is global layer `offset` -> `decoder.layers.{i+offset}.x`."""
-    return _shift(local_name, offset)
-
-
-def to_local(global_name: str, offset: int) -> str:
-    return _shift(global_name, -offset)
+def to_global(local_name: str, offset: int, expert_offset: int = 0) -> str:
+    """`decoder.layers.{i}.x` of a stage whose first layer is global layer `offset` -> `decoder.layers.{i+offset}.x`,
+    and `local_experts.{j}` of an EP rank whose first expert is global expert `expert_offset` -> `{j+expert_offset}`."""
+    name = _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + offset}.", local_name, count=1)
+    return _EXPERT.sub(lambda m: f".local_experts.{int(m.group(1)) + expert_offset}.", name, count=1)
 
 
 def broadcast_from_last_stage(obj: Any) -> Any:
@@ -46,9 +42,13 @@ def broadcast_from_last_stage(obj: Any) -> Any:
 
 def gather_over_stages(items: list[Any]) -> list[Any]:
     """Every stage's `items`, concatenated in stage order, on every stage."""
-    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+    return gather_over_group(items, parallel_state.get_pipeline_model_parallel_group())
+
+
+def gather_over_group(items: list[Any], group: dist.ProcessGroup) -> list[Any]:
+    """Every rank's `items` of `group`, concatenated in rank order, on every rank of it."""
+    if dist.get_world_size(group) == 1:
         return items
-    group = parallel_state.get_pipeline_model_parallel_group()
-    per_stage: list[list[Any]] = [[] for _ in range(dist.get_world_size(group))]
-    dist.all_gather_object(per_stage, items, group=group)
-    return [item for stage in per_stage for item in stage]
+    per_rank: list[list[Any]] = [[] for _ in range(dist.get_world_size(group))]
+    dist.all_gather_object(per_rank, items, group=group)
+    return [item for rank in per_rank for item in rank]

@@ -10,9 +10,10 @@
 
     load_torch_dist / save_torch_dist   model weights in Megatron's resharding torch_dist format
 
-Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor, pipeline and data
-parallelism on CPU (gloo) and GPU; results that only the last pipeline stage computes (log-probs, loss metrics)
-are broadcast to every stage. Context parallelism needs TransformerEngine's attention: the constructor refuses it.
+Construct it after `rlpipe.train.distributed.init_distributed`. Supported layouts: tensor (with or without
+sequence), pipeline, context and data parallelism on CPU (gloo) and GPU; results that only the last pipeline stage
+computes (log-probs, loss metrics) are broadcast to every stage, and per-token results are whole sequences on
+every context-parallel rank.
 
 The model's head is a hook: `_build_module` builds the language model and `_response_stats` turns its output into
 per-token values for the loss callback; `rlpipe.train.critic.MegatronCritic` swaps both for a scalar value head.
@@ -20,8 +21,6 @@ per-token values for the loss callback; `rlpipe.train.critic.MegatronCritic` swa
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -35,29 +34,33 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from transformers import AutoConfig
 
-from rlpipe.train import dist_ckpt
-from rlpipe.train.batching import MicroBatch, packed_micro_batch, padded_micro_batch, split_by_tokens, split_fixed
+from rlpipe.train import checkpoint, dist_ckpt
+from rlpipe.train.batching import (
+    MicroBatch,
+    local_labels,
+    model_input,
+    packed_micro_batch,
+    padded_micro_batch,
+    split_by_tokens,
+    split_fixed,
+    split_to_count,
+)
+from rlpipe.train.context_parallel import gather_sequence
 from rlpipe.train.cpu_shim import apply_cpu_patches
 from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
 from rlpipe.train.spec import TrainerSpec
-from rlpipe.train.stages import broadcast_from_last_stage, gather_over_stages, to_global
+from rlpipe.train.stages import broadcast_from_last_stage, gather_over_group, gather_over_stages, to_global
 from rlpipe.train.weights import hf_to_megatron, megatron_to_hf, read_hf_state
 
 LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-TRACKER_FILE = "latest_checkpointed_iteration.txt"
+TRACKER_FILE = checkpoint.TRACKER_FILE
 
 
 class MegatronTrainer:
     """The policy model under training; one instance per rank, all ranks calling the same methods in step."""
 
     def __init__(self, spec: TrainerSpec) -> None:
-        if spec.context_parallel != 1:
-            raise NotImplementedError(
-                f"context_parallel={spec.context_parallel}: megatron-core runs context parallelism only inside "
-                "TransformerEngine's attention (its local DotProductAttention asserts cp == 1), and this trainer "
-                "builds the local layer spec; set perf.context_parallel=1"
-            )
         apply_cpu_patches()
         self.spec = spec
         self.hf_config = AutoConfig.from_pretrained(spec.hf_checkpoint)
@@ -110,6 +113,9 @@ class MegatronTrainer:
         # shards on the host; see load_reference.
         self._frozen: dict[str, dict[str, torch.Tensor]] = {}
         self._layer_offset = get_transformer_layer_offset(self.config)  # global number of this stage's layer 0
+        # Global number of this expert-parallel rank's expert 0 (experts are split evenly over the EP ranks).
+        experts_here = (self.config.num_moe_experts or 0) // self.config.expert_model_parallel_size
+        self._expert_offset = parallel_state.get_expert_model_parallel_rank() * experts_here
 
     def _build_module(self) -> torch.nn.Module:
         """This stage's model: the GPT language model of the HF config (the critic overrides this)."""
@@ -126,7 +132,7 @@ class MegatronTrainer:
         of the embedding under pipeline parallelism) maps to the embedding it shares."""
         if local_name == "output_layer.weight" and self.hf_config.tie_word_embeddings:
             return "embedding.word_embeddings.weight"
-        return to_global(local_name, self._layer_offset)
+        return to_global(local_name, self._layer_offset, self._expert_offset)
 
     def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
         """Every *.safetensors file of an HF checkpoint folder, as this rank's (TP shard, PP stage) parameters
@@ -142,6 +148,10 @@ class MegatronTrainer:
             self.hf_config,
             parallel_state.get_tensor_model_parallel_rank(),
             parallel_state.get_tensor_model_parallel_world_size(),
+            etp=(
+                parallel_state.get_expert_tensor_parallel_rank(),
+                parallel_state.get_expert_tensor_parallel_world_size(),
+            ),
         )
         missing = [n for n in names if self._global_name(n) not in whole]
         if missing:
@@ -183,14 +193,11 @@ class MegatronTrainer:
         self._frozen["teacher"] = self._frozen_state(path)
 
     def _frozen_state(self, path: Path) -> dict[str, torch.Tensor]:
-        """This rank's parameters, by local name on the host, from an HF folder, a torch_dist checkpoint or a
-        checkpoint this trainer saved (`save_checkpoint`, same TP/PP layout). Shapes must match the model's."""
+        """This rank's parameters, by local name on the host, from an HF folder or a torch_dist checkpoint (a
+        checkpoint this trainer saved is one too: `save_checkpoint`), at any layout. Shapes must match the model's."""
         path = Path(path)
         if dist_ckpt.is_torch_dist(path):
             state = dist_ckpt.load_model_state(self._module, path)
-        elif (folder := _latest_iteration_folder(path)) is not None:
-            saved = torch.load(folder / _model_parallel_folder() / "model_optim_rng.pt", map_location="cpu")
-            state = saved["model"]
         else:
             state = self._hf_shards(path)
         params = dict(self._module.named_parameters())
@@ -229,15 +236,27 @@ class MegatronTrainer:
                 p.copy_(actor[name])
 
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
-        """Full HF-named weights, gathered over the TP group and the pipeline stages; every rank gets the whole list."""
+        """Full HF-named weights, gathered over the TP (ETP for experts) group, the expert-parallel ranks and the
+        pipeline stages; every rank gets the whole list."""
         tied_copy = not parallel_state.is_pipeline_first_stage() and self.hf_config.tie_word_embeddings
         stage = [
-            (to_global(name, self._layer_offset), p)
+            (self._global_name(name), p)
             for name, p in self._module.named_parameters()
             if not (tied_copy and name == "output_layer.weight")  # the first stage exports the shared embedding
         ]
-        group = parallel_state.get_tensor_model_parallel_group()
-        return gather_over_stages(list(megatron_to_hf(stage, self.hf_config, group)))
+        named = list(
+            megatron_to_hf(
+                stage,
+                self.hf_config,
+                parallel_state.get_tensor_model_parallel_group(),
+                parallel_state.get_expert_tensor_parallel_group(),
+            )
+        )
+        if parallel_state.get_expert_model_parallel_world_size() > 1:  # each EP rank converted its own experts
+            mine = [(n, t) for n, t in named if ".mlp.experts." in n]
+            named = [(n, t) for n, t in named if ".mlp.experts." not in n]
+            named += gather_over_group(mine, parallel_state.get_expert_model_parallel_group())
+        return gather_over_stages(named)
 
     # ----- forward passes -----
 
@@ -245,21 +264,36 @@ class MegatronTrainer:
         bad = [i for i, (s, r) in enumerate(zip(seqs, response_starts, strict=True)) if not 1 <= r <= len(s)]
         if bad:  # the first response token needs at least one token before it to be scored
             raise ValueError(f"samples {bad}: response_start must lie in [1, len(seq)]")
-        # Sequence parallelism splits every sequence evenly over the TP ranks.
-        multiple = self.spec.tensor_parallel if self.spec.sequence_parallel else 1
+        # Context parallelism cuts every row into 2·CP chunks, and sequence parallelism splits each rank's share
+        # evenly over the TP ranks.
+        multiple = 2 * self.spec.context_parallel if self.spec.context_parallel > 1 else 1
+        multiple *= self.spec.tensor_parallel if self.spec.sequence_parallel else 1
+        lengths = [len(s) for s in seqs]
         if self.spec.use_dynamic_batch_size:
-            groups = split_by_tokens([len(s) for s in seqs], self.spec.max_tokens_per_gpu)
-            return [packed_micro_batch(seqs, response_starts, g, multiple) for g in groups]
-        groups = split_fixed(len(seqs), self.spec.micro_batch_size)
-        return [padded_micro_batch(seqs, response_starts, g, multiple) for g in groups]
+            # A CP group shares its budget: CP ranks jointly hold max_tokens_per_gpu x CP tokens (Miles' rule).
+            groups = split_by_tokens(lengths, self.spec.max_tokens_per_gpu * self.spec.context_parallel)
+        else:
+            groups = split_fixed(len(seqs), self.spec.micro_batch_size)
+        if self.spec.expert_parallel > 1:  # expert-parallel ranks exchange tokens in every MoE layer's forward
+            groups = split_to_count(groups, lengths, self._most_over_data_parallel(len(groups)))
+        layout = packed_micro_batch if self.spec.use_dynamic_batch_size else padded_micro_batch
+        return [layout(seqs, response_starts, g, multiple) for g in groups]
+
+    @staticmethod
+    def _most_over_data_parallel(value: int) -> int:
+        """The largest `value` any data-parallel rank has."""
+        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        most = torch.tensor([value], device=device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
+        return int(most.item())
 
     def _response_stats(
         self, mb: MicroBatch, logits: torch.Tensor, with_entropy: bool
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-sample log-probs (and entropies) of the response tokens: logits at position j score token j+1."""
         logits = prepare_logits(logits, self.hf_config.vocab_size, self.spec.temperature)  # [b, s, V/T]
-        log_probs = token_log_probs(logits, mb.labels.to(logits.device))  # [b, s]
-        entropy = token_entropy(logits) if with_entropy else None  # [b, s]
+        log_probs = gather_sequence(token_log_probs(logits, local_labels(mb).to(logits.device)))  # [b, S]
+        entropy = gather_sequence(token_entropy(logits)) if with_entropy else None  # [b, S]
         lps, ents = [], []
         for span in mb.spans:
             # Response tokens sit at offset+response_start .. offset+length-1; their predictors one earlier.
@@ -281,8 +315,11 @@ class MegatronTrainer:
 
         def forward_step(_data_iterator: object, model: torch.nn.Module) -> tuple[torch.Tensor, Callable]:
             mb = next(batches)
-            mask = mb.attention_mask.to(device) if mb.attention_mask is not None else None
-            logits = model(mb.tokens.to(device), mb.position_ids.to(device), mask)  # [b, s, V/T]
+            inp = model_input(mb)  # this context-parallel rank's positions
+            mask = inp.attention_mask.to(device) if inp.attention_mask is not None else None
+            logits = model(
+                inp.tokens.to(device), inp.position_ids.to(device), mask, packed_seq_params=inp.packed_seq_params
+            )  # [b, s, V/T]
             return logits, lambda output: on_output(mb, output)
 
         return get_forward_backward_func()(
@@ -290,7 +327,7 @@ class MegatronTrainer:
             data_iterator=None,
             model=[self.model],
             num_microbatches=len(micro_batches),
-            seq_length=max(mb.tokens.shape[1] for mb in micro_batches),
+            seq_length=max(mb.tokens.shape[1] for mb in micro_batches) // self.spec.context_parallel,
             micro_batch_size=max(mb.tokens.shape[0] for mb in micro_batches),
             forward_only=forward_only,
         )
@@ -348,7 +385,9 @@ class MegatronTrainer:
         micro_batches = self._micro_batches(seqs, response_starts)
         # Megatron's schedule divides each micro-batch loss by num_microbatches, and DDP averages gradients over
         # the data-parallel ranks. Multiplying both back makes the gradient that of the sum of the loss_fn
-        # contributions over all micro-batches and ranks, i.e. of the global loss.
+        # contributions over all micro-batches and ranks, i.e. of the global loss. (Under context parallelism
+        # DDP averages over DP x CP, and the schedule itself multiplies each loss by CP to compensate: each CP
+        # rank holds a slice of the same loss's gradient, see context_parallel.py.)
         undo_averaging = len(micro_batches) * parallel_state.get_data_parallel_world_size()
 
         def loss_of(mb: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -403,6 +442,10 @@ class MegatronTrainer:
 
     # ----- checkpoints -----
 
+    @property
+    def _train_state(self) -> checkpoint.TrainState:
+        return checkpoint.TrainState(self._module, self.optimizer, self.scheduler, self.spec.use_distributed_optimizer)
+
     def save_checkpoint(
         self,
         directory: Path,
@@ -410,162 +453,21 @@ class MegatronTrainer:
         extra_state: dict | None = None,
         parts: Mapping[str, MegatronTrainer] | None = None,
     ) -> None:
-        """Write iter_{iteration:07d}/ and latest_checkpointed_iteration.txt under `directory` atomically.
+        """Write iter_{iteration:07d}/ and latest_checkpointed_iteration.txt under `directory` atomically, in
+        Megatron's torch_dist format (model, optimizer, LR schedule, RNG; `rlpipe.train.checkpoint`).
 
         `extra_state` (JSON-able: the loop's data cursor, say) is saved inside the same folder, so it can
         never disagree with the weights it belongs to. Each of `parts` (other trained models of the run: the
         PPO critic) is written the same way into iter_{iteration:07d}/{name}/ before the folder is renamed into
         place, so the models of one checkpoint always come from the same rollout (`load_checkpoint(part=name)`).
-
-        Megatron's legacy layout: mp_rank_{tp:02d}/model_optim_rng.pt (model, optimizer, scheduler; written by
-        data-parallel rank 0); beside it each rank's RNG state in rng_dp{dp:03d}.pt and, for the distributed
-        optimizer, its shard in distrib_optim_dp{dp:03d}.pt (the torch optimizer state over that shard and the
-        fp32 main params: megatron 0.16's gathered `save_parameter_state` format cannot be loaded back with
-        torch's Adam, whose per-parameter "step" it drops). Files land in a temp folder that is fsynced, then
-        renamed into place; the tracker file is replaced last, so a crash leaves the previous checkpoint as the
-        latest. Resume needs the same TP/DP layout. Megatron's resharding torch_dist format is a later issue.
         """
-        directory = Path(directory)
-        final = directory / f"iter_{iteration:07d}"
-        tmp = directory / f"iter_{iteration:07d}.tmp"
-        rank0 = dist.get_rank() == 0
-        if rank0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        dist.barrier()
-        self._write_shards(tmp, iteration, extra_state or {})
-        for name, part in (parts or {}).items():
-            part._write_shards(tmp / name, iteration, {})
-        if rank0:
-            for folder in sorted((f for f in tmp.rglob("*") if f.is_dir()), key=lambda f: -len(f.parts)):
-                _fsync_dir(folder)  # deepest first, so each folder's entries are durable before its parent's
-            _fsync_dir(tmp)
-            shutil.rmtree(final, ignore_errors=True)  # re-saving an iteration replaces it
-            os.replace(tmp, final)
-            tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
-            tracker_tmp.write_text(str(iteration))
-            _fsync_file(tracker_tmp)
-            os.replace(tracker_tmp, directory / TRACKER_FILE)
-            _fsync_dir(directory)
-        dist.barrier()
+        parts_state = {name: part._train_state for name, part in (parts or {}).items()}
+        checkpoint.save(Path(directory), iteration, self._train_state, extra_state or {}, parts_state)
 
-    def _write_shards(self, folder: Path, iteration: int, extra_state: dict) -> None:
-        """This model's files of one checkpoint under `folder` (every rank calls it; layout: save_checkpoint)."""
-        if dist.get_rank() == 0:
-            folder.mkdir(exist_ok=True)
-        dist.barrier()
-        shard = folder / _model_parallel_folder()
-        dp_rank = parallel_state.get_data_parallel_rank()
-        if dp_rank == 0:
-            shard.mkdir(exist_ok=True)
-            state = {
-                "iteration": iteration,
-                "extra_state": extra_state,
-                "model": self._module.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "opt_param_scheduler": self.scheduler.state_dict(),
-            }
-            _save_synced(state, shard / "model_optim_rng.pt")
-        dist.barrier()
-        if self.spec.use_distributed_optimizer:
-            _save_synced(_optimizer_shards(self.optimizer), shard / f"distrib_optim_dp{dp_rank:03d}.pt")
-        _save_synced(_rng_state(), shard / f"rng_dp{dp_rank:03d}.pt")
-        dist.barrier()
-
-    @torch.no_grad()  # the distributed optimizer copies into views of the (grad-requiring) parameters
     def load_checkpoint(self, directory: Path, part: str | None = None) -> tuple[int, dict] | None:
         """Restore model, optimizer, scheduler and RNG from the latest checkpoint (from its `part` sub-folder
-        when given: a model saved as one of save_checkpoint's `parts`).
+        when given: a model saved as one of save_checkpoint's `parts`), at this trainer's layout.
 
         Returns (iteration, extra_state given to save_checkpoint), or None when `directory` holds no full
         checkpoint (none at all, a weights-only torch_dist one: see load_torch_dist, or none of this part)."""
-        folder = _latest_iteration_folder(Path(directory))
-        if folder is None:
-            return None
-        iteration = int(folder.name.removeprefix("iter_"))
-        shard = (folder / part if part else folder) / _model_parallel_folder()
-        if not (shard / "model_optim_rng.pt").exists():
-            return None
-        state = torch.load(shard / "model_optim_rng.pt", map_location="cpu", weights_only=False)
-        self._module.load_state_dict(state["model"])
-        self.optimizer.reload_model_params()
-        self.optimizer.load_state_dict(state["optimizer"])
-        dp_rank = parallel_state.get_data_parallel_rank()
-        if self.spec.use_distributed_optimizer:
-            _load_optimizer_shards(self.optimizer, torch.load(shard / f"distrib_optim_dp{dp_rank:03d}.pt"))
-        self.scheduler.load_state_dict(state["opt_param_scheduler"])
-        _set_rng_state(torch.load(shard / f"rng_dp{dp_rank:03d}.pt", weights_only=False))
-        return iteration, state.get("extra_state", {})
-
-
-def _latest_iteration_folder(directory: Path) -> Path | None:
-    """The iteration folder a checkpoint directory's tracker file names; None without a tracker file."""
-    tracker = directory / TRACKER_FILE
-    if not tracker.exists():
-        return None
-    return directory / f"iter_{int(tracker.read_text().strip()):07d}"
-
-
-def _model_parallel_folder() -> str:
-    """Megatron's per-model-parallel-rank folder: mp_rank_{tp:02d}, plus _{pp:03d} under pipeline parallelism."""
-    name = f"mp_rank_{parallel_state.get_tensor_model_parallel_rank():02d}"
-    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-        name += f"_{parallel_state.get_pipeline_model_parallel_rank():03d}"
-    return name
-
-
-def _rng_state() -> dict:
-    """Host, device and Megatron tracker RNG states of this rank."""
-    return {
-        "cpu": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"])
-    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
-
-
-def _inner_optimizers(optimizer: object) -> list:
-    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
-
-
-def _optimizer_shards(optimizer: object) -> list[dict]:
-    """This rank's distributed-optimizer shard: torch optimizer state and fp32 main params, per chained optimizer."""
-    return [
-        {
-            "torch": inner.optimizer.state_dict(),
-            "main_params": [p.detach().clone() for group in inner.optimizer.param_groups for p in group["params"]],
-        }
-        for inner in _inner_optimizers(optimizer)
-    ]
-
-
-def _load_optimizer_shards(optimizer: object, shards: list[dict]) -> None:
-    for inner, saved in zip(_inner_optimizers(optimizer), shards, strict=True):
-        inner.optimizer.load_state_dict(saved["torch"])
-        params = [p for group in inner.optimizer.param_groups for p in group["params"]]
-        for param, value in zip(params, saved["main_params"], strict=True):
-            param.copy_(value)
-
-
-def _save_synced(obj: object, path: Path) -> None:
-    torch.save(obj, path)
-    _fsync_file(path)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return checkpoint.load(Path(directory), self._train_state, part)

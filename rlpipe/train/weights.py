@@ -21,7 +21,10 @@ Family additions (all replicated across TP except the experts):
     decoder.layers.{i}.mlp.linear_fc1.weight  from GLM4's fused gate_up_proj = cat(gate, up), split per rank
     decoder.layers.{i}.mlp.router.weight                      [E, h] Qwen3-MoE mlp.gate
     decoder.layers.{i}.mlp.experts.local_experts.{j}.linear_fc{1,2}.weight   expert j's gate|up / down,
-        split like the dense MLP (expert-tensor parallel = TP, expert parallel = 1)
+        split like the dense MLP over the expert-tensor-parallel (ETP) ranks instead of the TP ranks
+
+Expert numbers here are global (0..E-1); under expert parallelism an EP rank holds E/EP of them and calls them
+0..E/EP-1 (`stages.to_global` shifts them, as it shifts layer numbers).
 
 H heads, G query groups (kv heads), q = H/G, d head dim, F intermediate size, V vocab, P padded vocab.
 Padded vocab rows are zeros; the trainer masks their logits, and export drops them. This module is torch
@@ -120,9 +123,15 @@ def _mlp_to_megatron(
 
 
 def hf_to_megatron(
-    hf_state_dict: dict[str, torch.Tensor], hf_config: Any, tp_rank: int, tp_size: int, vocab_divisible_by: int = 128
+    hf_state_dict: dict[str, torch.Tensor],
+    hf_config: Any,
+    tp_rank: int,
+    tp_size: int,
+    vocab_divisible_by: int = 128,
+    etp: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """This TP rank's Megatron state dict (whole model, global layer numbers, no `module.` prefix) from HF's."""
+    """This TP rank's Megatron state dict (whole model, global layer and expert numbers, no `module.` prefix)
+    from HF's; experts are split over `etp` = (expert-tensor-parallel rank, size), by default the TP ones."""
     dims = _Dims.of(hf_config)
     family = family_of(hf_config)
     padded = padded_vocab_size(dims.vocab, tp_size, vocab_divisible_by)
@@ -131,6 +140,11 @@ def hf_to_megatron(
 
     def split(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t.chunk(tp_size, dim=dim)[tp_rank].clone()
+
+    etp_rank, etp_size = etp or (tp_rank, tp_size)
+
+    def split_expert(t: torch.Tensor, dim: int) -> torch.Tensor:
+        return t.chunk(etp_size, dim=dim)[etp_rank].clone()
 
     out = {
         "embedding.word_embeddings.weight": _vocab_shard(
@@ -154,7 +168,7 @@ def hf_to_megatron(
             out[mg + "mlp.router.weight"] = hf_state_dict[hf + "mlp.gate.weight"].clone()
             for j in range(hf_config.num_experts):
                 expert = f"mlp.experts.local_experts.{j}."
-                out.update(_mlp_to_megatron(hf_state_dict, hf + f"mlp.experts.{j}.", mg + expert, False, split))
+                out.update(_mlp_to_megatron(hf_state_dict, hf + f"mlp.experts.{j}.", mg + expert, False, split_expert))
         else:
             out.update(_mlp_to_megatron(hf_state_dict, hf + "mlp.", mg + "mlp.", family.fused_gate_up, split))
     return out
@@ -182,6 +196,11 @@ def _replicated_layer_names(family: Family) -> list[tuple[str, str]]:
 def is_tp_replicated(megatron_name: str) -> bool:
     """Norm weights and the MoE router are whole on every TP rank; every other parameter is a TP shard."""
     return "layernorm" in megatron_name or megatron_name.endswith("mlp.router.weight")
+
+
+def is_expert(megatron_name: str) -> bool:
+    """An expert's weight: split over the expert-tensor-parallel group, and held by one expert-parallel rank."""
+    return ".mlp.experts." in megatron_name
 
 
 def _mlp_to_hf(hf: str, rest: str, shards: list[torch.Tensor], fused_gate_up: bool) -> list[tuple[str, torch.Tensor]]:
@@ -233,19 +252,24 @@ def shards_to_hf(megatron_name: str, shards: list[torch.Tensor], hf_config: Any)
 
 
 def megatron_to_hf(
-    named_params: Iterable[tuple[str, torch.Tensor]], hf_config: Any, tp_group: dist.ProcessGroup | None = None
+    named_params: Iterable[tuple[str, torch.Tensor]],
+    hf_config: Any,
+    tp_group: dist.ProcessGroup | None = None,
+    etp_group: dist.ProcessGroup | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Gather each parameter's TP shards (all_gather over tp_group) and yield full HF tensors on every rank.
+    """Gather each parameter's shards (all_gather over tp_group, or etp_group for experts; default: tp_group)
+    and yield full HF tensors on every rank.
 
     Every yielded tensor is a copy, never a view of a live parameter. One collective per sharded parameter:
-    every rank of the TP group must iterate the same names in the same order.
+    every rank of the group must iterate the same names in the same order.
     """
-    tp_size = dist.get_world_size(tp_group) if tp_group is not None else 1
     for name, local in named_params:
         local = local.detach()
-        if tp_size == 1 or is_tp_replicated(name):
+        group = (etp_group or tp_group) if is_expert(name) else tp_group
+        size = dist.get_world_size(group) if group is not None else 1
+        if size == 1 or is_tp_replicated(name):
             shards = [local.clone()]  # a snapshot: the caller may keep it across an optimizer step
         else:
-            shards = [torch.empty_like(local) for _ in range(tp_size)]
-            dist.all_gather(shards, local.contiguous(), group=tp_group)
+            shards = [torch.empty_like(local) for _ in range(size)]
+            dist.all_gather(shards, local.contiguous(), group=group)
         yield from shards_to_hf(name, shards, hf_config)

@@ -173,6 +173,14 @@ GOOD = [
     ),
     Good("perf-tp1-cuda", ["cluster.accelerator=cuda"], {"perf.sequence_parallel": (False, "tensor_parallel 1")}),
     Good(
+        "perf-moe-expert-tp-follows-tp",
+        ["model.num_experts=8", "perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
+        {
+            "perf.expert_tensor_parallel": (2, "megatron's default: tensor_parallel"),
+            "perf.sequence_parallel": (True, "paired"),
+        },
+    ),
+    Good(
         "perf-tp2-cpu-pairs-sequence-parallel-too",
         ["perf.tensor_parallel=2", "cluster.actor_num_gpus_per_node=2"],
         {"perf.sequence_parallel": (True, "paired")},
@@ -423,6 +431,21 @@ BAD = [
         "perf-expert-parallel-without-moe",
         ["perf.expert_parallel=2"],
         [("perf.expert_parallel", "MoE", "perf.expert_parallel=1")],
+    ),
+    Bad(
+        "perf-expert-layout-must-fit-a-stage",
+        ["model.num_experts=8", "perf.expert_parallel=4", "cluster.actor_num_gpus_per_node=2"],
+        [("perf.expert_parallel", "EP 4 x expert TP 1 = 4 does not divide the 2 GPUs", "expert_parallel x")],
+    ),
+    Bad(
+        "perf-expert-tp-must-follow-tp-without-expert-parallel",
+        [
+            "model.num_experts=8",
+            "perf.tensor_parallel=2",
+            "cluster.actor_num_gpus_per_node=2",
+            "perf.expert_tensor_parallel=1",
+        ],
+        [("perf.expert_tensor_parallel", "differs from tensor_parallel 2", "perf.expert_tensor_parallel=2")],
     ),
     Bad(
         "perf-moe-at-tp2-needs-sequence-parallel",
