@@ -175,6 +175,8 @@ def _layout() -> dict[str, int]:
         "pipeline_parallel": parallel_state.get_pipeline_model_parallel_world_size(),
         "context_parallel": parallel_state.get_context_parallel_world_size(),
         "data_parallel": parallel_state.get_data_parallel_world_size(),
+        "expert_parallel": parallel_state.get_expert_model_parallel_world_size(),
+        "expert_tensor_parallel": parallel_state.get_expert_tensor_parallel_world_size(),
     }
 
 
@@ -232,7 +234,7 @@ def _fix_group_order(inner: DistributedOptimizer) -> None:
     """Point each model parameter at its main shard's real place in the optimizer's param groups.
 
     megatron 0.16 records (group, order) in grad-buffer order but builds each group as [fp32 shards, bf16 shards'
-    fp32 mains], so in a group that mixes dtypes (rlpipe's norm weights stay fp32 under bf16) the checkpoint code
+    fp32 mains], so in a group that mixes dtypes (an fp32 parameter in a bf16 model) the checkpoint code
     (`_get/_set_main_param_and_optimizer_states`) reads another parameter's state. Training does not use the map.
     """
     for group_index, group in enumerate(inner.optimizer.param_groups):
@@ -247,8 +249,8 @@ def _plain_sharded_state(inner: MegatronOptimizer, model: dict) -> dict:
     """The plain (fp32 or bf16) optimizer's sharded state dict, in megatron's format, built here for two bugs.
 
     megatron 0.16's `Float16OptimizerWithFloat16Params.sharded_state_dict` numbers the optimizer's parameters by
-    chaining its bf16 groups only, which misnumbers every group that also holds fp32 parameters (rlpipe's norm
-    weights stay fp32 under bf16); here each optimizer parameter maps to its model parameter by identity. And
+    chaining its bf16 groups only, which misnumbers every group that also holds fp32 parameters (an fp32
+    parameter in a bf16 model); here each optimizer parameter maps to its model parameter by identity. And
     both plain optimizers drop torch Adam's step while it is 0 (`if step:`), after which torch cannot load the
     state; here it is kept.
     """
