@@ -1,9 +1,9 @@
 """Pipeline (PP=2) and data (DP=2) parallelism over two gloo processes equal the single-process trainer.
 
 Each case: log-probs, the loss, the grad norm and the weights after one SGD step, against the same step at
-TP=1/PP=1/DP=1 in the test process. PP covers untied (qwen2, padded micro-batches) and tied embeddings (qwen3,
-packed micro-batches: the tied embedding's gradient comes from both stages); DP runs the distributed optimizer
-against the plain one.
+TP=1/PP=1/DP=1 in the test process. PP covers untied (qwen2, padded micro-batches), tied embeddings (qwen3,
+packed micro-batches: the tied embedding's gradient comes from both stages) and a MoE model; DP runs the
+distributed optimizer against the plain one.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from rlpipe.train.trainer import MegatronTrainer
 CASES = {  # name -> (model_type, model overrides, spec overrides)
     "untied": ("qwen2", {}, {}),
     "tied_packed": ("qwen3", {"tie_word_embeddings": True}, {"use_dynamic_batch_size": True, "max_tokens_per_gpu": 12}),
+    # MoE stages exchange variable-length activations: only the all-to-all token dispatcher allows that.
+    "moe": ("qwen3_moe", {}, {}),
 }
 SGD = {"optimizer": "sgd", "lr": 0.5, "micro_batch_size": 2}
 DP_SHARES = [[0, 1, 2], [3, 4]]  # sample indices each data-parallel rank trains on
