@@ -7,6 +7,7 @@ its role, so the code that runs is exactly the in-process code.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ from rlpipe.config import Resolved
 from rlpipe.config.schema import RunConfig
 
 
-def _quiet_process(device: str) -> None:
+def _prepare_process(device: str) -> None:
+    """Quiet third-party chatter; on CPU one thread per rank, on GPU this actor's device with one CUDA work
+    queue (megatron's advice under tensor / sequence parallelism: collectives then run in issue order; it must be
+    set before the CUDA context exists)."""
+    if device != "cpu":
+        os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")
     import torch
 
     from rlpipe.quiet import quiet_third_party
@@ -45,7 +51,7 @@ class TrainerActor:
         return f"tcp://{ray.util.get_node_ip_address()}:{port}"
 
     def init(self, init_method: str) -> None:
-        _quiet_process(self.device)
+        _prepare_process(self.device)
         from rlpipe.train.distributed import init_distributed
         from rlpipe.train.role import TrainerRole
 
@@ -107,7 +113,7 @@ class RolloutActor:
     servers and the router as its subprocesses and stops them in `close`."""
 
     def __init__(self, run: Resolved, log_dir: str) -> None:
-        _quiet_process(run.topology.device)
+        _prepare_process(run.topology.device)
         from rlpipe.rollout.engines import started_engine
         from rlpipe.rollout.role import RolloutRole
 
