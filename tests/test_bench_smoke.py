@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ["async_overlap.py", "--rounds", "1", "--rollouts", "3", "--skip", "1", "--response-len", "8"],
         ["config_latency.py", "--runs", "1"],
         ["packing.py", "--rounds", "1", "--iters", "1", "--seqs", "2", "--seq-len", "32"],
+        ["logprob_head.py", "--rounds", "1", "--iters", "1", "--tokens", "16", "--vocab", "256"],
     ],
     ids=lambda args: args[0],
 )

@@ -47,7 +47,7 @@ from rlpipe.train.batching import (
 )
 from rlpipe.train.context_parallel import gather_sequence
 from rlpipe.train.cpu_shim import apply_cpu_patches
-from rlpipe.train.logprobs import prepare_logits, token_entropy, token_log_probs
+from rlpipe.train.logprobs import token_stats
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.stages import broadcast_from_last_stage, gather_over_group, gather_over_stages, to_global
@@ -291,9 +291,10 @@ class MegatronTrainer:
         self, mb: MicroBatch, logits: torch.Tensor, with_entropy: bool
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-sample log-probs (and entropies) of the response tokens: logits at position j score token j+1."""
-        logits = prepare_logits(logits, self.hf_config.vocab_size, self.spec.temperature)  # [b, s, V/T]
-        log_probs = gather_sequence(token_log_probs(logits, local_labels(mb).to(logits.device)))  # [b, S]
-        entropy = gather_sequence(token_entropy(logits)) if with_entropy else None  # [b, S]
+        labels = local_labels(mb).to(logits.device)
+        log_probs, entropy = token_stats(logits, labels, self.hf_config.vocab_size, self.spec.temperature, with_entropy)
+        log_probs = gather_sequence(log_probs)  # [b, S]: whole rows on every context-parallel rank
+        entropy = gather_sequence(entropy) if entropy is not None else None
         lps, ents = [], []
         for span in mb.spans:
             # Response tokens sit at offset+response_start .. offset+length-1; their predictors one earlier.
