@@ -93,7 +93,7 @@ def hf_step(cfg: dict, dtype: torch.dtype, device: str, tokens: torch.Tensor) ->
 
 
 def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str) -> Callable[[], None]:
-    """The trainer's own model build (local spec), vocab-parallel cross entropy as in training.
+    """The trainer's own model build (local spec) and log-prob head (`token_stats`), as in training.
 
     layout: "rows" ([b, s], causal), "packed" (one row, per-sequence attention through PackedSeqParams, as the
     trainer's dynamic batching runs) or "packed-mask" (one row under an explicit block-diagonal mask).
@@ -103,6 +103,7 @@ def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str)
     from rlpipe.train.batching import model_input, packed_micro_batch
     from rlpipe.train.cpu_shim import apply_cpu_patches
     from rlpipe.train.distributed import init_single_process
+    from rlpipe.train.logprobs import token_stats
     from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
     from rlpipe.train.spec import single_process_spec
 
@@ -129,8 +130,8 @@ def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str)
 
     def step() -> None:
         logits = model(tokens, positions, mask, packed_seq_params=packed)  # [b, s, V]
-        loss = tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels).mean()
-        loss.backward()
+        log_probs, _ = token_stats(logits, labels, cfg["vocab_size"], 1.0, with_entropy=False)  # the trainer's head
+        (-log_probs.mean()).backward()
         model.zero_grad(set_to_none=True)
 
     return step
