@@ -70,7 +70,7 @@ def test_custom_reward_with_wrong_signature(tmp_path, monkeypatch, recipe, probl
     _module(tmp_path, monkeypatch, "cfgtest_reward_wrong", "def score(sample):\n    return 1.0\n")
     (found,) = problems([*recipe, "rollout.custom_rm_path=cfgtest_reward_wrong.score"])
     assert found.key == "rollout.custom_rm_path"
-    assert "wrong parameters (sample)" in found.message and "(sample, ctx) -> float" in found.message
+    assert "has signature (sample); expected (sample, ctx) -> float" in found.message
 
 
 def test_good_dotted_paths_resolve(tmp_path, monkeypatch, recipe) -> None:
