@@ -1,14 +1,15 @@
-"""Tensor (with and without sequence), context and expert parallelism over gloo processes equal one process.
+"""Tensor (with and without sequence), context, expert and pipeline x context parallelism over gloo processes
+equal one process.
 
 Each case takes one SGD step on the same batch at a 2-way (or 2 x 2) layout and in the test process without
-parallelism,
-then compares the per-token outputs before and after the step, the loss, the grad norm and (policy models)
-every gathered weight. The cases cover what the layouts treat specially: Qwen3's QK norm (one weight shared by
-heads that TP splits over ranks), GLM4's post-sublayer norms and partial interleaved RoPE (which CP slices per
-rank), a MoE layer (its router reads sequence-sharded input under SP; its experts split over expert-tensor and
-expert-parallel ranks), the critic's replicated value head, tied embeddings, and odd lengths that SP / CP pad to a
-multiple of 2 / 4 in padded and packed micro-batches. Where a layout leaves two data-parallel ranks (EP=2 over
-two processes), each trains on its own share of the batch and the shares together make the one-process batch.
+parallelism, then compares the per-token outputs before and after the step, the loss, the grad norm and (policy
+models) every gathered weight. The cases cover what the layouts treat specially: Qwen3's QK norm (one weight
+shared by heads that TP splits over ranks), GLM4's post-sublayer norms and partial interleaved RoPE (which CP
+slices per rank), a MoE layer (its router reads sequence-sharded input under SP; its experts split over
+expert-tensor and expert-parallel ranks), the critic's replicated value head, tied embeddings, and odd lengths
+that SP / CP pad to a multiple of 2 / 4 in padded and packed micro-batches. Where a layout leaves two
+data-parallel ranks (EP=2 over two processes), each trains on its own share of the batch and the shares together
+make the one-process batch.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ LAYOUTS = {  # name -> (world size, the spec's and the process groups' parallel 
     "tp2_sp": (2, {"tensor_parallel": 2, "sequence_parallel": True, "expert_tensor_parallel": 2}),
     "cp2": (2, {"context_parallel": 2}),
     "cp2_tp2_sp": (4, {"context_parallel": 2, "tensor_parallel": 2, "sequence_parallel": True}),
+    "cp2_pp2": (4, {"context_parallel": 2, "pipeline_parallel": 2}),
     "ep2_dp2": (2, {"expert_parallel": 2}),
     "tp2_sp_ep2_etp1": (2, {"tensor_parallel": 2, "sequence_parallel": True, "expert_parallel": 2}),
 }
-ONLY = {  # layouts that run some cases: the four-process one (twice the processes on the same cores) and the
+ONLY = {  # layouts that run some cases: the four-process ones (twice the processes on the same cores) and the
     # expert layouts (a dense model has no experts to split)
     "cp2_tp2_sp": ("qk_norm_tied_packed", "critic_packed"),
+    "cp2_pp2": ("qk_norm_tied_packed", "padded"),
     "ep2_dp2": ("moe",),
     "tp2_sp_ep2_etp1": ("moe",),
 }
@@ -79,6 +82,7 @@ def _worker(rank: int, init_file: str, layout: str, folders: dict[str, str], out
         world,
         f"file://{init_file}",
         sizes.get("tensor_parallel", 1),
+        pipeline_parallel=sizes.get("pipeline_parallel", 1),
         context_parallel=sizes.get("context_parallel", 1),
         expert_parallel=sizes.get("expert_parallel", 1),
         expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
