@@ -17,6 +17,8 @@ keeps each rank's own slice of that (identical) gradient; megatron's DDP, which 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import gather_from_sequence_parallel_region
@@ -40,17 +42,25 @@ def local_positions(seq_len: int, size: int, rank: int) -> torch.Tensor:
     return torch.cat([torch.arange(first, first + chunk), torch.arange(mirror, mirror + chunk)])
 
 
+@functools.cache
 def _sequence_order(seq_len: int, size: int, device: torch.device) -> torch.Tensor:
-    """Index that puts rows gathered rank after rank ([rank 0's positions, rank 1's, ...]) in sequence order."""
+    """Index that puts rows gathered rank after rank ([rank 0's positions, rank 1's, ...]) in sequence order.
+    Cached: every attention layer of every micro-batch asks for it, and on GPU it is a host-to-device copy."""
     gathered = torch.cat([local_positions(seq_len, size, r) for r in range(size)])
     return torch.argsort(gathered).to(device)
 
 
+def _gather_in_sequence_order(t: torch.Tensor, sum_gradients: bool) -> torch.Tensor:
+    """[S/CP, ...] of this rank -> [S, ...] in sequence order over the CP group. Backward: the gradient summed over
+    the CP ranks (`sum_gradients`), or this rank's slice of it (every rank's gradient is the same)."""
+    group = parallel_state.get_context_parallel_group()
+    gathered = gather_from_sequence_parallel_region(t, tensor_parallel_output_grad=sum_gradients, group=group)
+    return gathered.index_select(0, _sequence_order(gathered.shape[0], group.size(), t.device))
+
+
 def gather_keys_values(t: torch.Tensor) -> torch.Tensor:
     """[S/CP, b, groups, d] of this rank -> [S, b, groups, d] in sequence order; backward sums over the CP ranks."""
-    group = parallel_state.get_context_parallel_group()
-    gathered = gather_from_sequence_parallel_region(t, tensor_parallel_output_grad=True, group=group)
-    return gathered.index_select(0, _sequence_order(gathered.shape[0], group.size(), t.device))
+    return _gather_in_sequence_order(t, sum_gradients=True)
 
 
 def gather_sequence(t: torch.Tensor) -> torch.Tensor:
@@ -61,8 +71,4 @@ def gather_sequence(t: torch.Tensor) -> torch.Tensor:
     """
     if cp_size() == 1:
         return t
-    group = parallel_state.get_context_parallel_group()
-    gathered = gather_from_sequence_parallel_region(
-        t.transpose(0, 1).contiguous(), tensor_parallel_output_grad=False, group=group
-    )  # [S, b]
-    return gathered.index_select(0, _sequence_order(gathered.shape[0], group.size(), t.device)).transpose(0, 1)
+    return _gather_in_sequence_order(t.transpose(0, 1).contiguous(), sum_gradients=False).transpose(0, 1)
