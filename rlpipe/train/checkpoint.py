@@ -47,7 +47,7 @@ from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from megatron.core.optimizer.optimizer import Float16OptimizerWithFloat16Params
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from rlpipe.train.dist_ckpt import TRACKER_FILE
+from rlpipe.train.dist_ckpt import TRACKER_FILE, latest_iteration_folder
 
 # Megatron-LM's `--dist-ckpt-optim-fully-reshardable`: distributed-optimizer state in model space, so any layout
 # can load it (its default, "dp_reshardable", only reshards across data-parallel ranks).
@@ -137,14 +137,6 @@ def load(directory: Path, state: TrainState, part: str | None = None) -> tuple[i
     if same_layout:
         _set_rng_state(loaded["rng_state"])
     return common["iteration"], common.get("extra_state", {})
-
-
-def latest_iteration_folder(directory: Path) -> Path | None:
-    """The iteration folder a checkpoint directory's tracker file names; None without a tracker file."""
-    tracker = directory / TRACKER_FILE
-    if not tracker.exists():
-        return None
-    return directory / f"iter_{int(tracker.read_text().strip()):07d}"
 
 
 def _save_one(folder: Path, state: TrainState, common: dict) -> None:

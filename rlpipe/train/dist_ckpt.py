@@ -28,14 +28,22 @@ from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTenso
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 
 
+def latest_iteration_folder(directory: Path) -> Path | None:
+    """The iteration folder a checkpoint directory's tracker file names; None without a tracker file."""
+    tracker = Path(directory) / TRACKER_FILE
+    if not tracker.exists():
+        return None
+    return Path(directory) / f"iter_{int(tracker.read_text().strip()):07d}"
+
+
 def is_torch_dist(path: Path) -> bool:
     """True for a torch_dist checkpoint folder (with a tracker file) or one iteration folder of it, weights-only or
     a trainer's full checkpoint."""
     path = Path(path)
     if (path / "metadata.json").exists():
         return True
-    tracker = path / TRACKER_FILE
-    return tracker.exists() and (path / f"iter_{int(tracker.read_text().strip()):07d}" / "metadata.json").exists()
+    folder = latest_iteration_folder(path)
+    return folder is not None and (folder / "metadata.json").exists()
 
 
 def iteration_folder(path: Path) -> Path:
@@ -43,8 +51,10 @@ def iteration_folder(path: Path) -> Path:
     path = Path(path)
     if (path / "metadata.json").exists():
         return path
-    iteration = int((path / TRACKER_FILE).read_text().strip())
-    return path / f"iter_{iteration:07d}"
+    folder = latest_iteration_folder(path)
+    if folder is None:
+        raise FileNotFoundError(f"{path} is neither a torch_dist iteration folder nor has a {TRACKER_FILE}")
+    return folder
 
 
 def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path:

@@ -51,10 +51,9 @@ from rlpipe.train.logprobs import token_stats
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.stages import broadcast_from_last_stage, gather_over_group, gather_over_stages, to_global
-from rlpipe.train.weights import hf_to_megatron, megatron_to_hf, read_hf_state
+from rlpipe.train.weights import hf_to_megatron, is_expert, megatron_to_hf, read_hf_state
 
 LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-TRACKER_FILE = checkpoint.TRACKER_FILE
 
 
 class MegatronTrainer:
@@ -253,8 +252,8 @@ class MegatronTrainer:
             )
         )
         if parallel_state.get_expert_model_parallel_world_size() > 1:  # each EP rank converted its own experts
-            mine = [(n, t) for n, t in named if ".mlp.experts." in n]
-            named = [(n, t) for n, t in named if ".mlp.experts." not in n]
+            mine = [(n, t) for n, t in named if is_expert(n)]
+            named = [(n, t) for n, t in named if not is_expert(n)]
             named += gather_over_group(mine, parallel_state.get_expert_model_parallel_group())
         return gather_over_stages(named)
 

@@ -198,9 +198,10 @@ def is_tp_replicated(megatron_name: str) -> bool:
     return "layernorm" in megatron_name or megatron_name.endswith("mlp.router.weight")
 
 
-def is_expert(megatron_name: str) -> bool:
-    """An expert's weight: split over the expert-tensor-parallel group, and held by one expert-parallel rank."""
-    return ".mlp.experts." in megatron_name
+def is_expert(name: str) -> bool:
+    """An expert's weight, by Megatron or HF name: split over the expert-tensor-parallel group, and held by one
+    expert-parallel rank."""
+    return ".mlp.experts." in name
 
 
 def _mlp_to_hf(hf: str, rest: str, shards: list[torch.Tensor], fused_gate_up: bool) -> list[tuple[str, torch.Tensor]]:

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from train_helpers import SEQS, STARTS, make_spec, make_tiny_qwen2, sum_log_prob_loss
 
 from rlpipe.train import dist_ckpt
-from rlpipe.train.trainer import TRACKER_FILE, MegatronTrainer
+from rlpipe.train.dist_ckpt import TRACKER_FILE
+from rlpipe.train.trainer import MegatronTrainer
 
 LOSS = sum_log_prob_loss(denominator=25.0)
 DECAY = {"lr": 1e-2, "lr_decay_style": "linear", "lr_decay_iters": 10}  # the resumed step's lr is the schedule's

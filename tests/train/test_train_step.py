@@ -8,7 +8,8 @@ import pytest
 import torch
 from train_helpers import SEQS, STARTS, hf_response_stats, make_spec, make_tiny_qwen2, sum_log_prob_loss
 
-from rlpipe.train.trainer import TRACKER_FILE, MegatronTrainer
+from rlpipe.train.dist_ckpt import TRACKER_FILE
+from rlpipe.train.trainer import MegatronTrainer
 
 
 def _weights(trainer: MegatronTrainer) -> dict[str, torch.Tensor]:
