@@ -3,29 +3,19 @@ subprocess (Megatron keeps process-global state)."""
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from e2e_helpers import launch as run_launch
+from e2e_helpers import records
 
-ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["ckpt.load=null", "eval.interval=null", "eval.before_train=false"]
 
 
 def launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    args = [f"output_dir={tmp_path / 'out'}", f"demo.cache_dir={tmp_path / 'cache'}", "log.progress=false"]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args, *SHORT, *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
-def train_records(tmp_path: Path, run_name: str) -> list[dict]:
-    path = tmp_path / "out" / run_name / "metrics.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["phase"] == "train"]
+    return run_launch(tmp_path, *SHORT, *overrides)
 
 
 def mean(values: list[float]) -> float:
@@ -43,7 +33,7 @@ def test_ppo_critic_learns_first_alone_then_with_the_actor(tmp_path: Path) -> No
         f"ckpt.save={tmp_path / 'ckpt'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    train = train_records(tmp_path, "ppo")
+    train = records(tmp_path, "ppo", "train")
     assert all(math.isfinite(v) for r in train for v in r.values() if isinstance(v, float))
     # Critic-only rollouts leave the policy (and so the reward distribution) fixed: the value loss must fall
     # from E[R^2] (zero head) towards the variance the critic cannot explain.
@@ -65,7 +55,7 @@ def test_distillation_pulls_the_student_towards_a_teacher_saved_by_an_earlier_ru
         "ckpt.save={}".format(tmp_path / "teacher"),
     )
     assert teacher.returncode == 0, teacher.stderr[-3000:]
-    teacher_reward = train_records(tmp_path, "teacher")[0]["reward_mean"]
+    teacher_reward = records(tmp_path, "teacher", "train")[0]["reward_mean"]
     # The student: the demo's short warm-up (reward ~0.3), then distillation only (rewards are not used).
     student = launch(
         tmp_path,
@@ -76,7 +66,7 @@ def test_distillation_pulls_the_student_towards_a_teacher_saved_by_an_earlier_ru
         "rollout.num_rollout=40",
     )
     assert student.returncode == 0, student.stderr[-3000:]
-    train = train_records(tmp_path, "student")
+    train = records(tmp_path, "student", "train")
     rewards, kl = [r["reward_mean"] for r in train], [r["opd_reverse_kl"] for r in train]
     assert teacher_reward > 0.9
     assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.1, rewards

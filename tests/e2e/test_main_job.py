@@ -6,28 +6,11 @@ longer schedule resumes at the saved rollout, and a finished run has nothing lef
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    args = [f"output_dir={tmp_path / 'out'}", f"demo.cache_dir={tmp_path / 'cache'}", "log.progress=false"]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args, *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
-def records(tmp_path: Path, phase: str) -> list[dict]:
-    path = tmp_path / "out" / "tiny-reverse" / "metrics.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["phase"] == phase]
+from e2e_helpers import launch, records
 
 
 @pytest.mark.slow
@@ -37,7 +20,7 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
         tmp_path, "rollout.num_rollout=80", "ckpt.save_interval=40", "log.tensorboard=true", f"ckpt.save_hf='{hf_out}'"
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    train = records(tmp_path, "train")
+    train = records(tmp_path, "tiny-reverse", "train")
     assert [r["rollout_id"] for r in train] == list(range(80))
     assert all(math.isfinite(v) for r in train for v in r.values() if isinstance(v, float))
     rewards = [r["reward_mean"] for r in train]
@@ -54,8 +37,8 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
     second = launch(tmp_path, "rollout.num_rollout=90", "ckpt.save_interval=40")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "at rollout 80" in second.stdout
-    assert [r["rollout_id"] for r in records(tmp_path, "train")] == list(range(90))
-    assert not records(tmp_path, "warmup")[40:]  # the warm-up ran once, in the first invocation
+    assert [r["rollout_id"] for r in records(tmp_path, "tiny-reverse", "train")] == list(range(90))
+    assert not records(tmp_path, "tiny-reverse", "warmup")[40:]  # the warm-up ran once, in the first invocation
 
     third = launch(tmp_path, "rollout.num_rollout=90")
     assert third.returncode == 0 and "nothing to do" in third.stdout

@@ -4,29 +4,19 @@ rollout runs; rollout-only dumps rollouts that train-only then trains on without
 
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from e2e_helpers import launch as run_launch
+from e2e_helpers import records
 
-ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["warmup.steps=5", "ckpt.save=null", "ckpt.load=null", "eval.interval=null", "eval.before_train=false"]
 
 
 def launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    args = [f"output_dir={tmp_path / 'out'}", f"demo.cache_dir={tmp_path / 'cache'}", "log.progress=false"]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args, *SHORT, *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
-def records(tmp_path: Path, run_name: str, phase: str) -> list[dict]:
-    path = tmp_path / "out" / run_name / "metrics.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["phase"] == phase]
+    return run_launch(tmp_path, *SHORT, *overrides)
 
 
 @pytest.mark.slow
