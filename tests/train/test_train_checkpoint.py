@@ -5,13 +5,11 @@ leaves the previous checkpoint in charge."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from train_helpers import SEQS, STARTS, make_spec, make_tiny_qwen2, sum_log_prob_loss
+from train_helpers import SEQS, STARTS, make_spec, make_tiny_qwen2, spawn_world, sum_log_prob_loss
 
 from rlpipe.train import dist_ckpt
 from rlpipe.train.dist_ckpt import TRACKER_FILE
@@ -148,9 +146,7 @@ def test_checkpoint_of_two_processes_resumes_in_one(world_of_one, tmp_path: Path
     layouts add the same gradients in another order (DP all-reduce; TP row-parallel partial sums), so bit equality
     is not expected. The optimizer state and LR schedule must have come along: weights alone step elsewhere."""
     hf_dir = make_tiny_qwen2(tmp_path / "hf")
-    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=True) as f:
-        init_file = f.name  # file:// rendezvous needs a path that does not exist yet
-    mp.spawn(_two_process_worker, args=(init_file, layout, str(hf_dir), str(tmp_path)), nprocs=2, join=True)
+    spawn_world(_two_process_worker, 2, tmp_path, layout, str(hf_dir), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     expected_weights = ranks[0]["weights"]
     assert _max_diff(ranks[1]["weights"], expected_weights) == 0.0  # both ranks hold the same model

@@ -4,13 +4,11 @@ at TP=1 loads at TP=2 (as weights and as the KL reference) with the HF model's l
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from train_helpers import SEQS, STARTS, hf_response_stats, make_spec, make_tiny
+from train_helpers import SEQS, STARTS, hf_response_stats, make_spec, make_tiny, spawn_world
 
 from rlpipe.tools.convert import main as convert
 from rlpipe.train.dist_ckpt import TRACKER_FILE
@@ -57,9 +55,7 @@ def _tp2_worker(rank: int, init_file: str, hf_dir: str, dist_dir: str, out_dir: 
 def test_torch_dist_saved_at_tp1_loads_at_tp2(tmp_path: Path) -> None:
     hf_dir = make_tiny(tmp_path / "hf", "glm4")
     convert(["hf-to-torch-dist", "--hf", str(hf_dir), "--out", str(tmp_path / "dist")])
-    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=True) as f:
-        init_file = f.name
-    mp.spawn(_tp2_worker, args=(init_file, str(hf_dir), str(tmp_path / "dist"), str(tmp_path)), nprocs=2, join=True)
+    spawn_world(_tp2_worker, 2, tmp_path, str(hf_dir), str(tmp_path / "dist"), str(tmp_path))
     expected, _ = hf_response_stats(hf_dir, SEQS, STARTS)
     for rank in range(2):
         out = torch.load(tmp_path / f"r{rank}.pt", weights_only=False)

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import SEQS, STARTS, hf_response_stats, make_spec, make_tiny
+from train_helpers import SEQS, STARTS, assert_round_trip_exact, hf_response_stats, make_spec, make_tiny
 from transformers import AutoConfig
 
 from rlpipe.train.families import supported_model_types
 from rlpipe.train.model import transformer_config_from_hf
 from rlpipe.train.trainer import MegatronTrainer
-from rlpipe.train.weights import hf_to_megatron, shards_to_hf
 
 FAMILIES = ["qwen2", "llama", "qwen3", "glm4", "qwen3_moe"]
 
@@ -26,13 +25,7 @@ def test_every_registered_family_is_tested() -> None:
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_round_trip_is_exact(tmp_path: Path, model_type: str, tp: int) -> None:
     folder = make_tiny(tmp_path, model_type)
-    config = AutoConfig.from_pretrained(folder)
-    hf = load_file(folder / "model.safetensors")
-    per_rank = [hf_to_megatron(hf, config, rank, tp) for rank in range(tp)]
-    back = dict(pair for name in per_rank[0] for pair in shards_to_hf(name, [r[name] for r in per_rank], config))
-    assert back.keys() == hf.keys()
-    for name, tensor in hf.items():
-        assert torch.equal(back[name], tensor), name
+    assert_round_trip_exact(folder, tp)
 
 
 def test_config_reads_each_family(tmp_path: Path) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from train_helpers import (
     SEQS,
@@ -16,6 +14,7 @@ from train_helpers import (
     make_spec,
     make_tiny_llama,
     make_tiny_qwen2,
+    spawn_world,
     sum_log_prob_loss,
 )
 
@@ -76,9 +75,7 @@ def test_tp2_matches_hf_and_tp1(world_of_one, tmp_path: Path) -> None:
     """Two TP ranks: log-probs/entropies equal HF's, gathered weights equal the checkpoint, and one SGD step
     updates the weights as the same step at TP=1 does (checks the vocab-parallel loss and gradients)."""
     folder = make_tiny_qwen2(tmp_path / "ckpt")
-    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=True) as f:
-        init_file = f.name  # file:// rendezvous needs a path that does not exist yet
-    mp.spawn(_tp2_worker, args=(init_file, str(folder), str(tmp_path)), nprocs=2, join=True)
+    spawn_world(_tp2_worker, 2, tmp_path, str(folder), str(tmp_path))
 
     tp1 = MegatronTrainer(make_spec(folder, optimizer="sgd", lr=0.1))
     tp1.load_hf(folder)

@@ -14,13 +14,11 @@ make the one-process batch.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from train_helpers import SEQS, STARTS, make_spec, make_tiny, sum_log_prob_loss
+from train_helpers import SEQS, STARTS, make_spec, make_tiny, spawn_world, sum_log_prob_loss
 
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.trainer import MegatronTrainer
@@ -106,10 +104,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def layout_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, folders) -> list[dict]:
     """Every rank's results of every case under the layout `request.param`: one spawn per layout."""
     out = tmp_path_factory.mktemp(request.param)
-    with tempfile.NamedTemporaryFile(dir=out, delete=True) as f:
-        init_file = f.name  # file:// rendezvous needs a path that does not exist yet
     world, _ = LAYOUTS[request.param]
-    mp.spawn(_worker, args=(init_file, request.param, folders, str(out)), nprocs=world, join=True)
+    spawn_world(_worker, world, out, request.param, folders, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 

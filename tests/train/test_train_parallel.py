@@ -8,13 +8,11 @@ distributed optimizer against the plain one.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from train_helpers import SEQS, STARTS, make_spec, make_tiny, sum_log_prob_loss
+from train_helpers import SEQS, STARTS, make_spec, make_tiny, spawn_world, sum_log_prob_loss
 
 from rlpipe.train.trainer import MegatronTrainer
 
@@ -58,9 +56,7 @@ def _worker(rank: int, init_file: str, layout: str, folders: dict[str, str], out
 
 
 def _spawn(tmp_path: Path, layout: str, folders: dict[str, str]) -> list[dict]:
-    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=True) as f:
-        init_file = f.name  # file:// rendezvous needs a path that does not exist yet
-    mp.spawn(_worker, args=(init_file, layout, folders, str(tmp_path)), nprocs=2, join=True)
+    spawn_world(_worker, 2, tmp_path, layout, folders, str(tmp_path))
     return [torch.load(tmp_path / f"{layout}_rank{r}.pt", weights_only=False) for r in range(2)]
 
 

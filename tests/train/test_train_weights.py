@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import make_tiny_qwen2
+from train_helpers import assert_round_trip_exact, make_tiny_qwen2
 from transformers import AutoConfig
 
-from rlpipe.train.weights import hf_to_megatron, padded_vocab_size, shards_to_hf
+from rlpipe.train.weights import hf_to_megatron, padded_vocab_size
 
 
 def test_padded_vocab_size() -> None:
@@ -25,13 +25,7 @@ def test_padded_vocab_size() -> None:
 @pytest.mark.parametrize("tp", [1, 2])
 def test_round_trip_is_exact(tmp_path: Path, tied: bool, tp: int) -> None:
     folder = make_tiny_qwen2(tmp_path, tied=tied)
-    config = AutoConfig.from_pretrained(folder)
-    hf = load_file(folder / "model.safetensors")
-    per_rank = [hf_to_megatron(hf, config, rank, tp) for rank in range(tp)]
-    back = dict(pair for name in per_rank[0] for pair in shards_to_hf(name, [r[name] for r in per_rank], config))
-    assert back.keys() == hf.keys()
-    for name, tensor in hf.items():
-        assert torch.equal(back[name], tensor), name
+    assert_round_trip_exact(folder, tp)
 
 
 def test_megatron_layout_at_tp2(tmp_path: Path) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     Glm4Config,
     LlamaConfig,
@@ -15,6 +20,7 @@ from transformers import (
 )
 
 from rlpipe.train.spec import TrainerSpec, single_process_spec
+from rlpipe.train.weights import hf_to_megatron, shards_to_hf
 
 VOCAB = 32
 
@@ -110,3 +116,21 @@ def sum_log_prob_loss(denominator: float):
 
 SEQS = [[1, 2, 3, 4, 5, 6, 7], [3, 4, 5, 6], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11], [5, 5, 5], [30, 31, 2, 9, 4]]
 STARTS = [3, 1, 5, 2, 2]
+
+
+def assert_round_trip_exact(folder: Path, tp: int) -> None:
+    """HF checkpoint -> every TP rank's Megatron shards -> HF names gives back each tensor bit for bit."""
+    config = AutoConfig.from_pretrained(folder)
+    hf = load_file(folder / "model.safetensors")
+    per_rank = [hf_to_megatron(hf, config, rank, tp) for rank in range(tp)]
+    back = dict(pair for name in per_rank[0] for pair in shards_to_hf(name, [r[name] for r in per_rank], config))
+    assert back.keys() == hf.keys()
+    for name, tensor in hf.items():
+        assert torch.equal(back[name], tensor), name
+
+
+def spawn_world(worker: Callable[..., None], nprocs: int, folder: Path, *args: object) -> None:
+    """Run `worker(rank, init_file, *args)` in `nprocs` processes that meet through a file:// rendezvous in `folder`."""
+    with tempfile.NamedTemporaryFile(dir=folder, delete=True) as f:
+        init_file = f.name  # file:// rendezvous needs a path that does not exist yet
+    mp.spawn(worker, args=(init_file, *args), nprocs=nprocs, join=True)
