@@ -3,13 +3,16 @@
     python bench/gpu_train.py            Qwen2.5-1.5B shape, random weights, bf16, 4 x 2048 tokens (GPU)
     python bench/gpu_train.py --tiny     a 2-layer toy in fp32 on whatever device exists (smoke test)
 
-Prints, per model: ms per forward+backward (median of timed iterations after warm-up), TFLOP/s, and that as a
-fraction of a dense bf16 (fp32 with --tiny) matmul ceiling measured in the same process. The Megatron model
-runs three ways over the same tokens: b rows of s (the padded layout), and the b sequences packed in one row
-of b*s tokens, attended per sequence (the trainer's packed path) or under one [b*s, b*s] block-diagonal mask
-(the generic masked path, for comparison). Model FLOPs count
-the matmuls only: 6 * tokens * (parameters in linear layers, lm_head included) for weights, plus
-6 * b * s^2 * layers * heads * head_dim for causal attention (QK^T and PV, half the square, x3 for backward).
+First, the packed-attention kernels alone (the varlen flash kernel where it applies, and one SDPA call per
+sequence) on a row of uneven sequences: their largest errors against an fp64 reference and their times.
+Then, per model: ms per forward+backward (median of timed iterations after warm-up), TFLOP/s, that as a fraction
+of a dense bf16 (fp32 with --tiny) matmul ceiling measured in the same process, and the speed-up over HF + SDPA.
+The Megatron model runs over the same tokens as b rows of s (the padded layout); as the b sequences packed in one
+row of b*s tokens, attended per sequence by the trainer's packed path ("packed"), by one SDPA call per sequence
+("packed-loop") or under one [b*s, b*s] block-diagonal mask ("packed-mask", the generic path); and as rows with
+megatron's fused SwiGLU (perf.bias_swiglu_fusion). Model FLOPs count the matmuls only: 6 * tokens * (parameters
+in linear layers, lm_head included) for weights, plus 6 * b * s^2 * layers * heads * head_dim for causal
+attention (QK^T and PV, half the square, x3 for backward).
 Record the card with the numbers (bench/RESULTS.md).
 """
 
@@ -92,14 +95,19 @@ def hf_step(cfg: dict, dtype: torch.dtype, device: str, tokens: torch.Tensor) ->
     return step
 
 
-def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str) -> Callable[[], None]:
+def megatron_step(
+    cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str, fused_swiglu: bool = False
+) -> Callable[[], None]:
     """The trainer's own model build (local spec) and log-prob head (`token_stats`), as in training.
 
     layout: "rows" ([b, s], causal), "packed" (one row, per-sequence attention through PackedSeqParams, as the
-    trainer's dynamic batching runs) or "packed-mask" (one row under an explicit block-diagonal mask).
+    trainer's dynamic batching runs: the varlen kernel on a flash-capable GPU), "packed-loop" (the same, one SDPA
+    call per sequence) or "packed-mask" (one row under an explicit block-diagonal mask).
+    fused_swiglu: perf.bias_swiglu_fusion (megatron's torch.compile'd SwiGLU).
     """
     from megatron.core import parallel_state, tensor_parallel
 
+    from rlpipe.train import attention
     from rlpipe.train.batching import model_input, packed_micro_batch
     from rlpipe.train.cpu_shim import apply_cpu_patches
     from rlpipe.train.distributed import init_single_process
@@ -112,7 +120,7 @@ def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str)
         init_single_process()
     tensor_parallel.model_parallel_cuda_manual_seed(0)
     hf_config = Qwen2Config(**cfg)
-    spec = single_process_spec(Path("."), params_dtype=dtype_name)
+    spec = single_process_spec(Path("."), params_dtype=dtype_name, bias_swiglu_fusion=fused_swiglu)
     model = build_gpt_model(hf_config, transformer_config_from_hf(hf_config, spec))
     device = tokens.device
     mask, packed = None, None
@@ -123,18 +131,57 @@ def megatron_step(cfg: dict, dtype_name: str, tokens: torch.Tensor, layout: str)
         mb = packed_micro_batch(tokens.tolist(), [1] * tokens.shape[0], list(range(tokens.shape[0])))
         inp = model_input(mb)
         tokens, positions, labels = mb.tokens.to(device), mb.position_ids.to(device), mb.labels.to(device)
-        if layout == "packed":
-            packed = inp.packed_seq_params
-        else:
+        if layout == "packed-mask":
             mask = mb.attention_mask.to(device)
+        else:
+            packed = inp.packed_seq_params
+    packed_kernel = attention.packed_causal_attention
+    if layout == "packed-loop":
+        packed_kernel = attention.per_sequence_causal_attention
 
     def step() -> None:
-        logits = model(tokens, positions, mask, packed_seq_params=packed)  # [b, s, V]
-        log_probs, _ = token_stats(logits, labels, cfg["vocab_size"], 1.0, with_entropy=False)  # the trainer's head
-        (-log_probs.mean()).backward()
+        attention.packed_causal_attention, restore = packed_kernel, attention.packed_causal_attention
+        try:
+            logits = model(tokens, positions, mask, packed_seq_params=packed)  # [b, s, V]
+            log_probs, _ = token_stats(logits, labels, cfg["vocab_size"], 1.0, with_entropy=False)  # trainer's head
+            (-log_probs.mean()).backward()
+        finally:
+            attention.packed_causal_attention = restore
         model.zero_grad(set_to_none=True)
 
     return step
+
+
+def check_packed_kernels(device: str, dtype: torch.dtype, heads: int, groups: int, dim: int, total: int) -> None:
+    """Varlen (where it applies) and per-sequence attention on a packed row of uneven sequences: their largest
+    output and gradient differences from an fp32 per-sequence reference, and their forward+backward times."""
+    from rlpipe.train import attention
+
+    torch.manual_seed(1)
+    cuts = sorted(torch.randperm(total - 1)[: max(1, total // 512)].add(1).tolist())
+    cu_seqlens = torch.tensor([0, *cuts, total], dtype=torch.int32)
+    q, k, v = (
+        torch.randn(total, n, dim, device=device, dtype=dtype, requires_grad=True) for n in (heads, groups, groups)
+    )
+    upstream = torch.randn(total, heads, dim, device=device, dtype=dtype)
+    scale = dim**-0.5
+
+    def run(kernel: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> list[torch.Tensor]:
+        out = kernel(*tensors, cu_seqlens, scale)
+        return [out, *torch.autograd.grad(out, tensors, upstream.to(out.dtype))]
+
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    reference = run(attention.per_sequence_causal_attention, *exact)
+    kernels = {"per-sequence": attention.per_sequence_causal_attention}
+    if attention.varlen_kernel_applies(q, dropout=0.0):
+        kernels["varlen"] = attention.varlen_causal_attention
+    print(f"packed attention: {len(cuts) + 1} sequences in {total} tokens, {heads}/{groups} heads x {dim}")
+    for name, kernel in kernels.items():
+        errors = [
+            (got.double() - want).abs().max().item() for got, want in zip(run(kernel, q, k, v), reference, strict=True)
+        ]
+        ms = time_ms(lambda kernel=kernel: run(kernel, q, k, v), warmup=3, iters=10)
+        print(f"  {name:14s} {ms:8.2f} ms  max |error| out {errors[0]:.2e}, dq/dk/dv {max(errors[1:]):.2e}")
 
 
 def main() -> None:
@@ -151,15 +198,25 @@ def main() -> None:
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     ceiling = matmul_ceiling_tflops(dtype, device, n=512 if args.tiny else 8192)
     flops = model_flops(cfg, batch, seq)
-    print(f"device {card}; {batch} x {seq} tokens, {dtype_name}; matmul ceiling {ceiling:.3g} TFLOP/s")
+    print(f"device {card}; torch {torch.__version__}; {batch} x {seq} tokens, {dtype_name}")
+    print(f"matmul ceiling {ceiling:.3g} TFLOP/s")
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    heads, groups = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    check_packed_kernels(device, dtype, heads, groups, head_dim, total=batch * seq)
     warmup = 2 if args.tiny else 3
     steps = {"hf+sdpa": lambda: hf_step(cfg, dtype, device, tokens)}
-    for layout in ("rows", "packed", "packed-mask"):
+    for layout in ("rows", "packed", "packed-loop", "packed-mask"):
         steps[f"megatron {layout}"] = lambda layout=layout: megatron_step(cfg, dtype_name, tokens, layout)
+    steps["megatron rows+swiglu"] = lambda: megatron_step(cfg, dtype_name, tokens, "rows", fused_swiglu=True)
+    baseline = None
     for name, build in steps.items():
         ms = time_ms(build(), warmup=warmup, iters=args.iters)
+        baseline = baseline or ms
         tflops = flops / (ms * 1e-3) / 1e12
-        print(f"{name:22s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling")
+        print(
+            f"{name:22s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling"
+            f"  {baseline / ms:5.2f}x hf+sdpa"
+        )
 
 
 if __name__ == "__main__":

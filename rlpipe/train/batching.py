@@ -6,7 +6,7 @@ Two layouts give the same log-probs:
   * packed (`use_dynamic_batch_size`): one row [1, T] holding several sequences back to back, position ids
     restarting per sequence, and their boundaries `cu_seqlens` (what THD kernels take). Attention is causal
     within each sequence: the core attention runs one causal kernel per sequence (see
-    `layer_spec.SDPACoreAttention`); `attention_mask` spells the same rule as a [1, 1, T, T] block-diagonal mask
+    `attention.SDPACoreAttention`); `attention_mask` spells the same rule as a [1, 1, T, T] block-diagonal mask
     for the paths that need one (context parallelism). No padding FLOPs, exact token cap.
 
 Both layouts round the sequence length up to `multiple_of` when asked: sequence parallelism splits the

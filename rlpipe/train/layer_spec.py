@@ -14,22 +14,17 @@ Sequence parallelism: megatron's stock torch norm (`WrappedTorchNorm`) refuses i
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
-from itertools import pairwise
 
 import torch
-from megatron.core import tensor_parallel
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-from megatron.core.transformer.dot_product_attention import DotProductAttention
-from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from rlpipe.train.context_parallel import gather_keys_values
+from rlpipe.train.attention import SDPACoreAttention
 from rlpipe.train.families import Family
 
 BiasDropoutAdd = Callable[[tuple[torch.Tensor, torch.Tensor | None], torch.Tensor, float], torch.Tensor]
@@ -78,76 +73,6 @@ class PostNormBiasDropoutAdd(torch.nn.Module):
             return add((self.post_layernorm(x), None), residual, prob)
 
         return normed
-
-
-class SDPACoreAttention(DotProductAttention):
-    """Megatron's local core attention, computed by torch's `scaled_dot_product_attention`, with packed
-    sequences and context parallelism.
-
-    Same inputs, outputs and masking rule as DotProductAttention ([s, b, heads, d] in, [s, b, hp] out; a
-    boolean mask is True where attention is *not* allowed; no mask means causal), but one fused kernel (flash /
-    memory-efficient on GPU, a fused math path on CPU) instead of baddbmm + masked softmax + bmm. Measured on an
-    H200 in DESIGN.md: this swap alone took megatron's local spec from 340 ms to 199 ms on a 1.5B step.
-
-    Packed rows (PackedSeqParams in "sbhd" layout, `batching.model_input`) run one causal kernel per sequence:
-    the flash path on GPU, no [T, T] mask, and no work on the masked-out blocks between sequences.
-
-    Under context parallelism (which stock DotProductAttention refuses) the keys and values of the whole sequence
-    are gathered from the CP ranks and the queries of this rank attend to them under the explicit mask the
-    trainer passes ([b, 1, s_local, S]; see `rlpipe.train.context_parallel`).
-    """
-
-    def __init__(self, config: TransformerConfig, *args: object, **kwargs: object) -> None:
-        # The parent asserts CP == 1 and reads nothing else of it: build it from a copy that says 1.
-        single = copy.copy(config)
-        single.context_parallel_size = 1
-        super().__init__(single, *args, **kwargs)
-        self.config = config
-
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):  # fmt: skip
-        if attention_bias is not None or self.softmax_offset is not None:
-            raise NotImplementedError("SDPA core attention: no attention bias or softmax offset")
-        if packed_seq_params is not None and packed_seq_params.qkv_format != "sbhd":
-            raise NotImplementedError("packed THD input needs TransformerEngine's attention; rlpipe packs as sbhd")
-        if self.config.context_parallel_size > 1:
-            if attention_mask is None:
-                raise ValueError("context parallel attention needs the explicit mask of this rank's rows")
-            key, value = gather_keys_values(key), gather_keys_values(value)  # [S, b, groups, d]
-        sq, b = query.shape[0], query.shape[1]
-        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads or groups, s, d]
-        repeat = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
-        if repeat > 1:  # grouped-query attention: each key/value head serves `repeat` query heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        with tensor_parallel.get_cuda_rng_tracker().fork():
-            if packed_seq_params is not None:  # one packed row: causal attention within each sequence
-                bounds = packed_seq_params.cu_seqlens_q.tolist()  # a host tensor: no device sync
-                context = torch.cat(
-                    [
-                        self._sdpa(q[:, :, a:e], k[:, :, a:e], v[:, :, a:e], None, causal=True)
-                        for a, e in pairwise(bounds)
-                    ],
-                    dim=2,
-                )
-            else:
-                causal = attention_mask is None and (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
-                context = self._sdpa(q, k, v, attention_mask, causal=causal and sq > 1)
-        return context.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)  # from [b, heads, sq, d]
-
-    def _sdpa(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
-    ) -> torch.Tensor:
-        """SDPA on [b, heads, s, d]; `mask` [b, 1, sq, sk] is megatron's (True = masked), SDPA's is the opposite."""
-        scale = self.softmax_scale * (self.layer_number if self.config.apply_query_key_layer_scaling else 1)
-        return torch.nn.functional.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=None if mask is None else ~mask,
-            dropout_p=self.attention_dropout.p if self.training else 0.0,
-            is_causal=causal,
-            scale=scale,
-        )
 
 
 def _allow_moe_without_te() -> None:
