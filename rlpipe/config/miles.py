@@ -97,6 +97,7 @@ MILES_DEFAULTS: dict[str, Any] = {
     "eval.n_samples": 1,
     "perf.sequence_parallel": False,
     "perf.micro_batch_size": 1,
+    "perf.bias_swiglu_fusion": True,  # Megatron's; --no-bias-swiglu-fusion turns it off
     "algo.loss_type": "policy_loss",
     "algo.kl_loss_type": "k1",
     "algo.kl_coef": 0.0,
@@ -126,6 +127,7 @@ EXPORT_WHEN_CHANGED = frozenset({"sglang.log_level"})
 SPECIAL_KEYS = frozenset(
     {
         "algo.grpo_std_normalization",
+        "perf.bias_swiglu_fusion",
         "model.add_bias_linear",
         "eval.datasets",
         "sglang.extra",
@@ -255,8 +257,8 @@ def _field_args(cfg: RunConfig, key: str, flag: str) -> list[str]:
         return [flag, "--no-rope-fusion"] if value else []  # Megatron rejects rope fusion with interleaved RoPE
     if key == "model.add_bias_linear":
         return [flag] if value is False else []  # --disable-bias-linear; None/True is Megatron's default
-    if key == "algo.grpo_std_normalization":
-        return [] if value else [flag]  # --disable-grpo-std-normalization
+    if key in ("algo.grpo_std_normalization", "perf.bias_swiglu_fusion"):
+        return [] if value else [flag]  # --disable-grpo-std-normalization, --no-bias-swiglu-fusion
     if key == "eval.datasets":
         pairs = [x for name, ds in value.items() for x in (name, ds.path)]
         return [flag, *pairs] if pairs else []
@@ -725,6 +727,7 @@ def split_flags(words: list[str]) -> list[tuple[str, list[str]]]:
 _BARE: dict[str, tuple[tuple[str, Any], ...]] = {
     "--disable-grpo-std-normalization": (("algo.grpo_std_normalization", False),),
     "--disable-bias-linear": (("model.add_bias_linear", False),),
+    "--no-bias-swiglu-fusion": (("perf.bias_swiglu_fusion", False),),
     "--skip-eval-before-train": (("eval.before_train", False),),
     "--offload": (("cluster.offload_train", True), ("cluster.offload_rollout", True)),
     "--offload-train": (("cluster.offload_train", True),),

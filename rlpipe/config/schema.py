@@ -256,6 +256,11 @@ class PerfConfig(Group):
         False, "Shard optimizer state across data-parallel ranks.", "--use-distributed-optimizer"
     )
     bf16: bool = F(False, "Train in bfloat16 (fp32 master weights).", "--bf16")
+    bias_swiglu_fusion: bool = F(
+        False,
+        "Megatron's fused SwiGLU (torch.compile: needs a C compiler, compiles once per process).",
+        "--no-bias-swiglu-fusion",  # Megatron's flag turns its default (on) off
+    )
 
 
 # ---------------------------------------------------------------------------------------------- GRPO_ARGS

@@ -1,8 +1,8 @@
 """Build a Megatron-core GPTModel (local layer spec) that computes what an HF model of a supported family computes.
 
 The local spec needs neither TransformerEngine nor Apex, so the same model runs on CPU over gloo and on GPU.
-Every fusion is off: the fused kernels need Apex/TE. On CPU parameters are initialised on the host
-(`use_cpu_initialization`).
+Fusions are off (they need Apex/TE) except megatron's own torch.compile'd SwiGLU, a `perf` option. On CPU
+parameters are initialised on the host (`use_cpu_initialization`).
 Families (Qwen2, Llama, Qwen3, GLM4, Qwen3-MoE) and how they differ live in `families.py`.
 """
 
@@ -76,8 +76,9 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         pipeline_dtype=dtype,
         bf16=spec.params_dtype == "bf16",
         use_cpu_initialization=not on_gpu,
-        # Fused kernels come from Apex / TransformerEngine, which the local spec does without.
-        bias_activation_fusion=False,
+        # megatron's own SwiGLU kernel (torch.compile) is optional; the other fused kernels come from Apex /
+        # TransformerEngine, which the local spec does without.
+        bias_activation_fusion=spec.bias_swiglu_fusion,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,

@@ -27,6 +27,7 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         recompute_granularity=pf.recompute_granularity,
         recompute_method=pf.recompute_method,
         recompute_num_layers=pf.recompute_num_layers,
+        bias_swiglu_fusion=pf.bias_swiglu_fusion,
         optimizer=op.optimizer,
         lr=op.lr,
         min_lr=op.min_lr,

@@ -39,6 +39,7 @@ class TrainerSpec:
     recompute_granularity: Recompute | None
     recompute_method: Literal["uniform", "block"] | None
     recompute_num_layers: int | None
+    bias_swiglu_fusion: bool  # megatron's torch.compile'd SwiGLU (forward and a memory-saving backward)
     optimizer: OptimizerName
     lr: float
     min_lr: float
@@ -88,6 +89,7 @@ def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec
         recompute_granularity=None,
         recompute_method=None,
         recompute_num_layers=None,
+        bias_swiglu_fusion=False,
         optimizer="sgd",
         lr=0.0,
         min_lr=0.0,

@@ -205,6 +205,7 @@ def test_inverted_and_rlpipe_only_fields_are_spelled_or_noted() -> None:
         [
             "experiment=glm4-9b-dapo",
             "algo.grpo_std_normalization=false",
+            "perf.bias_swiglu_fusion=false",
             "eval.before_train=false",
             "rollout.max_staleness=3",
             "+eval.datasets.aime.top_k=5",
@@ -216,6 +217,7 @@ def test_inverted_and_rlpipe_only_fields_are_spelled_or_noted() -> None:
     )
     arrays, text = miles_arrays(run), export_miles(run)
     assert "--disable-grpo-std-normalization" in arrays["GRPO_ARGS"]
+    assert "--no-bias-swiglu-fusion" in arrays["PERF_ARGS"]
     assert "--skip-eval-before-train" in arrays["EVAL_ARGS"]
     assert ("--rollout-stop-token-ids", (7.0, 9.0)) in flag_set(arrays["ROLLOUT_ARGS"])
     assert "--no-offload-train" in miles_cluster_args(run) and "--no-offload-rollout" not in miles_cluster_args(run)
@@ -307,6 +309,7 @@ def test_import_fills_miles_defaults_where_rlpipe_differs() -> None:
     assert cfg["algo"] == {"kl_loss_type": "k1", "eps_clip_high": None}
     assert cfg["optim"] == {"lr_decay_style": "linear", "weight_decay": 0.01, "adam_beta2": 0.999}
     assert cfg["model"] == {"attention_dropout": 0.1, "hidden_dropout": 0.1}  # Megatron's dropout
+    assert cfg["perf"]["bias_swiglu_fusion"] is True  # Megatron fuses SwiGLU unless told not to
     assert "log" not in cfg  # wandb off: its settings are left alone
 
 

@@ -38,6 +38,23 @@ def test_micro_batch_split_invariance(world_of_one, tmp_path: Path) -> None:
     assert abs(m1["grad_norm"] - m4["grad_norm"]) < 1e-5
 
 
+def test_fused_swiglu_gives_the_unfused_step(world_of_one, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """perf.bias_swiglu_fusion (megatron's torch.compile'd SwiGLU, its own backward): same loss and update."""
+    from megatron.core.transformer import mlp
+
+    calls = []
+    fused_swiglu = mlp.bias_swiglu_impl
+    monkeypatch.setattr(mlp, "bias_swiglu_impl", lambda *args: calls.append(1) or fused_swiglu(*args))
+    folder = make_tiny_qwen2(tmp_path)
+    plain_metrics, plain = _step_with(folder)
+    assert not calls
+    fused_metrics, fused = _step_with(folder, bias_swiglu_fusion=True)
+    assert calls  # the fused kernel ran
+    assert abs(plain_metrics["loss"] - fused_metrics["loss"]) < 1e-6
+    assert max((plain[k] - fused[k]).abs().max().item() for k in plain) < 1e-6
+    assert max((plain[k] - _weights_of_checkpoint(folder)[k]).abs().max().item() for k in plain) > 1e-3
+
+
 def _weights_of_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
