@@ -188,6 +188,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="2-layer toy, fp32, 2 x 64 tokens: a smoke test")
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=["megatron rows"],
+        metavar="NAME",
+        help="variants to profile after timing (default: 'megatron rows'; none: --profile)",
+    )
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, batch, seq = (TINY, 2, 64) if args.tiny else (QWEN25_15B, 4, 2048)
@@ -210,13 +217,36 @@ def main() -> None:
     steps["megatron rows+swiglu"] = lambda: megatron_step(cfg, dtype_name, tokens, "rows", fused_swiglu=True)
     baseline = None
     for name, build in steps.items():
-        ms = time_ms(build(), warmup=warmup, iters=args.iters)
+        try:
+            step = build()
+            ms = time_ms(step, warmup=warmup, iters=args.iters)
+        except Exception as error:  # one variant failing (a compiler missing, memory) must not hide the others
+            print(f"{name:22s} failed: {type(error).__name__}: {str(error)[:300]}")
+            continue
         baseline = baseline or ms
         tflops = flops / (ms * 1e-3) / 1e12
         print(
             f"{name:22s} {ms:9.2f} ms  {tflops:8.3g} TFLOP/s  {tflops / ceiling:6.1%} of ceiling"
             f"  {baseline / ms:5.2f}x hf+sdpa"
         )
+        if name in args.profile:
+            print_profile(step, device)
+        del step
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def print_profile(step: Callable[[], None], device: str, rows: int = 20) -> None:
+    """The operators that took the most device (CPU: host) time over three steps: where the next speed-up is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if device == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        _sync()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
 if __name__ == "__main__":
