@@ -29,18 +29,21 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from rlpipe.train.context_parallel import gather_keys_values
 
 
-def _varlen_entry_point() -> Callable[..., torch.Tensor] | None:
-    """torch's variable-length flash attention (with autograd), in the form that takes a scale, grouped key/value
-    heads and causality as a window (as in torch 2.13; its first releases took none of these); else None."""
+def _varlen_entry_point() -> tuple[Callable[..., torch.Tensor] | None, bool]:
+    """torch's variable-length flash attention (with autograd) if it takes a scale and causality as a window
+    (its first releases took neither), and whether it also asks for `enable_gqa` (later releases refuse grouped
+    key/value heads without it; earlier ones pass them to flash attention, which takes them natively)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        return None
-    wanted = {"scale", "window_size", "enable_gqa"}
-    return varlen_attn if wanted <= inspect.signature(varlen_attn).parameters.keys() else None
+        return None, False
+    parameters = inspect.signature(varlen_attn).parameters
+    if not {"scale", "window_size"} <= parameters.keys():
+        return None, False
+    return varlen_attn, "enable_gqa" in parameters
 
 
-varlen_attn = _varlen_entry_point()
+varlen_attn, _VARLEN_ASKS_FOR_GQA = _varlen_entry_point()
 
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -79,9 +82,9 @@ def varlen_causal_attention(
     """`packed_causal_attention` in one flash varlen call (GPU only; see `varlen_kernel_applies`)."""
     longest = int(cu_seqlens.diff().max())  # cu_seqlens is on the host: no device sync
     bounds = cu_seqlens.to(q.device, non_blocking=True)
-    return varlen_attn(
-        q, k, v, bounds, bounds, longest, longest, scale=scale, window_size=(-1, 0), enable_gqa=k.shape[1] != q.shape[1]
-    )  # window (-1, 0) is the kernel's spelling of causal
+    grouped = {"enable_gqa": k.shape[1] != q.shape[1]} if _VARLEN_ASKS_FOR_GQA else {}
+    # window (-1, 0) is the kernel's spelling of causal
+    return varlen_attn(q, k, v, bounds, bounds, longest, longest, scale=scale, window_size=(-1, 0), **grouped)
 
 
 def per_sequence_causal_attention(
