@@ -3,7 +3,7 @@
 Three shapes of input reach it:
 
 - padded rows under the default causal mask: one `scaled_dot_product_attention` call (flash on GPU), grouped
-  key/value heads passed as they are (`enable_gqa`), not repeated per query head;
+  key/value heads passed as they are (`enable_gqa`) wherever the chosen kernel takes them (`_grouped_heads`);
 - a packed row of several sequences (dynamic batching; PackedSeqParams in "sbhd" layout with b = 1): causal
   attention within each sequence. On a GPU with flash attention this is torch's variable-length kernel
   (`torch.nn.attention.varlen`), one call for the whole row, the way TransformerEngine's THD path runs; elsewhere
@@ -100,10 +100,39 @@ def per_sequence_causal_attention(
 
 
 def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout: float = 0.0) -> torch.Tensor:
-    """Causal SDPA on q [b, heads, s, d] and k, v [b, groups, s, d], the groups not repeated (GQA)."""
+    """Causal SDPA on q [b, heads, s, d] and k, v [b, groups, s, d]."""
+    k, v, grouped = _grouped_heads(q, k, v, masked=False)
     return F.scaled_dot_product_attention(
-        q, k, v, dropout_p=dropout, is_causal=q.shape[2] > 1, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
+        q, k, v, dropout_p=dropout, is_causal=q.shape[2] > 1, scale=scale, enable_gqa=grouped
     )
+
+
+def masked_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, dropout: float = 0.0
+) -> torch.Tensor:
+    """SDPA under megatron's mask [b, 1, sq, sk] (True = masked; SDPA's boolean mask is the opposite); no mask
+    means full attention."""
+    k, v, grouped = _grouped_heads(q, k, v, masked=mask is not None)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=dropout, scale=scale, enable_gqa=grouped
+    )
+
+
+def _grouped_heads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masked: bool
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Keys and values for an SDPA call over q's heads, and its `enable_gqa`.
+
+    The groups go unrepeated where the kernel SDPA will pick takes them: every CPU kernel, and on GPU flash
+    attention (half precision, no mask). Elsewhere they are repeated per query head: the GPU's memory-efficient
+    kernel (fp32, or a mask) takes no groups, and SDPA would fall back to its math path, O(s^2) in memory.
+    """
+    repeat = q.shape[1] // k.shape[1]
+    if repeat == 1:
+        return k, v, False
+    if not q.is_cuda or (q.dtype in _FLASH_DTYPES and not masked):
+        return k, v, True
+    return k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1), False
 
 
 class SDPACoreAttention(DotProductAttention):
@@ -143,7 +172,7 @@ class SDPACoreAttention(DotProductAttention):
                 if causal:
                     context = causal_sdpa(q, k, v, scale, dropout)
                 else:
-                    context = self._masked(q, k, v, attention_mask, scale, dropout)
+                    context = masked_sdpa(q, k, v, attention_mask, scale, dropout)
                 context = context.permute(2, 0, 1, 3)  # [s, b, heads, d]
         return context.reshape(sq, b, self.hidden_size_per_partition)
 
@@ -154,13 +183,3 @@ class SDPACoreAttention(DotProductAttention):
             raise NotImplementedError("packed input: rlpipe packs one row per micro-batch, in sbhd layout")
         q, k, v = (t.squeeze(1) for t in (query, key, value))
         return packed_causal_attention(q, k, v, packed_seq_params.cu_seqlens_q, scale, dropout).unsqueeze(1)
-
-    def _masked(self, q, k, v, mask: torch.Tensor | None, scale: float, dropout: float) -> torch.Tensor:
-        """SDPA under megatron's mask [b, 1, sq, sk] (True = masked; SDPA's boolean mask is the opposite).
-        Key/value groups are repeated per query head here: the GPU's masked kernel takes no grouped heads."""
-        repeat = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
-        if repeat > 1:
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=dropout, scale=scale
-        )

@@ -7,6 +7,7 @@ import torch
 
 from rlpipe.train.attention import (
     causal_sdpa,
+    masked_sdpa,
     packed_causal_attention,
     per_sequence_causal_attention,
     varlen_kernel_applies,
@@ -68,6 +69,14 @@ def test_causal_sdpa_with_grouped_heads_matches_reference() -> None:
     q, k, v = qkv(7, seed=1)
     out = causal_sdpa(*(t.transpose(0, 1)[None] for t in (q, k, v)), SCALE)[0].transpose(0, 1)
     torch.testing.assert_close(out, reference_attention(q, k, v, block_causal([7])))
+
+
+def test_masked_sdpa_with_grouped_heads_matches_reference() -> None:
+    """Megatron's mask convention (True = masked) on an arbitrary pattern, every row keeping its diagonal."""
+    q, k, v = qkv(6, seed=2)
+    allowed = (torch.rand(6, 6, generator=torch.Generator().manual_seed(3)) > 0.5) | torch.eye(6, dtype=torch.bool)
+    out = masked_sdpa(*(t.transpose(0, 1)[None] for t in (q, k, v)), ~allowed[None, None], SCALE)[0]
+    torch.testing.assert_close(out.transpose(0, 1), reference_attention(q, k, v, allowed))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
