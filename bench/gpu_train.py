@@ -23,7 +23,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
@@ -135,18 +137,18 @@ def megatron_step(
             mask = mb.attention_mask.to(device)
         else:
             packed = inp.packed_seq_params
-    packed_kernel = attention.packed_causal_attention
-    if layout == "packed-loop":
-        packed_kernel = attention.per_sequence_causal_attention
+
+    def kernels() -> AbstractContextManager:
+        """packed-loop: the packed path with its per-sequence fallback forced, for the whole step."""
+        if layout != "packed-loop":
+            return nullcontext()
+        return patch.object(attention, "packed_causal_attention", attention.per_sequence_causal_attention)
 
     def step() -> None:
-        attention.packed_causal_attention, restore = packed_kernel, attention.packed_causal_attention
-        try:
+        with kernels():
             logits = model(tokens, positions, mask, packed_seq_params=packed)  # [b, s, V]
             log_probs, _ = token_stats(logits, labels, cfg["vocab_size"], 1.0, with_entropy=False)  # trainer's head
             (-log_probs.mean()).backward()
-        finally:
-            attention.packed_causal_attention = restore
         model.zero_grad(set_to_none=True)
 
     return step
@@ -154,7 +156,7 @@ def megatron_step(
 
 def check_packed_kernels(device: str, dtype: torch.dtype, heads: int, groups: int, dim: int, total: int) -> None:
     """Varlen (where it applies) and per-sequence attention on a packed row of uneven sequences: their largest
-    output and gradient differences from an fp32 per-sequence reference, and their forward+backward times."""
+    output and gradient differences from an fp64 per-sequence reference, and their forward+backward times."""
     from rlpipe.train import attention
 
     torch.manual_seed(1)
