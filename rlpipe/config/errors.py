@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rlpipe.config.secrets import redact, redact_text
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -16,9 +18,10 @@ class Problem:
     value: Any = None
 
     def render(self) -> str:
-        value = "" if self.value is None else f" (got {self.value!r})"
-        fix = f"\n      fix: {self.fix}" if self.fix else ""
-        return f"  - {self.key}{value}: {self.message}{fix}"
+        """The problem as the CLI prints it; secrets in the value, message or key (an override) are redacted."""
+        value = "" if self.value is None else f" (got {redact(self.value, self.key)!r})"
+        fix = f"\n      fix: {redact_text(self.fix)}" if self.fix else ""
+        return f"  - {redact_text(self.key)}{value}: {redact_text(self.message)}{fix}"
 
 
 class ConfigError(Exception):

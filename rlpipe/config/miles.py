@@ -12,6 +12,11 @@ line passes, maps each back to its schema key, applies Megatron's own derivation
 and writes Miles' defaults wherever rlpipe's group defaults differ, so the experiment means what the script meant.
 Flags with no rlpipe field are listed, never dropped: Miles/slime flags, Megatron flags, unknown flags.
 
+Quoting and secrets: every word of the script goes through `_bash_word`, the one place that writes a value into
+bash: `shlex.quote`, so no config string can run code; a secret (a secret-named key such as sglang.extra.api_key,
+credentials inside a URL, see rlpipe.config.secrets) is written as `"${RLPIPE_SECRET_<FLAG>:?}"` instead, and the
+header names each such variable with the value redacted. Comment lines are redacted and kept to one line.
+
 Departures: `sglang.log_level` is exported only when it differs from rlpipe's default (`warning`, quieter than
 SGLang's `info`), since it changes no result. Miles forces `--bf16` and the distributed optimizer on whatever the
 flags say; rlpipe maps those flags one to one and leaves the recipe to say what it means.
@@ -23,6 +28,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import json
 import re
 import shlex
 import sys
@@ -41,6 +47,7 @@ from pydantic.fields import FieldInfo
 from rlpipe.config.load import CONF_DIR
 from rlpipe.config.resolve import SAMPLING_KEYS, Resolved
 from rlpipe.config.schema import RunConfig
+from rlpipe.config.secrets import REDACTED, is_secret_key, redact, redact_text
 
 # ------------------------------------------------------------------------------------------ the flag table
 ARRAYS: tuple[str, ...] = (
@@ -211,24 +218,32 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- export
+class _Secret(str):
+    """A word the exported script must not spell (the value of a secret-named key): `_bash_word` writes an
+    environment-variable reference instead. Equal to the real word, so `miles_arrays` still means the real run."""
+
+
 def _fmt(value: Any) -> str:
-    """A flag value as Miles' scripts write it: whole floats without the `.0` (10000, 1), others as str."""
+    """A flag value as Miles' scripts write it: whole floats without the `.0` (10000, 1), a mapping as JSON (as
+    the SGLang launcher passes it), others as str."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
+    if isinstance(value, dict):
+        return json.dumps(value)
     return str(value)
 
 
 def _flag_args(flag: str, key: str | None, value: Any) -> list[str]:
-    """The generic rule: None/False/[] -> nothing, True -> bare flag, Miles' default -> nothing, else flag value."""
+    """The generic rule: None/False/[] -> nothing, True -> bare flag, Miles' default -> nothing, else flag value.
+    The values of a secret-named key are marked `_Secret`."""
     if value is None or value is False or value == []:
         return []
     if value is True:
         return [flag]
-    if isinstance(value, list):
-        return [flag, *map(_fmt, value)]
     if key in MILES_DEFAULTS and value == MILES_DEFAULTS[key]:
         return []
-    return [flag, _fmt(value)]
+    values = list(map(_fmt, value)) if isinstance(value, list) else [_fmt(value)]
+    return [flag, *(_Secret(v) if key and is_secret_key(key) else v for v in values)]
 
 
 def _train_iters(cfg: RunConfig) -> int | None:
@@ -263,7 +278,9 @@ def _field_args(cfg: RunConfig, key: str, flag: str) -> list[str]:
         pairs = [x for name, ds in value.items() for x in (name, ds.path)]
         return [flag, *pairs] if pairs else []
     if key == "sglang.extra":
-        return [x for name, v in value.items() for x in _flag_args(f"--sglang-{name.replace('_', '-')}", None, v)]
+        return [
+            x for name, v in value.items() for x in _flag_args(f"--sglang-{name.replace('_', '-')}", f"{key}.{name}", v)
+        ]
     if key in EXPORT_WHEN_CHANGED and value == dict(_leaves())[key].default:
         return []
     return _flag_args(flag, key, value)
@@ -314,7 +331,7 @@ def _export_notes(cfg: RunConfig) -> list[str]:
         expected = MILES_FIXED.get(key, info.default)
         if value != expected:
             shown = value.model_dump() if isinstance(value, BaseModel) else value
-            notes.append(f"#   {key} = {shown!r}: no Miles flag")
+            notes.append(f"#   {key} = {redact(shown, key)!r}: no Miles flag")
     for name, ds in cfg.eval.datasets.items():
         for k in SAMPLING_KEYS:
             level = getattr(cfg.eval, k)
@@ -332,37 +349,74 @@ def _export_notes(cfg: RunConfig) -> list[str]:
     return ["# Not expressed by the flags below:", *notes] if notes else []
 
 
-def _bash_lines(words: list[str]) -> list[str]:
-    """Words grouped one flag and its values per line, each word quoted for bash."""
+def _comment(line: str) -> str:
+    """A comment line safe to write: secrets redacted, and newlines and other control characters escaped, so that
+    no config string (a run name, a dataset name) can end the comment and start a command."""
+    text = redact_text(line)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _secret_env(flag: str, taken: dict[str, str]) -> str:
+    """A fresh variable name for a secret value of `flag`: RLPIPE_SECRET_<FLAG>[_<n>] (from the flag, never the
+    value)."""
+    stem = "RLPIPE_SECRET_" + (re.sub(r"[^A-Za-z0-9]+", "_", redact_text(flag)).strip("_").upper() or "ARG")
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return name
+
+
+def _bash_word(word: str, flag: str, secrets: dict[str, str]) -> str:
+    """One word as bash source: quoted with shlex.quote (no expansion, no splitting, no globbing), or, for a
+    secret, a reference to an environment variable that must be set, recorded in `secrets` with the value
+    redacted. The one place the export writes a config value into bash."""
+    shown = REDACTED if isinstance(word, _Secret) else redact(word)
+    if not isinstance(word, _Secret) and shown == word:
+        return shlex.quote(word)
+    env = _secret_env(flag, secrets)
+    secrets[env] = f"{redact_text(flag)} {shown}" if flag and flag is not word else shown
+    return f'"${{{env}:?}}"'
+
+
+def _bash_lines(words: list[str], secrets: dict[str, str]) -> list[str]:
+    """Words grouped one flag and its values per line, each written by `_bash_word`. A secret value starts no line
+    of its own even when it begins with `--`."""
     lines: list[list[str]] = []
+    flag = ""
     for word in words:
-        if word.startswith("--") or not lines:
+        if word.startswith("--") and not isinstance(word, _Secret):
+            flag = word
             lines.append([])
-        lines[-1].append(shlex.quote(word))
+        elif not lines:
+            lines.append([])
+        lines[-1].append(_bash_word(word, flag, secrets))
     return [" ".join(line) for line in lines]
 
 
 def export_miles(run: Resolved) -> str:
-    """A bash launch script for Miles equivalent to the resolved run: the arrays, then the train.py line."""
+    """A bash launch script for Miles equivalent to the resolved run: the arrays, then the train.py line. Values
+    are quoted and secrets left to environment variables (see the module docstring)."""
     cfg = run.cfg
-    arrays = miles_arrays(run)
-    out = [
-        "#!/bin/bash",
-        f"# Miles launch script for the rlpipe run `{cfg.run_name}` (rlpipe.config.miles.export_miles).",
-        "# Run it from Miles' repository root, on a node where Ray is started (ray start --head).",
-        *_export_notes(cfg),
-        "",
-    ]
-    used = []
-    for name, words in arrays.items():
+    secrets: dict[str, str] = {}
+    body, used = [], []
+    for name, words in miles_arrays(run).items():
         if not words and name in OPTIONAL_ARRAYS:
             continue
         used.append(name)
-        out += [f"{name}=(", *(f"   {line}" for line in _bash_lines(words)), ")", ""]
+        body += [f"{name}=(", *(f"   {line}" for line in _bash_lines(words, secrets)), ")", ""]
     script = "train_async.py" if cfg.rollout.mode == "async" else "train.py"
-    call = [f"python3 {script}", *_bash_lines(miles_cluster_args(run)), *(f'"${{{name}[@]}}"' for name in used)]
-    out.append(" \\\n   ".join(call))
-    return "\n".join(out) + "\n"
+    cluster = _bash_lines(miles_cluster_args(run), secrets)
+    body.append(" \\\n   ".join([f"python3 {script}", *cluster, *(f'"${{{name}[@]}}"' for name in used)]))
+    head = [
+        f"# Miles launch script for the rlpipe run `{cfg.run_name}` (rlpipe.config.miles.export_miles).",
+        "# Run it from Miles' repository root, on a node where Ray is started (ray start --head).",
+        *_export_notes(cfg),
+    ]
+    if secrets:
+        head += ["# Secrets are not written here: export these variables (the values redacted below) first:"]
+        head += [f"#   {env}  ({shown})" for env, shown in secrets.items()]
+    return "\n".join(["#!/bin/bash", *map(_comment, head), "", *body]) + "\n"
 
 
 # ----------------------------------------------------------------------------------------- reading bash
@@ -532,12 +586,8 @@ class Unmapped:
     reason: str
 
     def __str__(self) -> str:
-        values = ("<redacted>",) if self.values and _SECRET.search(self.flag) else self.values
+        values = (REDACTED,) if self.values and is_secret_key(self.flag) else tuple(map(redact, self.values))
         return " ".join((self.flag, *map(shlex.quote, values))) + f"  ({self.kind}: {self.reason})"
-
-
-# Flags whose values are secrets (--wandb-key, API tokens): listed by name only, never written out.
-_SECRET = re.compile(r"key|token|secret|password", re.IGNORECASE)
 
 
 @dataclass

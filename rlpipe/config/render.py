@@ -1,4 +1,7 @@
-"""Showing a resolved run: YAML with the reason beside every derived value, and the start-of-run table."""
+"""Showing a resolved run: YAML with the reason beside every derived value, and the start-of-run table.
+
+Both are shown or saved (outputs/<run>/resolved_config.yaml), so secrets go through rlpipe.config.secrets first;
+the run itself keeps the real values."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 import yaml
 
 from rlpipe.config.resolve import Resolved
+from rlpipe.config.secrets import redact, redact_text
 
 
 def _scalar(value: Any) -> str:
@@ -17,7 +21,7 @@ def _emit(node: dict[str, Any], prefix: str, depth: int, reasons: dict[str, str]
     pad = "  " * depth
     for key, value in node.items():
         path = f"{prefix}{key}"
-        note = f"  # {reasons[path]}" if path in reasons else ""
+        note = f"  # {redact_text(reasons[path])}" if path in reasons else ""
         if isinstance(value, dict) and value:
             out.append(f"{pad}{key}:{note}")
             _emit(value, path + ".", depth + 1, reasons, out)
@@ -26,20 +30,21 @@ def _emit(node: dict[str, Any], prefix: str, depth: int, reasons: dict[str, str]
 
 
 def to_yaml(run: Resolved) -> str:
-    """The whole resolved config as YAML; derived values carry `# derived: ...` comments, then the topology."""
+    """The whole resolved config as YAML, secrets redacted; derived values carry `# derived: ...` comments, then
+    the topology."""
     reasons = {d.key: d.reason for d in run.derivations}
     out: list[str] = []
-    _emit(run.cfg.model_dump(mode="json"), "", 0, reasons, out)
+    _emit(redact(run.cfg.model_dump(mode="json")), "", 0, reasons, out)
     out.append("# topology (derived):")
     out.extend(f"#   {k}: {v}" for k, v in run.topology.model_dump().items())
-    out.extend(f"# warning: {w}" for w in run.warnings)
+    out.extend(f"# warning: {redact_text(w)}" for w in run.warnings)
     return "\n".join(out) + "\n"
 
 
 def derived_rows(run: Resolved) -> list[tuple[str, str, str]]:
-    """(key, value, reason) for the table: every derived value in the order derived, except that a dataset's
-    inherited sampling fields fold into one row (the YAML of `--cfg job` keeps each with its source) and a
-    mapping shows its keys."""
+    """(key, value, reason) for the table: every derived value in the order derived (secrets redacted), except
+    that a dataset's inherited sampling fields fold into one row (the YAML of `--cfg job` keeps each with its
+    source) and a mapping shows its keys."""
     rows: list[tuple[str, str, str]] = []
     inherited: dict[str, list[str]] = {}
     for d in run.derivations:
@@ -48,20 +53,22 @@ def derived_rows(run: Resolved) -> list[tuple[str, str, str]]:
             if head not in inherited:
                 inherited[head] = []
                 rows.append((head, "", "inherited: dataset > eval > rollout"))
-            inherited[head].append(f"{leaf}={_scalar(d.value)}")
+            inherited[head].append(f"{leaf}={_scalar(redact(d.value, d.key))}")
             continue
-        shown = "{" + ", ".join(d.value) + "}" if isinstance(d.value, dict) else _scalar(d.value)
-        rows.append((d.key, shown, d.reason))
+        value = redact(d.value, d.key)
+        shown = "{" + ", ".join(value) + "}" if isinstance(value, dict) else _scalar(value)
+        rows.append((d.key, shown, redact_text(d.reason)))
     return [(key, ", ".join(inherited[key]) if key in inherited else value, why) for key, value, why in rows]
 
 
 def print_summary(run: Resolved) -> None:
-    """The start-of-run table: the headline values, every derived value with its reason, then warnings."""
+    """The start-of-run table: the headline values, every derived value with its reason, then warnings; secrets
+    redacted (the table goes to the terminal and to job logs)."""
     from rich.console import Console
     from rich.table import Table
 
     cfg, topo = run.cfg, run.topology
-    table = Table(title=f"rlpipe run `{cfg.run_name}`", show_lines=False, title_justify="left")
+    table = Table(title=f"rlpipe run `{redact_text(cfg.run_name)}`", show_lines=False, title_justify="left")
     table.add_column("key", style="cyan", no_wrap=True)
     table.add_column("value", style="bold", overflow="fold")
     table.add_column("why (derived values)")
@@ -76,11 +83,11 @@ def print_summary(run: Resolved) -> None:
         f"{cfg.rollout.engine} engine x {topo.num_engines}, {cfg.cluster.backend}",
     }
     for key, value in headline.items():
-        table.add_row(key, str(value), run.reason(key) or "")
+        table.add_row(key, redact_text(str(value)), redact_text(run.reason(key) or ""))
     for key, value, reason in derived_rows(run):
         if key not in headline:
             table.add_row(key, value, reason)
     console = Console(stderr=False)
     console.print(table)
     for warning in run.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}")
+        console.print(f"[yellow]warning[/yellow] {redact_text(warning)}")

@@ -17,6 +17,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from rlpipe.config.secrets import redact_text, redact_url
 from rlpipe.data.sample import Sample
 from rlpipe.reward.context import RewardContext
 
@@ -40,7 +41,7 @@ def parse_reward_reply(body: Any, url: str) -> float:
     value = body.get("reward") if isinstance(body, dict) else body
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RewardServiceError(
-            f"reward service {url} replied {json.dumps(body)[:_BODY_PREVIEW_CHARS]}; "
+            f"reward service {redact_url(url)} replied {json.dumps(body)[:_BODY_PREVIEW_CHARS]}; "
             'expected {"reward": <finite number>} or a bare number'
         )
     return float(value)
@@ -56,14 +57,18 @@ async def _post_once(session: aiohttp.ClientSession, url: str, payload: dict[str
             if resp.status == 429 or resp.status >= 500:
                 raise _Retryable(f"HTTP {resp.status}: {text[:_BODY_PREVIEW_CHARS]!r}")
             if resp.status >= 400:
-                raise RewardServiceError(f"reward service {url} rejected the request: HTTP {resp.status}: {text!r}")
+                raise RewardServiceError(
+                    f"reward service {redact_url(url)} rejected the request: HTTP {resp.status}: {redact_text(text)!r}"
+                )
     except (aiohttp.ClientError, TimeoutError) as err:
-        detail = str(err) or "no reply within the timeout"  # aiohttp's TimeoutError carries no text
+        detail = redact_text(str(err)) or "no reply within the timeout"  # aiohttp's errors may spell the URL
         raise _Retryable(f"{type(err).__name__}: {detail}") from err
     try:
         body = json.loads(text)
     except ValueError as err:
-        raise RewardServiceError(f"reward service {url} replied non-JSON {text[:_BODY_PREVIEW_CHARS]!r}") from err
+        raise RewardServiceError(
+            f"reward service {redact_url(url)} replied non-JSON {text[:_BODY_PREVIEW_CHARS]!r}"
+        ) from err
     return parse_reward_reply(body, url)
 
 
@@ -90,6 +95,6 @@ async def remote_reward(sample: Sample, ctx: RewardContext) -> float:
             except _Retryable as err:
                 last_failure = str(err)
     raise RewardServiceError(
-        f"reward service {ctx.rm_url} failed {attempts} time(s) (timeout {ctx.timeout_s} s each); "
+        f"reward service {redact_url(ctx.rm_url)} failed {attempts} time(s) (timeout {ctx.timeout_s} s each); "
         f"last failure: {last_failure}. Is the service up and reachable from this node?"
     )
