@@ -4,8 +4,12 @@ The promise (issue 2): every config mistake is caught and explained in under a s
 imported. Each case runs as a fresh subprocess, as a user would type it; rounds interleave the cases with a
 bare `python -c pass` baseline so that load from other processes on the machine hits all of them alike.
 
-    python bench/config_latency.py            # 5 rounds, prints a markdown table
+    python bench/config_latency.py            # 5 rounds, prints a markdown table (a case over the goal: OVER)
     python bench/config_latency.py --runs 9
+    python bench/config_latency.py --check    # ... and exit 1 if any case is over the goal
+
+Without --check the exit code says only whether every case did what it says (its exit code): timings on a
+shared machine vary with its load, so a smoke run (tests/test_bench_smoke.py) must not fail on them.
 """
 
 from __future__ import annotations
@@ -51,20 +55,24 @@ def measure(runs: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="subprocess runs per case (the median is reported)")
+    parser.add_argument("--goal", type=float, default=GOAL_S, help="seconds a case may take (default: the promise)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a case's median is over the goal")
     args = parser.parse_args()
     medians = measure(args.runs)
     baseline = medians["baseline `python -c pass`"]
-    print(f"median of {args.runs} runs each, Python {sys.version.split()[0]}, goal <= {GOAL_S:.1f} s\n")
+    print(f"median of {args.runs} runs each, Python {sys.version.split()[0]}, goal <= {args.goal:.1f} s\n")
     print("| case | seconds | x baseline | goal |")
     print("|---|---:|---:|---|")
     over = 0
     for name, seconds in medians.items():
         is_baseline = name.startswith("baseline")
-        ok = is_baseline or seconds <= GOAL_S
+        ok = is_baseline or seconds <= args.goal
         over += not ok
         verdict = "" if is_baseline else ("met" if ok else "OVER")
         print(f"| {name} | {seconds:.3f} | {seconds / baseline:.1f} | {verdict} |")
-    return 1 if over else 0
+    if over:
+        print(f"\n{over} case(s) over the {args.goal:.1f} s goal")
+    return 1 if over and args.check else 0
 
 
 if __name__ == "__main__":

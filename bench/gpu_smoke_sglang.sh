@@ -2,11 +2,11 @@
 # Smoke-test the real SGLang path on a GPU machine with sglang installed (not run in CI):
 # one engine on a small HF model, sglang-router in front, generate through it, one weight-update round trip
 # (begin -> update_weights_from_tensor -> end -> flush, then generate again and compare), release/resume memory.
-#   usage: bench/gpu_smoke_sglang.sh /path/to/small-hf-model [port]
+#   usage: bench/gpu_smoke_sglang.sh /path/to/small-hf-model [port]   (default: a free port; the router's are too)
 # Prints PASS/FAIL per step; exits non-zero if any step failed. Logs go to ${LOG_DIR:-/tmp/rlpipe_sglang_smoke}.
 set -uo pipefail
 MODEL=${1:?usage: $0 /path/to/small-hf-model [port]}
-PORT=${2:-30100}
+PORT=${2:-}
 export RLPIPE_SMOKE_MODEL="$MODEL" RLPIPE_SMOKE_PORT="$PORT" RLPIPE_SMOKE_LOGS="${LOG_DIR:-/tmp/rlpipe_sglang_smoke}"
 cd "$(dirname "$0")/.."
 exec python - <<'PY'
@@ -17,10 +17,12 @@ from transformers import AutoModelForCausalLM
 
 from rlpipe.rollout.engine import SamplingParams
 from rlpipe.rollout.sglang.client import SGLangEngine
+from rlpipe.rollout.sglang.process import free_ports
 from rlpipe.rollout.sglang.router import SGLangRouter
 from rlpipe.rollout.sglang.server import SGLangServer
 
-model, port, logs = os.environ["RLPIPE_SMOKE_MODEL"], int(os.environ["RLPIPE_SMOKE_PORT"]), os.environ["RLPIPE_SMOKE_LOGS"]
+model, logs = os.environ["RLPIPE_SMOKE_MODEL"], os.environ["RLPIPE_SMOKE_LOGS"]
+port = int(os.environ["RLPIPE_SMOKE_PORT"] or free_ports(1)[0])
 url = f"http://127.0.0.1:{port}"
 failed = []
 
@@ -61,7 +63,7 @@ command = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, 
            "--port", str(port), "--tp-size", "1", "--mem-fraction-static", "0.5", "--enable-memory-saver",
            "--log-level", "warning"]
 server = SGLangServer(command, url, f"{logs}/engine.log")
-router = SGLangRouter(port + 50, f"{logs}/router.log")
+router = SGLangRouter(f"{logs}/router.log")
 try:
     step("engine starts and answers /health", lambda: server.start(timeout_s=600))
     step("router starts", lambda: router.start())

@@ -1,6 +1,6 @@
 """rlpipe vs TRL's GRPOTrainer on the same tiny GRPO job, taking turns iteration by iteration in one process.
 
-    python bench/vs_trl.py [--iterations 100] [--skip 5] [--profile] [rlpipe override ...]
+    python bench/vs_trl.py [--iterations 100] [--skip 5] [--profile] [--workdir DIR] [rlpipe override ...]
 
 What is compared (the default demo job, `conf/experiment/tiny-cpu.yaml`):
   1. rlpipe's own supervised warm-up runs once (`Loop.warmup`, Megatron trainer, 40 steps); the weights go
@@ -30,8 +30,9 @@ one optimizer step per rollout); GRPO std epsilon 1e-6 (rlpipe) vs 1e-4 (TRL); d
 
 Prints seconds per iteration (median and mean after `--skip` iterations), the ratio rlpipe / TRL, each side's
 rollout / train split, and mean sampled reward per 10 iterations; writes
-`outputs/bench_vs_trl/{reward_curves.png,results.json}`. `--profile` adds cProfile of both sides (timings from
-such a run are inflated by the profiler; do not report them).
+`outputs/bench_vs_trl/{reward_curves.png,results.json}` under `--workdir` (default: the repo root, where the demo's
+`.cache/rlpipe` also lands; the smoke test points it at a tmp dir). `--profile` adds cProfile of both sides
+(timings from such a run are inflated by the profiler; do not report them).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: rlpipe is not an installed package
-OUT = Path("outputs/bench_vs_trl")  # relative to the repo root, like every rlpipe output_dir
+OUT = Path("outputs/bench_vs_trl")  # relative to --workdir (the repo root by default), like every rlpipe output_dir
 WARM_DIR = OUT / "warm_hf"
 
 
@@ -60,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=100, help="GRPO iterations on each side")
     p.add_argument("--skip", type=int, default=5, help="first iterations left out of the timing statistics")
     p.add_argument("--profile", action="store_true", help="cProfile both sides; print the top functions")
+    p.add_argument(
+        "--workdir", type=Path, default=REPO, help="folder the outputs and the demo cache go under (default: repo root)"
+    )
     p.add_argument(
         "overrides", nargs="*", help="config overrides for the RL run, e.g. rollout.mode=async; TRL reads the same"
     )
@@ -403,7 +407,7 @@ def print_profile(profile: cProfile.Profile, side: str) -> None:
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> int:
     args = parse_args()
-    os.chdir(REPO)  # the demo's paths (.cache/rlpipe, outputs/) are relative to the repo root
+    os.chdir(args.workdir)  # the demo's paths (.cache/rlpipe, outputs/) are relative to the launch folder
     warm_run = resolved_run(args.iterations, "run_name=warmup")
     from rlpipe.quiet import quiet_third_party
 

@@ -1,5 +1,6 @@
 """The benchmarks still run: each once at its smallest size (their numbers are not checked here; the speed
-claims live in bench/RESULTS.md, measured back to back)."""
+claims live in bench/RESULTS.md, measured back to back). Nothing here depends on how fast the machine is:
+config_latency runs with a goal no case can meet, and must still exit 0 unless asked to --check."""
 
 from __future__ import annotations
 
@@ -17,15 +18,32 @@ ROOT = Path(__file__).resolve().parents[1]
     "args",
     [
         ["gpu_check.sh", "--tiny", "--profile"],  # runs gpu_train.py through the device machine's wrapper
-        ["vs_trl.py", "--iterations", "6", "--skip", "1"],
+        ["vs_trl.py", "--iterations", "6", "--skip", "1", "--workdir", "."],  # "." is the test's tmp_path
         ["async_overlap.py", "--rounds", "1", "--rollouts", "3", "--skip", "1", "--response-len", "8"],
-        ["config_latency.py", "--runs", "1"],
+        ["config_latency.py", "--runs", "1", "--goal", "0"],  # every case OVER: timings alone never fail it
         ["packing.py", "--rounds", "1", "--iters", "1", "--seqs", "2", "--seq-len", "32"],
         ["logprob_head.py", "--rounds", "1", "--iters", "1", "--tokens", "16", "--vocab", "256"],
     ],
     ids=lambda args: args[0],
 )
 def test_benchmark_runs(args: list[str], tmp_path: Path) -> None:
+    done = run_bench(args, tmp_path)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    if args[0] == "gpu_check.sh":  # the log the device machine sends back
+        assert "megatron rows+swiglu" in (tmp_path / "gpu_train.log").read_text()
+    if args[0] == "config_latency.py":
+        assert "| OVER |" in done.stdout
+
+
+def test_config_latency_check_fails_on_a_missed_goal(tmp_path: Path) -> None:
+    """With --check, a case over the goal (here: any, the goal is 0 s) makes the benchmark exit 1."""
+    done = run_bench(["config_latency.py", "--runs", "1", "--goal", "0", "--check"], tmp_path)
+    assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "3 case(s) over the 0.0 s goal" in done.stdout
+
+
+def run_bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """bench/<args[0]> with the rest as its arguments, run from tmp_path, with $OUT = tmp_path."""
     python_dir = str(Path(sys.executable).parent)  # the wrapper calls `python3`: this one
     env = {
         **os.environ,
@@ -34,10 +52,7 @@ def test_benchmark_runs(args: list[str], tmp_path: Path) -> None:
         "PATH": f"{python_dir}:{os.environ['PATH']}",
     }
     runner = ["bash"] if args[0].endswith(".sh") else [sys.executable]
-    done = subprocess.run(
+    return subprocess.run(
         [*runner, str(ROOT / "bench" / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
-    if args[0] == "gpu_check.sh":  # the log the device machine sends back
-        assert "megatron rows+swiglu" in (tmp_path / "gpu_train.log").read_text()

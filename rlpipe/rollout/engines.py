@@ -1,5 +1,6 @@
 """Starting the configured rollout engine(s) and stopping them: the in-process HF engine, or SGLang servers
-behind sglang-router (one node: engines on the GPUs after the trainer's, or on the same ones under colocate)."""
+behind sglang-router (one node: engines on the GPUs after the trainer's, or on the same ones under colocate).
+Every port (each engine's, the router's, the router's metrics) is a free one the OS gives at launch."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ from pathlib import Path
 
 from rlpipe.config import Resolved
 from rlpipe.rollout.engine import RolloutEngine
-
-ROUTER_PORT = 29000
-ENGINE_BASE_PORT = 30000
 
 
 @contextlib.contextmanager
@@ -25,12 +23,15 @@ def started_engine(run: Resolved, log_dir: Path) -> Iterator[RolloutEngine]:
         yield HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
         return
     from rlpipe.rollout.sglang.client import SGLangEngine
+    from rlpipe.rollout.sglang.process import free_ports
     from rlpipe.rollout.sglang.router import SGLangRouter
     from rlpipe.rollout.sglang.server import SGLangServer, engine_slots
 
-    slots = engine_slots(run, base_port=ENGINE_BASE_PORT)
+    # One call for every port, so none is handed out twice: (router HTTP, router metrics, engine 0, engine 1, ...).
+    router_port, metrics_port, *engine_ports = free_ports(2 + run.topology.num_engines)
+    slots = engine_slots(run, ports=engine_ports)
     servers = [SGLangServer.from_config(run, slot, log_dir) for slot in slots]
-    router = SGLangRouter(ROUTER_PORT, log_dir / "router.log")
+    router = SGLangRouter(log_dir / "router.log", port=router_port, prometheus_port=metrics_port)
     try:
         router.start()
         for server in servers:

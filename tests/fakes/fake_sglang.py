@@ -108,6 +108,7 @@ class FakeSGLang:
         self.model_path = str(hf_checkpoint)
         self.host, self.port = host, port
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.generate_arrived = threading.Event()  # set by the first /generate, before a pause can hold it
         self.received_weights: list[list[tuple[str, torch.Tensor]]] = []
         self.weight_version = "default"
         self.session_open = False
@@ -190,6 +191,7 @@ class FakeSGLang:
     async def _generate(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(("/generate", body))
+        self.generate_arrived.set()
         sampling = body.get("sampling_params") or {}
         unknown = sorted(set(sampling) - SAMPLING_KEYS)
         if unknown:
@@ -321,7 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=30000)
+    parser.add_argument("--port", type=int, required=True)  # the launcher always passes a free one; no fixed default
     args, rest = parser.parse_known_args()
     torch.set_num_threads(1)
     fake = FakeSGLang(args.model_path, host=args.host, port=args.port)

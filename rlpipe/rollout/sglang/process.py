@@ -2,12 +2,17 @@
 
 Used for both SGLang servers and the router. The child starts in its own session (process group) because
 `sglang.launch_server` forks scheduler and detokenizer processes: stopping signals the whole group.
+
+Their ports are asked of the OS (`free_ports`) when they are launched, never fixed: a fixed port is whatever
+another job on a shared machine already holds (sglang-router's own Prometheus default, 29000, included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -15,9 +20,24 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rlpipe.config.secrets import argv_secrets, redact_text
+
 
 class ServerStartError(RuntimeError):
     """A server process exited or never became healthy; the message ends with the tail of its log."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports that are free on `host` now, for servers about to listen on them.
+
+    Each is the port the OS gives a socket bound to port 0; all are held until the last is picked, so no two are
+    the same, then released for the servers to bind. (Another process could still bind one in between; that
+    server's start then fails with its log tail, as any failed start does.)"""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 class ManagedProcess:
@@ -75,8 +95,10 @@ class ManagedProcess:
             return False
 
     def log_tail(self, lines: int = 40) -> str:
+        """The log's last lines for an error message, secrets redacted: SGLang prints its ServerArgs, api_key
+        included, at start-up."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        tail = "\n".join(text.splitlines()[-lines:])
+        tail = redact_text("\n".join(text.splitlines()[-lines:]), known=argv_secrets(self.command))
         return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
 
     def stop(self, timeout_s: float = 30.0) -> None:

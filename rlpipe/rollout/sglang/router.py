@@ -4,7 +4,9 @@ Facts measured against the installed sglang-router 0.3.2: `python -m sglang_rout
 --policy ...`; GET /health answers 200 as soon as the router is up, /readiness only once a worker is healthy;
 POST /workers {"url"} is queued ("accepted") and the worker shows up in GET /workers with is_healthy after the
 router has probed its /health, /server_info and /model_info. The router forwards /generate; it does not forward
-weight updates, memory release, abort or pause (SGLangEngine sends those to each engine).
+weight updates, memory release, abort or pause (SGLangEngine sends those to each engine). Besides its HTTP port the
+router opens a Prometheus metrics port, 29000 on all interfaces unless --prometheus-port / --prometheus-host say
+otherwise: both ports are passed explicitly, free ones picked at launch by default.
 """
 
 from __future__ import annotations
@@ -16,23 +18,31 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from rlpipe.rollout.sglang.process import ManagedProcess, ServerStartError
+from rlpipe.rollout.sglang.process import ManagedProcess, ServerStartError, free_ports
 
 
 class SGLangRouter:
-    """The router process and its worker registry."""
+    """The router process and its worker registry.
+
+    port / prometheus_port: the router's HTTP and metrics ports on `host`; None (the default) takes free ones
+    from the OS, so two routers, or a router and anything else on the machine, never collide."""
 
     def __init__(
         self,
-        port: int,
         log_path: str | Path,
         *,
+        port: int | None = None,
+        prometheus_port: int | None = None,
         host: str = "127.0.0.1",
         policy: str = "cache_aware",
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.url = f"http://{host}:{port}"
-        command = [sys.executable, "-m", "sglang_router.launch_router", "--host", host, "--port", str(port)]
+        picked = iter(free_ports([port, prometheus_port].count(None), host))
+        self.port = port if port is not None else next(picked)
+        self.prometheus_port = prometheus_port if prometheus_port is not None else next(picked)
+        self.url = f"http://{host}:{self.port}"
+        command = [sys.executable, "-m", "sglang_router.launch_router", "--host", host, "--port", str(self.port)]
+        command += ["--prometheus-host", host, "--prometheus-port", str(self.prometheus_port)]
         command += ["--policy", policy, "--log-level", "warn", *extra_args]
         self.process = ManagedProcess(command, self.url + "/health", log_path)
 

@@ -3,7 +3,8 @@
 One engine per `topology.num_engines`, each `sglang.rollout_num_gpus_per_engine` GPUs wide (its tp_size). On a
 single node the trainer holds GPUs [0, actor_gpus); colocated engines share those, disaggregated engines take
 the GPUs after them. (Multi-node placement belongs to the Ray layer, which sets CUDA_VISIBLE_DEVICES per engine
-and passes base_gpu_id 0.)
+and passes base_gpu_id 0.) Each engine's HTTP port is a free one the OS gives when its slots are laid out, never a
+fixed one another job on the machine may hold.
 
 Command line: `python -m sglang.launch_server` with the fields rlpipe owns, then every `sglang.extra` key
 verbatim as `--key-with-dashes value` (True: a bare flag; False/None: left out, i.e. SGLang's default; a list:
@@ -15,15 +16,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlpipe.config.resolve import Resolved
 from rlpipe.config.schema import RunConfig
-from rlpipe.rollout.sglang.process import ManagedProcess
-
-PORT_STRIDE = 10  # room between engines' HTTP ports
+from rlpipe.rollout.sglang.process import ManagedProcess, free_ports
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,18 @@ class EngineSlot:
         return f"http://{self.host}:{self.port}"
 
 
-def engine_slots(resolved: Resolved, *, host: str = "127.0.0.1", base_port: int = 30000) -> list[EngineSlot]:
-    """One slot per engine of the resolved topology (single-node GPU numbering, see the module docstring)."""
+def engine_slots(
+    resolved: Resolved, *, host: str = "127.0.0.1", ports: Sequence[int] | None = None
+) -> list[EngineSlot]:
+    """One slot per engine of the resolved topology (single-node GPU numbering, see the module docstring), each
+    on its own port: `ports` in engine order, or by default distinct free ones from the OS (`free_ports`)."""
     cfg, topo = resolved.cfg, resolved.topology
     per_engine = cfg.sglang.rollout_num_gpus_per_engine
     first_gpu = 0 if cfg.cluster.colocate else topo.actor_gpus
-    return [
-        EngineSlot(i, first_gpu + i * per_engine, host, base_port + i * PORT_STRIDE) for i in range(topo.num_engines)
-    ]
+    ports = free_ports(topo.num_engines, host) if ports is None else list(ports)
+    if len(ports) != topo.num_engines or len(set(ports)) != len(ports):
+        raise ValueError(f"engine_slots: need {topo.num_engines} distinct ports, one per engine; got {ports}")
+    return [EngineSlot(i, first_gpu + i * per_engine, host, port) for i, port in enumerate(ports)]
 
 
 def server_command(cfg: RunConfig, slot: EngineSlot, *, python: str = sys.executable) -> list[str]:

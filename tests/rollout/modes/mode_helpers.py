@@ -37,8 +37,9 @@ def keep_all(cfg: object, samples: list[Sample]) -> bool:
     return True
 
 
-# Set by a test's engine hook once the second engine call has begun; the filter below waits for it, so a
-# rollout's first chunk is judged only when the second is surely in flight (and must be aborted, not cancelled).
+# Set by a test's engine hook once the second engine call is in its first decode step; the filter below waits
+# for it, so a rollout's first chunk is judged only when the second is surely in flight (and must be aborted, not
+# cancelled) and has sampled exactly one token.
 SECOND_CALL_STARTED = threading.Event()
 
 

@@ -129,14 +129,17 @@ def test_partial_rollout_buffers_aborted_groups_and_the_next_rollout_finishes_th
     )
     engine = role.engine
     prefills = []
+    SECOND_CALL_STARTED.clear()  # module state: a rerun in the same process starts unsignalled
 
     def hold_second_chunk(module, args, kwargs, output):
-        """The second engine call signals that it runs, then holds its first decode step until abort() arrives."""
+        """In the second engine call's first decode step (its first token already sampled from the prefill):
+        signal the filter, then hold the step until abort() arrives, so the engine stops before a second token.
+        Signalling any earlier (e.g. in the prefill) lets the abort land before or after the first token is
+        sampled, by thread timing."""
         if kwargs["input_ids"].shape[1] > 1:
             prefills.append(1)
-            if len(prefills) == 2:
-                SECOND_CALL_STARTED.set()
-        elif len(prefills) == 2:
+        elif len(prefills) == 2 and not SECOND_CALL_STARTED.is_set():
+            SECOND_CALL_STARTED.set()
             assert engine._abort.wait(timeout=60)
 
     handle = engine.model.register_forward_hook(hold_second_chunk, with_kwargs=True)
@@ -145,10 +148,9 @@ def test_partial_rollout_buffers_aborted_groups_and_the_next_rollout_finishes_th
     assert first.metrics["groups_kept"] == 4 and first.metrics["buffer_groups"] == 4
     assert first.metrics["groups_aborted"] >= 1
     buffered = [list(g) for g in role.source.buffer]
-    # Cut short: at least the prefill's token, fewer than a finished response (how many decode steps slip in
-    # before the abort lands depends on thread timing).
-    limit = role.cfg.rollout.max_response_len
-    assert all(1 <= s.response_length < limit for g in buffered for s in g)
+    # Cut short after exactly the prefill's token: a row that sampled EOS there is complete, the rest aborted.
+    assert all(s.response_length == 1 for g in buffered for s in g)
+    assert all(s.status in (Status.ABORTED, Status.COMPLETED) for g in buffered for s in g)
     assert any(s.status == Status.ABORTED for g in buffered for s in g)
     heads = [[list(s.response_tokens) for s in g] for g in buffered]
 

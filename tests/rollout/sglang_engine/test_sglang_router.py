@@ -1,9 +1,10 @@
 """The real sglang-router (0.3.2, a subprocess) in front of two fake SGLang workers: registration through
-POST /workers, generation through the router reaching both workers, control calls bypassing it."""
+POST /workers, generation through the router reaching both workers, control calls bypassing it; routers on ports
+the OS picks, their Prometheus port included (its fixed default, 29000, let a second router on the machine die)."""
 
 from __future__ import annotations
 
-import socket
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -14,15 +15,9 @@ from rlpipe.rollout.sglang.router import SGLangRouter
 from tests.fakes.fake_sglang import FakeSGLang
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_router_spreads_generation_over_both_workers(ckpts: tuple[Path, Path], tmp_path: Path) -> None:
     fakes = [FakeSGLang(ckpts[0]).start() for _ in range(2)]
-    router = SGLangRouter(_free_port(), tmp_path / "router.log", policy="round_robin")
+    router = SGLangRouter(tmp_path / "router.log", policy="round_robin")
     try:
         router.start()
         for f in fakes:
@@ -46,3 +41,19 @@ def test_router_spreads_generation_over_both_workers(ckpts: tuple[Path, Path], t
         for f in fakes:
             f.stop()
     assert router.process.proc.poll() is not None
+
+
+def test_two_routers_run_side_by_side_each_on_its_own_free_ports(tmp_path: Path) -> None:
+    routers: list[SGLangRouter] = []
+    try:
+        for i in range(2):  # the second picks its ports while the first holds its own
+            routers.append(SGLangRouter(tmp_path / f"router{i}.log").start())
+        assert len({port for r in routers for port in (r.port, r.prometheus_port)}) == 4
+        for router in routers:
+            assert router.process.is_healthy()
+            assert "--prometheus-port" in router.process.command
+            with urllib.request.urlopen(f"http://127.0.0.1:{router.prometheus_port}/metrics", timeout=30) as resp:
+                assert resp.status == 200  # the metrics exporter listens where it was told
+    finally:
+        for router in routers:
+            router.stop()

@@ -98,8 +98,10 @@ def test_pause_holds_requests_until_continue(fake: FakeSGLang) -> None:
     result: list = []
     worker = threading.Thread(target=lambda: result.append(engine.generate([[1, 5]], SamplingParams(2, 0.0))))
     worker.start()
+    assert fake.generate_arrived.wait(timeout=60)
+    assert worker.is_alive() and not result  # the request arrived and is held by the pause
     engine.continue_generation()
-    worker.join(30)
+    worker.join(timeout=60)
     assert fake.pause_mode is None and result[0][0][0].finish_reason in ("stop", "length")
     with pytest.raises(ValueError, match="pause mode"):
         engine.pause_generation("stop")
