@@ -4,12 +4,51 @@ hand them to the same loop the in-process mode uses."""
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 
 from rlpipe.cluster.groups import RolloutGroup, TrainerGroup
 from rlpipe.cluster.placement import plan_placement, reserve
 from rlpipe.config import Resolved
 from rlpipe.loop import Loop, Summary
+
+CONNECT_TIMEOUT_S = 10.0  # a head node that has not answered a TCP connect by then is not coming
+DEFAULT_PORTS = {"": 6379, "ray": 10001}  # a GCS address (host:port), a Ray Client address (ray://host:port)
+
+
+class ClusterUnreachable(RuntimeError):
+    """The Ray cluster at `cluster.address` (or $RAY_ADDRESS) does not answer from this machine."""
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ClusterUnreachable, naming `address`, unless a TCP connection to its host and port opens within
+    `timeout_s`. `ray.init` itself retries an unreachable GCS for many minutes in silence (20 attempts of about 35 s
+    each in Ray 2.x), so this check runs first. Addresses it cannot parse, "auto", "local" and other schemes are
+    left to Ray; a port that accepts connections but is not Ray's is too (Ray's own timeouts apply then)."""
+    split = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = split.hostname, split.port
+    except ValueError:  # a port that is not a number
+        return
+    if host is None or address in ("auto", "local") or split.scheme not in DEFAULT_PORTS:
+        return
+    port = port or DEFAULT_PORTS[split.scheme]
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except TimeoutError:
+        reason = f"no answer within {timeout_s:g} s (the host is down, or a firewall drops the connection)"
+    except ConnectionRefusedError:
+        reason = "connection refused (nothing listens on that port: is Ray started there, on this port?)"
+    except OSError as err:  # unknown host, no route, ...
+        reason = f"{type(err).__name__}: {err.strerror or err}"
+    else:
+        return
+    where = address if address == f"{host}:{port}" else f"{address} ({host}:{port})"
+    raise ClusterUnreachable(
+        f"cannot reach the Ray cluster at {where}: {reason}. Start it (`ray start --head` on the "
+        "head node), or fix cluster.address (or $RAY_ADDRESS); leave both unset to start a local Ray."
+    )
 
 
 def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
@@ -20,6 +59,7 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
     if started_here:
         address = run.cfg.cluster.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets RAY_ADDRESS
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=True)
         else:  # a local Ray sized to the plan (logical CPUs: scheduling slots, not a promise of cores)
             need = plan.total()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class RewardContext:
     custom_rm_path:   "pkg.module.func" of a user reward; takes precedence over rm_type, as in Miles
     group_rm:         the custom reward scores one prompt's group at once: `(samples, ctx) -> list[float]`;
                       no effect on built-in rewards (as in Miles, where they are gathered per sample)
+    reward_timeout_s: longest one reward call (a sample, or a group with group_rm) may take, retries of a remote
+                      call included; a slower call counts as failed
+    reward_failure:   what a call that raises or times out does: "fail" raises `RewardError`, "zero" scores
+                      its samples 0.0, "drop_group" drops its group from the rollout (`rlpipe.reward.hub`)
     """
 
     rm_type: str
@@ -40,6 +45,8 @@ class RewardContext:
     max_concurrency: int = 64
     custom_rm_path: str | None = None
     group_rm: bool = False
+    reward_timeout_s: float = 60.0
+    reward_failure: Literal["fail", "zero", "drop_group"] = "fail"
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -50,6 +57,10 @@ class RewardContext:
             raise ValueError(f"RewardContext.retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
         if self.max_concurrency < 1:
             raise ValueError(f"RewardContext.max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.reward_timeout_s <= 0:
+            raise ValueError(f"RewardContext.reward_timeout_s must be > 0, got {self.reward_timeout_s}")
+        if self.reward_failure not in ("fail", "zero", "drop_group"):
+            raise ValueError(f"RewardContext.reward_failure must be fail, zero or drop_group: {self.reward_failure!r}")
         if self.custom_rm_path is None and self.rm_type == "remote" and not self.rm_url:
             raise ValueError(
                 "rm_type 'remote' needs rm_url (the reward service endpoint, e.g. http://host:8000/reward)"

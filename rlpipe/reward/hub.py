@@ -1,4 +1,4 @@
-"""The reward registry: `rm_type` -> async reward function, and `score_samples`, the one entry point.
+"""The reward registry: `rm_type` -> async reward function, and `score_groups` / `score_samples`, the entry points.
 
 Every entry has one signature, `async fn(sample, ctx) -> float`; the registry rejects duplicates and an
 unknown name gets an error listing the valid ones (verl's `register_adv_est` pattern). A custom reward
@@ -16,10 +16,14 @@ unknown name gets an error listing the valid ones (verl's `register_adv_est` pat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import math
+import threading
+import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rlpipe.data.sample import Sample
@@ -71,10 +75,87 @@ def _custom_reward(path: str, group_rm: bool) -> Callable[..., Any]:
     return load_custom_reward(path, group_rm=group_rm)
 
 
+class RewardError(RuntimeError):
+    """A reward call raised or timed out under `rollout.reward_failure: fail`; the message leads with the reward's
+    own error (type and message), then names the reward and the sample. The reward's exception is the cause."""
+
+
+@dataclass
+class Scored:
+    """What `score_groups` made of a batch: the groups that keep, and how many reward calls failed.
+
+    failures: calls that raised or timed out (whatever `reward_failure` then did); timeouts: those of them that
+    ran past `reward_timeout_s`; dropped: groups removed under `reward_failure: drop_group`."""
+
+    kept: list[list[Sample]]
+    failures: int = 0
+    timeouts: int = 0
+    dropped: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """The counts under the names the rollout metrics use."""
+        return {
+            "reward_failures": float(self.failures),
+            "reward_timeouts": float(self.timeouts),
+            "groups_dropped/reward_failure": float(self.dropped),
+        }
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A reward call that raised (`error`) or ran past the timeout (`timed_out`; error is then the TimeoutError)."""
+
+    error: Exception
+    timed_out: bool
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """`fn(*args)` on a fresh daemon thread, as a future of this event loop, which stays free meanwhile.
+
+    A thread cannot be killed: when the caller stops waiting (the reward timed out) the call runs on in the
+    background until it returns, and its result is ignored. Daemon, so a call that never returns cannot hold up
+    the process's exit; not the loop's default executor, which `asyncio.run` would wait for on the way out."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the caller timed out
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
+        except BaseException as err:  # handed to the awaiting coroutine, which decides
+            outcome = (None, err)
+        with contextlib.suppress(RuntimeError):  # the loop closed while this call overran: nobody waits for it
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=f"rlpipe-reward-{getattr(fn, '__name__', 'fn')}", daemon=True).start()
+    return future
+
+
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a sync or async function and return its result (custom rewards may be either)."""
-    result = fn(*args)
+    """Call a sync or async reward and return its result: a sync one on its own thread (`_in_thread`), so that
+    a slow or hanging one can be timed out instead of freezing the event loop."""
+    result = fn(*args) if inspect.iscoroutinefunction(fn) else await _in_thread(fn, *args)
     return await result if inspect.isawaitable(result) else result
+
+
+async def _attempt(fn: Callable[..., Any], arg: Any, ctx: RewardContext) -> Any:
+    """One reward call bounded by `ctx.reward_timeout_s`: its value, or a `_Failure` if it raised or timed out.
+
+    The bound holds for sync rewards (their thread is left behind) and for async ones at their `await`s: an async
+    function that computes for long without awaiting holds the event loop and is only stopped once it awaits."""
+    deadline = asyncio.timeout(ctx.reward_timeout_s)
+    try:
+        async with deadline:
+            return await _call(fn, arg, ctx)
+    except Exception as err:
+        return _Failure(err, timed_out=deadline.expired())
 
 
 def _checked(value: Any, who: str) -> float:
@@ -84,49 +165,102 @@ def _checked(value: Any, who: str) -> float:
     return float(value)
 
 
-def _groups(samples: list[Sample]) -> list[list[int]]:
-    """Positions of the samples of each group_index, groups in first-seen order."""
-    by_group: dict[int, list[int]] = {}
-    for pos, sample in enumerate(samples):
-        by_group.setdefault(sample.group_index, []).append(pos)
+def _values(result: Any, samples: list[Sample], who: str, per_group: bool) -> list[float]:
+    """The rewards one call returned for `samples`, checked (a group reward returns one per sample)."""
+    if not per_group:
+        return [_checked(result, who)]
+    if not isinstance(result, list | tuple) or len(result) != len(samples):
+        raise TypeError(
+            f"group reward {who} returned {result!r} for a group of {len(samples)} samples; "
+            f"expected a list of {len(samples)} numbers"
+        )
+    return [_checked(value, who) for value in result]
+
+
+def _failure_message(
+    failure: _Failure, who: str, samples: list[Sample], groups: list[list[Sample]], ctx: RewardContext
+) -> str:
+    """The error `reward_failure: fail` stops with: the reward's own error first, then where (the call's samples by
+    position in the scored batch, and their prompt), then what to do."""
+    err = failure.error
+    if failure.timed_out:
+        own = f"TimeoutError: no reward within rollout.reward_timeout_s={ctx.reward_timeout_s:g} s"
+    else:
+        frames = traceback.extract_tb(err.__traceback__)
+        where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        own = f"{type(err).__name__}: {err}{where}"
+    batch = [sample for group in groups for sample in group]
+    at = [pos for pos, sample in enumerate(batch) if any(sample is mine for mine in samples)]
+    which = f"sample {at[0]}" if len(at) == 1 else f"the group of samples {at}"
+    return (
+        f"{own}\n  from reward {who} on {which} of the {len(batch)} in this batch (Sample.index "
+        f"{samples[0].index}, prompt {str(samples[0].prompt)[:80]!r}).\n  "
+        "rollout.reward_failure=fail stops the run: fix the reward, raise rollout.reward_timeout_s, or set "
+        "rollout.reward_failure=zero (score such samples 0) or drop_group (drop their groups)"
+    )
+
+
+async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored:
+    """Score every sample of `groups` concurrently, set each `sample.reward`, and apply `ctx.reward_failure` to
+    the calls that raise or time out: "fail" raises `RewardError`, "zero" scores their samples 0.0, "drop_group"
+    leaves their groups out of `Scored.kept` (every sample of a dropped group gets reward None).
+
+    At most `ctx.max_concurrency` reward calls are in flight (it bounds the load on a remote RM); a sync custom
+    reward runs on worker threads, so it must be thread-safe (pure functions of the sample are). Running them one
+    at a time instead would make a reward that hangs on every sample cost the whole batch times the timeout. With
+    `ctx.group_rm` and a custom reward each group is one call. Each call is bounded by `ctx.reward_timeout_s`. A
+    reward that returns something other than a finite number is a bug and raises TypeError under every policy.
+    """
+    if ctx.custom_rm_path is not None:
+        fn, who = _custom_reward(ctx.custom_rm_path, ctx.group_rm), ctx.custom_rm_path
+    else:
+        fn, who = get_reward(ctx.rm_type), ctx.rm_type
+    per_group = ctx.custom_rm_path is not None and ctx.group_rm
+    # One entry per reward call: (position of its group, the samples it scores).
+    calls = [(g, group) for g, group in enumerate(groups)]
+    if not per_group:
+        calls = [(g, [sample]) for g, group in calls for sample in group]
+    limit = asyncio.Semaphore(ctx.max_concurrency)
+
+    async def bounded(samples: list[Sample]) -> Any:
+        async with limit:
+            return await _attempt(fn, samples if per_group else samples[0], ctx)
+
+    results = await asyncio.gather(*(bounded(samples) for _, samples in calls))
+    scored, dropped = Scored(kept=[]), set()
+    for (g, samples), result in zip(calls, results, strict=True):
+        if isinstance(result, _Failure):
+            scored.failures += 1
+            scored.timeouts += result.timed_out
+            if ctx.reward_failure == "fail":
+                raise RewardError(_failure_message(result, who, samples, groups, ctx)) from result.error
+            values = [0.0] * len(samples) if ctx.reward_failure == "zero" else [None] * len(samples)
+            if ctx.reward_failure == "drop_group":
+                dropped.add(g)
+        else:
+            values = _values(result, samples, who, per_group)
+        for sample, value in zip(samples, values, strict=True):
+            sample.reward = value
+    for g, group in enumerate(groups):
+        if g in dropped:
+            for sample in group:
+                sample.reward = None
+        else:
+            scored.kept.append(group)
+    scored.dropped = len(dropped)
+    return scored
+
+
+def group_by_index(samples: list[Sample]) -> list[list[Sample]]:
+    """The samples of each group_index, groups in first-seen order, input order kept inside each."""
+    by_group: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_group.setdefault(sample.group_index, []).append(sample)
     return list(by_group.values())
 
 
-async def score_samples(samples: list[Sample], ctx: RewardContext) -> list[float]:
-    """Score `samples` concurrently, set each `sample.reward`, and return the rewards in input order.
-
-    At most `ctx.max_concurrency` reward calls are in flight (it bounds the load on a remote RM). With
-    `ctx.group_rm` and a custom reward, each group (same `group_index`) is one call.
-    """
-    limit = asyncio.Semaphore(ctx.max_concurrency)
-
-    async def bounded(fn: Callable[..., Any], arg: Any) -> Any:
-        async with limit:
-            return await _call(fn, arg, ctx)
-
-    rewards: list[float] = [0.0] * len(samples)
-    if ctx.custom_rm_path is not None:
-        fn = _custom_reward(ctx.custom_rm_path, ctx.group_rm)
-        who = ctx.custom_rm_path
-    else:
-        fn = get_reward(ctx.rm_type)
-        who = ctx.rm_type
-
-    if ctx.custom_rm_path is not None and ctx.group_rm:
-        groups = _groups(samples)
-        results = await asyncio.gather(*(bounded(fn, [samples[p] for p in group]) for group in groups))
-        for group, group_rewards in zip(groups, results, strict=True):
-            if not isinstance(group_rewards, list | tuple) or len(group_rewards) != len(group):
-                raise TypeError(
-                    f"group reward {who} returned {group_rewards!r} for a group of {len(group)} samples; "
-                    f"expected a list of {len(group)} numbers"
-                )
-            for pos, value in zip(group, group_rewards, strict=True):
-                rewards[pos] = _checked(value, who)
-    else:
-        results = await asyncio.gather(*(bounded(fn, sample) for sample in samples))
-        rewards = [_checked(value, who) for value in results]
-
-    for sample, reward in zip(samples, rewards, strict=True):
-        sample.reward = reward
-    return rewards
+async def score_samples(samples: list[Sample], ctx: RewardContext) -> list[float | None]:
+    """`score_groups` for a flat list (groups by `group_index`): the rewards in input order, also written to each
+    `sample.reward`. Under `reward_failure: drop_group` the samples of a dropped group come back as None."""
+    await score_groups(group_by_index(samples), ctx)
+    return [sample.reward for sample in samples]

@@ -3,7 +3,7 @@
 `generate_rollout(cfg, rollout_id, source)` is the default `rollout.rollout_function_path` (Miles'
 `--rollout-function-path` has the same shape, less the `evaluation` flag: evaluation has its own path here);
 a custom rollout function receives the same `RolloutSource` and may call `source.generate_groups` /
-`source.score` itself, and write per-rollout numbers into `source.metrics`.
+`source.score_groups` (or `source.score`) itself, and write per-rollout numbers into `source.metrics`.
 
 A sample is generated "from where it stands" (`RolloutSource.continue_samples`): a fresh one from its prompt,
 one aborted earlier (partial rollout) from its prompt plus the tokens it already has, with what is left of
@@ -19,7 +19,7 @@ from typing import Any
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample, Status
-from rlpipe.reward import RewardContext, score_samples
+from rlpipe.reward import RewardContext, group_by_index, score_groups
 from rlpipe.rollout.engine import GenerateOutput, RolloutEngine, SamplingParams
 from rlpipe.rollout.waves import collect_groups
 
@@ -78,9 +78,19 @@ class RolloutSource:
             sample.weight_version = version  # the policy of the newest tokens (the async staleness bound uses it)
             sample.rollout_id = rollout_id
 
-    def score(self, samples: list[Sample]) -> list[float]:
-        """Rewards for `samples` (also written to `sample.reward`)."""
-        return asyncio.run(score_samples(samples, self.reward))
+    def score_groups(self, groups: list[list[Sample]]) -> list[list[Sample]]:
+        """Reward every sample of `groups` (written to `sample.reward`); returns the groups that keep: all of them,
+        less those `rollout.reward_failure: drop_group` dropped. Failed reward calls are counted in `metrics`."""
+        scored = asyncio.run(score_groups(groups, self.reward))
+        for key, value in scored.metrics().items():
+            self.metrics[key] = self.metrics.get(key, 0.0) + value
+        return scored.kept
+
+    def score(self, samples: list[Sample]) -> list[float | None]:
+        """Rewards for `samples` in order (also written to `sample.reward`), grouped by `group_index`; the samples
+        of a group dropped by `reward_failure: drop_group` get None (leave those groups out, or use score_groups)."""
+        self.score_groups(group_by_index(samples))
+        return [sample.reward for sample in samples]
 
 
 def _pending(prompt: Sample, rollout_id: int) -> Sample:

@@ -4,9 +4,12 @@
               buffer by `rollout.buffer_filter_path` (default FIFO `pop_first`), the rest fresh prompts
     chunks    each wave is split into chunks of `batch_size` groups, generated one engine call at a time on
               a worker thread, so the groups of one chunk are scored and filtered while the next generates
-    filter    `rollout.dynamic_sampling_filter_path(cfg, group) -> bool`; kept groups count toward the batch
+    filter    `rollout.dynamic_sampling_filter_path(cfg, group) -> bool`; kept groups count toward the batch.
+              A group whose reward call failed under `rollout.reward_failure: drop_group` is dropped before
+              the filter sees it, and refilled the same way (counted as `groups_dropped/reward_failure`)
     refill    whenever kept + still-outstanding groups cannot reach `batch_size`, another wave starts; after
-              `rollout.max_sampling_waves` waves a `DynamicSamplingError` names the filter instead of looping
+              `rollout.max_sampling_waves` waves a `DynamicSamplingError` names the filter (and the dropped
+              reward failures) instead of looping
     stop      once `batch_size` groups are kept: queued chunks are cancelled and the chunk in flight aborted
               (engine.abort()); with `rollout.partial_rollout` those groups, with the tokens they have, and
               the surplus kept groups go to the buffer whole (GRPO needs complete groups), else are dropped
@@ -72,8 +75,7 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
             while len(kept) < need:
                 future, chunk = running.popleft()
                 future.result()
-                source.score(_flat(chunk))
-                for group in chunk:
+                for group in source.score_groups(chunk):  # less the groups whose reward failed (drop_group)
                     if keep is None or keep(cfg, group):
                         kept.append(group)
                     else:
@@ -81,12 +83,7 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
                 outstanding = sum(len(c) for _, c in running)
                 if len(kept) + outstanding < need:
                     if waves == ro.max_sampling_waves:
-                        raise DynamicSamplingError(
-                            f"dynamic sampling: the filter {ro.dynamic_sampling_filter_path} kept {len(kept)} of "
-                            f"the {need} groups rollout {rollout_id} needs after {waves} waves of {wave_size} "
-                            "prompts (rollout.max_sampling_waves); loosen the filter, or raise "
-                            "rollout.max_sampling_waves or rollout.over_sampling_batch_size"
-                        )
+                        raise DynamicSamplingError(_too_few(cfg, rollout_id, len(kept), waves, source.metrics))
                     launch_wave()
         except BaseException:
             _stop(running, source)  # leave no engine call running behind an error
@@ -111,6 +108,20 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
         **{f"groups_dropped/{reason}": float(count) for reason, count in dropped.items()},
     }
     return kept
+
+
+def _too_few(cfg: RunConfig, rollout_id: int, kept: int, waves: int, metrics: dict[str, float]) -> str:
+    """Why the waves ran out: the filter and/or the groups dropped for failed rewards, and what to change."""
+    ro = cfg.rollout
+    culprits = [f"the filter {ro.dynamic_sampling_filter_path}"] if ro.dynamic_sampling_filter_path else []
+    if failed := int(metrics.get("groups_dropped/reward_failure", 0)):
+        culprits.append(f"rollout.reward_failure=drop_group ({failed} groups dropped for failed reward calls)")
+    return (
+        f"dynamic sampling: {' and '.join(culprits) or 'the waves'} left {kept} of the {ro.batch_size} groups "
+        f"rollout {rollout_id} needs after {waves} waves of {ro.over_sampling_batch_size or ro.batch_size} prompts "
+        "(rollout.max_sampling_waves); loosen the filter, fix the reward, or raise rollout.max_sampling_waves or "
+        "rollout.over_sampling_batch_size"
+    )
 
 
 def _stop(running: deque[tuple[Future[None], Chunk]], source: RolloutSource) -> list[list[Sample]]:

@@ -22,14 +22,16 @@ constructor seeded it (`TrainerSpec.seed`), so a resharded resume continues the 
 draws fresh random numbers (for dropout, which rlpipe trains without).
 
 Writes are atomic: everything lands in iter_X.tmp, which is fsynced and renamed into place before the tracker
-file is replaced, so a crash mid-save leaves the previous checkpoint the latest one.
+file is replaced, so a crash mid-save leaves the previous checkpoint the latest one. A save that fails (disk full,
+no permission) removes its .tmp folder and raises `CheckpointWriteError` naming the folder and the cause.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +48,9 @@ from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from megatron.core.optimizer.optimizer import Float16OptimizerWithFloat16Params
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from torch.distributed.checkpoint.api import CheckpointException
 
-from rlpipe.train.dist_ckpt import TRACKER_FILE, latest_iteration_folder
+from rlpipe.train.dist_ckpt import TRACKER_FILE, latest_iteration_folder, save_sharded
 
 # Megatron-LM's `--dist-ckpt-optim-fully-reshardable`: distributed-optimizer state in model space, so any layout
 # can load it (its default, "dp_reshardable", only reshards across data-parallel ranks).
@@ -64,37 +67,113 @@ class TrainState:
     distributed_optimizer: bool
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, no permission, read-only file system); the message names the
+    folder and the cause, and the previous checkpoint is still the latest one."""
+
+
 def save(
     directory: Path, iteration: int, state: TrainState, extra_state: dict, parts: Mapping[str, TrainState]
 ) -> Path:
     """Write iter_{iteration:07d}/ (with a sub-folder per part) and point the tracker at it; returns the folder.
 
-    Every rank calls this together. Re-saving an iteration replaces it."""
+    Every rank calls this together. Re-saving an iteration replaces it. A save that fails removes its .tmp folder
+    and leaves the tracker alone, so the previous checkpoint stays the latest; a failure to write (an OSError,
+    however megatron wrapped it) is raised as `CheckpointWriteError`. Rank 0's own steps share their outcome with
+    every rank (`_on_rank0`), so no rank waits at a collective for one that gave up; a rank-0 failure inside
+    megatron's save is only seen by the others when the process group times out."""
     directory = Path(directory)
     final = directory / f"iter_{iteration:07d}"
     tmp = directory / f"iter_{iteration:07d}.tmp"
-    rank0 = dist.get_rank() == 0
-    if rank0:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a crashed save left behind
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    _save_one(tmp, state, {"iteration": iteration, "extra_state": extra_state})
-    for name, part in parts.items():
-        if rank0:
-            (tmp / name).mkdir()
-        dist.barrier()
-        _save_one(tmp / name, part, {"iteration": iteration, "extra_state": {}})
-    if rank0:
-        _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
-        tracker_tmp.write_text(str(iteration))
-        _fsync_file(tracker_tmp)
-        os.replace(tracker_tmp, directory / TRACKER_FILE)
-        _fsync_dir(directory)
-    dist.barrier()
+    try:
+        _on_rank0(lambda: _fresh_folder(tmp))
+        _save_one(tmp, state, {"iteration": iteration, "extra_state": extra_state})
+        for name, part in parts.items():
+            _on_rank0((tmp / name).mkdir)
+            _save_one(tmp / name, part, {"iteration": iteration, "extra_state": {}})
+        _on_rank0(lambda: _publish(tmp, final, iteration))
+    except BaseException as err:  # KeyboardInterrupt too: no half-written folder stays behind
+        if dist.get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        failure = _write_failure(err)
+        if failure is None:
+            raise
+        reason, advice = failure
+        raise CheckpointWriteError(
+            f"could not write checkpoint {iteration} to {directory}: {reason}. {_still_latest(directory)} {advice}, "
+            "then rerun the same command"
+        ) from err
     return final
+
+
+def _fresh_folder(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)  # what a crashed save left behind
+    tmp.mkdir(parents=True)
+
+
+def _publish(tmp: Path, final: Path, iteration: int) -> None:
+    """Make the written folder durable, move it into place, then point the tracker at it (replaced last)."""
+    directory = final.parent
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    tracker_tmp = directory / f"{TRACKER_FILE}.tmp"
+    tracker_tmp.write_text(str(iteration))
+    _fsync_file(tracker_tmp)
+    os.replace(tracker_tmp, directory / TRACKER_FILE)
+    _fsync_dir(directory)
+
+
+def _on_rank0(step: Callable[[], object]) -> None:
+    """Run `step` on rank 0 and give every rank its outcome (a collective, so it also stands in for a barrier): an
+    OSError there is raised on every rank, so that none waits at the next collective for a rank that gave up."""
+    error: OSError | None = None
+    if dist.get_rank() == 0:
+        try:
+            step()
+        except OSError as err:
+            error = err
+    shared = [None if error is None else (error.errno, error.strerror or str(error), error.filename)]
+    dist.broadcast_object_list(shared, src=0)
+    if error is not None:
+        raise error
+    if shared[0] is not None:
+        raise OSError(*shared[0])  # rank 0's error, on this rank
+
+
+_FREE_SPACE, _WRITABLE = "free some space there (or set ckpt.keep_last)", "make the folder writable"
+_WRITE_FAILURES = {  # errno -> (what happened, what to do)
+    errno.ENOSPC: ("disk full", _FREE_SPACE),
+    errno.EDQUOT: ("disk quota exceeded", _FREE_SPACE),
+    errno.EACCES: ("permission denied", _WRITABLE),
+    errno.EPERM: ("permission denied", _WRITABLE),
+    errno.EROFS: ("read-only file system", "save to a writable folder (ckpt.save)"),
+}
+
+
+def _write_failure(err: BaseException) -> tuple[str, str] | None:
+    """(why a save failed, what to do), when an OSError is behind it (itself, or what it was raised from); None
+    when the failure is something else."""
+    current: BaseException | None = err
+    while current is not None:
+        if isinstance(current, OSError):
+            what, advice = _WRITE_FAILURES.get(current.errno or 0, (current.strerror or "", "fix that"))
+            return f"{what} ({current})" if what else str(current), advice
+        current = current.__cause__ or current.__context__
+    if isinstance(err, CheckpointException):  # another rank's write failed (`save_sharded` raises a rank's own)
+        return "another rank could not write its part", "see that rank's error"
+    return None
+
+
+def _still_latest(directory: Path) -> str:
+    """What a rerun resumes from, in words: the checkpoint the tracker still names."""
+    try:
+        latest = latest_iteration_folder(directory)
+    except (OSError, ValueError):  # an unreadable or garbled tracker
+        latest = None
+    if latest is None:
+        return "There is no earlier checkpoint there, so a rerun starts over:"
+    return f"The latest checkpoint there is still {latest.name}, and a rerun resumes from it:"
 
 
 @torch.no_grad()  # the optimizers copy into views of (grad-requiring) parameters
@@ -142,7 +221,7 @@ def load(directory: Path, state: TrainState, part: str | None = None) -> tuple[i
 def _save_one(folder: Path, state: TrainState, common: dict) -> None:
     optimizer_format = DISTRIBUTED_OPTIMIZER_FORMAT if state.distributed_optimizer else {}
     content = _sharded_state(state, common, optimizer_format, is_loading=False, with_rng=True)
-    dist_checkpointing.save(content, str(folder), content_metadata=optimizer_format)
+    save_sharded(content, folder, content_metadata=optimizer_format)
 
 
 def _sharded_state(state: TrainState, common: dict, optimizer_format: dict, is_loading: bool, with_rng: bool) -> dict:
