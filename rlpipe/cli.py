@@ -25,6 +25,20 @@ FLAGS_HELP = """flags:
   -h, --help    this message"""
 
 
+def _groups_help() -> str:
+    """Each config group folder with its options (conf/<group>/<option>.yaml), the first being the pick syntax."""
+    from rlpipe.config import CONF_DIR
+    from rlpipe.config.keys import group_options
+
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+    lines = [f"  {group:<11} {', '.join(group_options(CONF_DIR, group))}" for group in groups]
+    return (
+        "config groups (pick one with group=option, e.g. model=qwen3-4B, experiment=glm4-9b-dapo):\n"
+        + "\n".join(lines)
+        + "\nkeys: any schema key as key=value (rollout.n_samples=8); all of them, documented: docs/config.md"
+    )
+
+
 def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
     overrides, flags, words = [], set(), iter(argv)
     for word in words:
@@ -66,12 +80,15 @@ def _multirun(overrides: list[str]) -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    stamp = time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
+    # Each point writes under its own output_dir: <the given output_dir, else multirun/<date>/<time>>/<i>.
+    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "output_dir"]
+    stamp = given[0].split("=", 1)[1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
     print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/", flush=True)
     failed = 0
     for i, point in enumerate(points):
         print(f"[{i + 1}/{len(points)}] {' '.join(point)}", flush=True)
-        cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), *point, f"output_dir={stamp}/{i}"]
+        rest = [o for o in point if o not in given]
+        cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), *rest, f"output_dir={stamp}/{i}"]
         failed += subprocess.call(cmd, env=os.environ) != 0
     print(f"rlpipe: sweep done, {len(points) - failed} succeeded, {failed} failed")
     return 1 if failed else 0
@@ -80,7 +97,7 @@ def _multirun(overrides: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     overrides, flags = _split_args(sys.argv[1:] if argv is None else argv)
     if flags & {"-h", "--help"}:
-        print(USAGE + "\n" + FLAGS_HELP)
+        print(f"{USAGE}\n{_groups_help()}\n{FLAGS_HELP}")
         return 0
     unknown = flags - {"cfg:job", "--miles", "multirun", "--traceback"}
     if unknown:
@@ -107,5 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         print(export_miles(run))
         return 0
     from rlpipe.run import run_job
+    from rlpipe.stop import StopRequested
 
-    return run_job(run)
+    try:
+        return run_job(run)
+    except StopRequested as stop:
+        print(f"rlpipe: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print(
+            "rlpipe: interrupted; rerun the same command to resume from the last checkpoint (if ckpt.save is set)",
+            file=sys.stderr,
+        )
+        return 130

@@ -26,6 +26,7 @@ side is offloaded while the trainer trains, and brought back before the weight s
 from __future__ import annotations
 
 import random
+import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 from rlpipe.config import Resolved
 from rlpipe.metrics import MetricsLogger
 from rlpipe.rollout.role import Rollout, RolloutRole
+from rlpipe.stop import GracefulStop, StopRequested
 from rlpipe.train.role import TrainerRole
 
 
@@ -73,11 +75,15 @@ class Loop:
             ThreadPoolExecutor(1, thread_name_prefix="rlpipe-async") if run.cfg.rollout.mode == "async" else None
         )
         self.ahead: Future[Rollout] | None = None
+        self.stop = GracefulStop()  # watches for SIGINT/SIGTERM while train() runs
         self.cursor: dict[str, Any] | None = None
 
     def train(self) -> Summary:
+        """The whole run; a first SIGINT/SIGTERM ends it at the next safe point with a checkpoint
+        (`StopRequested`), a second one at once (KeyboardInterrupt)."""
         try:
-            return self._train()
+            with self.stop:
+                return self._train()
         finally:
             if self.pool is not None:
                 self.pool.shutdown(cancel_futures=True)
@@ -111,6 +117,9 @@ class Loop:
             if cfg.ckpt.save and self.trains and cfg.ckpt.save_interval and done % cfg.ckpt.save_interval == 0:
                 self.save(done)
                 last_save = done
+            if self.stop.requested:
+                bar.close()
+                self.stop_after(done, saved=last_save == done)
         bar.close()
         if cfg.ckpt.save and self.trains and last_save != total:
             self.save(total)
@@ -147,6 +156,8 @@ class Loop:
         if start:
             self.rollout.load_state_dict(state)
             print(f"rlpipe: resumed from {self.cfg.ckpt.load} at rollout {start}")
+        elif self.cfg.ckpt.load:
+            print(f"rlpipe: no checkpoint in {self.cfg.ckpt.load}: starting fresh")
         return start
 
     def warmup(self) -> None:
@@ -161,6 +172,13 @@ class Loop:
             metrics = self.trainer.sft_update(chosen, warm.lr)
             self.metrics.log("warmup", step, metrics)
             bar.set_postfix(sft_loss=f"{metrics['sft_loss']:.3f}", refresh=False)
+            if self.stop.requested:
+                bar.close()
+                raise StopRequested(
+                    self.stop.signum,  # type: ignore[arg-type]
+                    f"stopped during the supervised warm-up (step {step + 1} of {warm.steps}); nothing is saved "
+                    "before the first rollout, so rerunning the same command starts over",
+                )
         bar.close()
 
     def next_rollout(self, rollout_id: int, total: int) -> Rollout:
@@ -210,6 +228,24 @@ class Loop:
         if results:
             self.metrics.log("eval", rollout_id, results)
         return results
+
+    def stop_after(self, done: int, saved: bool) -> None:
+        """End the run after `done` rollouts because a signal asked: save there (unless just saved), then say how
+        to go on."""
+        cfg = self.cfg
+        if cfg.ckpt.save and self.trains:
+            if not saved:
+                self.save(done)
+            then = f"checkpoint saved in {cfg.ckpt.save}; rerun the same command to resume from rollout {done}"
+        else:
+            then = "no checkpoint is written (ckpt.save is not set), so rerunning starts over"
+        self.metrics.close()
+        signum = self.stop.signum
+        assert signum is not None
+        raise StopRequested(
+            signum,
+            f"stopped by {signal.Signals(signum).name} after rollout {done} of {cfg.rollout.num_rollout}: {then}",
+        )
 
     def save(self, next_rollout: int) -> None:
         """Checkpoint (atomic): trainer state plus the rollout side's state, tagged with the next rollout to run.

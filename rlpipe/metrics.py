@@ -7,22 +7,42 @@ or a saved config: wandb reads its key from the environment itself.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from rlpipe.config.schema import LogConfig
 
+log = logging.getLogger(__name__)
+
+
+def covered_by_checkpoint(record: dict[str, Any], resume_from: int) -> bool:
+    """Whether a checkpoint taken before rollout `resume_from` already holds the work behind `record`.
+
+    The loop logs rollout k's train record, then the eval after k + 1 rollouts (as rollout_id k + 1), then saves
+    the checkpoint tagged k + 1; warm-up runs before the first rollout. A resumed run keeps exactly these records
+    and redoes the rest, so its metrics.jsonl reads as the uninterrupted run's."""
+    if resume_from <= 0:
+        return False
+    phase, rollout_id = record.get("phase"), record.get("rollout_id", -1)
+    if phase == "warmup":
+        return True
+    if phase == "eval":
+        return rollout_id <= resume_from
+    return rollout_id < resume_from
+
 
 class MetricsLogger:
     """Appends one JSON line per record; mirrors scalars to TensorBoard / wandb as configured."""
 
-    def __init__(self, run_dir: Path, log: LogConfig, run_name: str, resume_from: int | None) -> None:
+    def __init__(self, run_dir: Path, log: LogConfig, run_name: str, resume_from: int) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.plot_path = run_dir / "reward_curve.png"
-        # A resumed run rewrites history from its checkpoint on: drop records of rollouts it will redo.
-        kept = [r for r in self.read(self.path) if resume_from is not None and r.get("rollout_id", -1) < resume_from]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # A resumed run keeps the records its checkpoint covers and redoes the rest; a fresh run starts empty.
+        kept = [r for r in self.read(self.path) if covered_by_checkpoint(r, resume_from)]
+        _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._tb = None
         if log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -42,9 +62,22 @@ class MetricsLogger:
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
+        """Every record of a metrics file; a line a killed run left half-written is skipped with a warning."""
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                log.warning("%s:%d: skipped a torn or malformed record (a run killed mid-write?)", path, number)
+                continue
+            records.append(record)
+        return records
 
     def log(self, phase: str, step: int, metrics: dict[str, float]) -> None:
         record = {"phase": phase, "rollout_id": step, **{k: float(v) for k, v in metrics.items()}}
@@ -87,3 +120,10 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step: a kill mid-write leaves the old file, never half of the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

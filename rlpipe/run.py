@@ -1,4 +1,4 @@
-"""Running one resolved job in this process: check support, show the plan, build, loop, report."""
+"""Running one resolved job in this process: show the plan, prepare the run folder, build, loop, report."""
 
 from __future__ import annotations
 
@@ -6,22 +6,16 @@ import contextlib
 import sys
 from pathlib import Path
 
-from rlpipe.config import ConfigError, Resolved
-from rlpipe.config.render import print_summary, to_yaml
+from rlpipe.config import Resolved
+from rlpipe.config.render import print_summary
 from rlpipe.quiet import quiet_third_party
-from rlpipe.support import unsupported
+from rlpipe.run_folder import prepare_run_folder
 
 
 def run_job(run: Resolved) -> int:
-    problems = unsupported(run)
-    if problems:
-        print(ConfigError(problems).render(), file=sys.stderr)
-        return 2
     cfg = run.cfg
     print_summary(run)
-    run_dir = Path(cfg.output_dir) / cfg.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
+    run_dir = prepare_run_folder(run)
 
     quiet_third_party()
     from rlpipe.report import print_report  # heavy imports only from here on
@@ -33,30 +27,36 @@ def run_job(run: Resolved) -> int:
     if cfg.cluster.backend == "ray":
         from rlpipe.cluster.groups import ActorDied
         from rlpipe.cluster.placement import PlacementError
-        from rlpipe.cluster.ray_run import run_on_ray
+        from rlpipe.cluster.ray_run import ClusterUnreachable, run_on_ray
 
         try:
             summary = run_on_ray(run, run_dir)
-        except (PlacementError, ActorDied) as exc:
+        except (PlacementError, ActorDied, ClusterUnreachable) as exc:
             print(f"rlpipe: {exc}", file=sys.stderr)
             return 1
     else:
         summary = _run_in_process(run, run_dir)
-        if summary is None:
-            return 2
+        if isinstance(summary, int):  # stopped by an error it has reported
+            return summary
     print_report(summary, run_dir)
     return 0
 
 
 def _run_in_process(run: Resolved, run_dir: Path):
-    """Trainer and engine in this process; None when the prompt data is bad (reported)."""
+    """Trainer and engine in this process: the run's summary, or the exit code of an error it reported in a
+    paragraph instead of a traceback: 2 for bad prompt data (the user's input, as with a config problem), 1 for a
+    failure of the run (a checkpoint it could not write, a reward that failed under reward_failure=fail, dynamic
+    sampling out of waves). What to do next is in each message."""
     import torch
 
     from rlpipe.data.dataset import DatasetError
     from rlpipe.loop import Loop
+    from rlpipe.reward import RewardError
     from rlpipe.rollout.engines import started_engine
     from rlpipe.rollout.role import RolloutRole
+    from rlpipe.rollout.waves import DynamicSamplingError
     from rlpipe.train import distributed
+    from rlpipe.train.checkpoint import CheckpointWriteError
     from rlpipe.train.role import TrainerRole
 
     cfg = run.cfg
@@ -72,8 +72,12 @@ def _run_in_process(run: Resolved, run_dir: Path):
                 rollout = RolloutRole(cfg, engine)
             except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
                 print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
-                return None
+                return 2
             trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
-            return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
+            try:
+                return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
+            except (CheckpointWriteError, RewardError, DynamicSamplingError) as exc:
+                print(f"rlpipe: {exc}", file=sys.stderr)
+                return 1
     finally:
         distributed.teardown()

@@ -95,6 +95,7 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
 
     problems: list[Problem] = []
     parser = OverridesParser.create()
+    seen: dict[str, str] = {}
     for text in overrides:
         try:
             (override,) = parser.parse_overrides([text])
@@ -102,6 +103,10 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
             problems.append(Problem(text, f"cannot parse this override: {exc}", "write it as key=value"))
             continue
         key = override.key_or_group
+        if key in seen:  # Hydra would keep the last one without a word
+            problems.append(Problem(key, f"is given twice ({seen[key]} and {text})", "keep one of them"))
+            continue
+        seen[key] = text
         if (conf_dir / key).is_dir():  # a group choice: model=qwen3-4B, +experiment=tiny-cpu
             if override.is_delete():
                 continue

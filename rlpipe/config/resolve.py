@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlpipe.config.errors import ConfigError, Problem
+from rlpipe.config import limits
+from rlpipe.config.errors import ConfigError
+from rlpipe.config.hf import hf_architecture, read_hf_config
+from rlpipe.config.identity import same_run
+from rlpipe.config.paths import input_files, labels_for_reward, output_paths, run_folder_name, weights_folders
 from rlpipe.config.schema import EvalDataset, RunConfig
-
-
-@dataclass(frozen=True)
-class Derivation:
-    key: str
-    value: Any
-    reason: str
+from rlpipe.config.state import Derivation, Resolver
+from rlpipe.config.support import supported
+from rlpipe.config.validation import problems_from_validation
 
 
 class Topology(BaseModel):
@@ -56,54 +55,18 @@ class Resolved:
         return next((d.reason for d in self.derivations if d.key == key), None)
 
 
-@dataclass
-class _Resolver:
-    """Mutable state shared by the rules: the config as a nested dict, plus what they found."""
-
-    d: dict[str, Any]
-    derivations: list[Derivation] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    topology: dict[str, Any] = field(default_factory=dict)
-    check_paths: bool = True  # False for --cfg job / --miles: a missing path is then a warning
-
-    def path_problem(self, key: str, message: str, fix: str, value: Any = None) -> None:
-        if self.check_paths:
-            self.problem(key, message, fix, value)
-        else:
-            self.warn(key, f"{message} ({value})" if value is not None else message)
-
-    def get(self, key: str) -> Any:
-        node: Any = self.d
-        for part in key.split("."):
-            node = node[part]
-        return node
-
-    def derive(self, key: str, value: Any, reason: str) -> None:
-        *parents, leaf = key.split(".")
-        node = self.d
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-        self.derivations.append(Derivation(key, value, reason))
-
-    def problem(self, key: str, message: str, fix: str = "", value: Any = None) -> None:
-        self.problems.append(Problem(key, message, fix, value))
-
-    def warn(self, key: str, message: str) -> None:
-        self.warnings.append(f"{key}: {message}")
-
-
 # ------------------------------------------------------------------------------------------------ rules
-def _accelerator(r: _Resolver) -> None:
+def _accelerator(r: Resolver) -> None:
     if r.get("cluster.accelerator") == "auto":
-        # Cheap and import-free: the NVIDIA driver's control device exists only where a GPU is usable.
-        has_gpu = os.path.exists("/dev/nvidiactl")
+        has_gpu = limits.gpu_visible()
         r.derive(
             "cluster.accelerator",
             "cuda" if has_gpu else "cpu",
             "auto: /dev/nvidiactl " + ("present" if has_gpu else "absent"),
         )
+
+
+DEMO_CHECKPOINT_PREFIX = "tiny-qwen2-"  # the demo's checkpoints in demo.cache_dir: tiny-qwen2-<architecture hash>
 
 
 def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path, Path]:
@@ -117,7 +80,7 @@ def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path,
     train, evalset = task_dataset_paths(
         cache / "data", demo["task"], demo["n_train"], demo["n_eval"], demo["seed"], demo["digits"]
     )
-    return cache / f"tiny-qwen2-{model_hash}", train, evalset
+    return cache / f"{DEMO_CHECKPOINT_PREFIX}{model_hash}", train, evalset
 
 
 DEMO_ARCH_FIELDS = (
@@ -133,7 +96,7 @@ DEMO_ARCH_FIELDS = (
 )
 
 
-def _demo(r: _Resolver) -> None:
+def _demo(r: Resolver) -> None:
     demo = r.d["demo"]
     if demo is None:
         return
@@ -148,85 +111,29 @@ def _demo(r: _Resolver) -> None:
         return
     ckpt, train, evalset = demo_paths(demo, r.d["model"])
     why = f"built offline by the demo (task {demo['task']}) on first run, cached in {demo['cache_dir']}"
-    if r.get("ckpt.hf_checkpoint") is None:
+    # The demo writes its task files next to each other; a user's own data file would be ignored or written over.
+    user_data = {"rollout.prompt_data": r.get("rollout.prompt_data"), "eval.datasets": list(r.d["eval"]["datasets"])}
+    for key, given in user_data.items():
+        if given:
+            r.problem(
+                key,
+                f"the demo (task {demo['task']}) trains and evaluates on data it writes itself, so yours would "
+                "not be used",
+                "experiment=none to train on your own data (see conf/experiment/none.yaml), or drop this setting",
+                given,
+            )
+    if r.get("ckpt.hf_checkpoint") is None:  # a given one is a warm start: checked as any model folder
         r.derive("ckpt.hf_checkpoint", str(ckpt), why)
-    if r.get("rollout.prompt_data") is None:
-        r.derive("rollout.prompt_data", str(train), why)
-    if not r.d["eval"]["datasets"]:
-        r.derive("eval.datasets", {demo["task"]: {"path": str(evalset)}}, why)
+    r.derive("rollout.prompt_data", str(train), why)
+    r.derive("eval.datasets", {demo["task"]: {"path": str(evalset)}}, why)
     if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None:
         r.derive("rollout.rm_type", "exact_match", "demo tasks are scored by exact match up to EOS")
 
 
-# HF config.json key -> (our model field, transform)
-HF_MODEL_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "num_hidden_layers": ("num_layers", int),
-    "hidden_size": ("hidden_size", int),
-    "intermediate_size": ("ffn_hidden_size", int),
-    "num_attention_heads": ("num_attention_heads", int),
-    "num_key_value_heads": ("num_query_groups", int),
-    "head_dim": ("kv_channels", int),
-    "vocab_size": ("vocab_size", int),
-    "max_position_embeddings": ("max_position_embeddings", int),
-    "rope_theta": ("rotary_base", float),
-    "rms_norm_eps": ("norm_epsilon", float),
-    "tie_word_embeddings": ("untie_embeddings_and_output_weights", lambda tied: not tied),
-    "num_experts": ("num_experts", int),
-    "num_experts_per_tok": ("moe_router_topk", int),
-    "moe_intermediate_size": ("moe_ffn_hidden_size", int),
-    "partial_rotary_factor": ("rotary_percent", float),
-}
-# Architecture facts implied by the model family rather than spelled in config.json.
-_DENSE_ROPE = {"normalization": "RMSNorm", "swiglu": True, "add_bias_linear": False}
-HF_FAMILY_FACTS: dict[str, dict[str, Any]] = {
-    "qwen2": {**_DENSE_ROPE, "add_qkv_bias": True, "qk_layernorm": False},
-    "qwen3": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": True},
-    "qwen3_moe": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": True},
-    "llama": {**_DENSE_ROPE, "add_qkv_bias": False, "qk_layernorm": False},
-    "glm4": {
-        **_DENSE_ROPE,
-        "add_qkv_bias": True,
-        "qk_layernorm": False,
-        "rotary_interleaved": True,
-        "post_self_attn_layernorm": True,
-        "post_mlp_layernorm": True,
-    },
-}
-
-
-def read_hf_config(folder: str) -> dict[str, Any] | None:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def hf_architecture(hf: dict[str, Any]) -> dict[str, Any]:
-    """Our model fields as a HF config.json states them."""
-    arch = {ours: fn(hf[theirs]) for theirs, (ours, fn) in HF_MODEL_KEYS.items() if hf.get(theirs) is not None}
-    if "rope_theta" not in hf and isinstance(hf.get("rope_parameters"), dict):  # transformers 5 layout
-        theta = hf["rope_parameters"].get("rope_theta")
-        if theta is not None:
-            arch["rotary_base"] = float(theta)
-    if "kv_channels" not in arch and "hidden_size" in arch and "num_attention_heads" in arch:
-        arch["kv_channels"] = arch["hidden_size"] // arch["num_attention_heads"]
-    arch.update(HF_FAMILY_FACTS.get(hf.get("model_type", ""), {}))
-    if hf.get("attention_bias") is not None:
-        arch["add_qkv_bias"] = bool(hf["attention_bias"])
-    return arch
-
-
-def _model_from_hf(r: _Resolver) -> None:
+def _model_from_hf(r: Resolver) -> None:
     path = r.get("ckpt.hf_checkpoint")
     hf = read_hf_config(path) if path else None
-    if hf is None:
-        if path and r.d["model"]["name"] == "auto" and Path(path).is_dir():  # a missing folder: _paths says so
-            r.path_problem(
-                "ckpt.hf_checkpoint",
-                "model=auto takes the architecture from config.json, which this folder lacks",
-                "point ckpt.hf_checkpoint at a HuggingFace model folder, or choose model=<name>",
-                path,
-            )
+    if hf is None:  # no folder or no readable config.json: rlpipe.config.paths.input_files says which
         return
     model = r.d["model"]
     for key, theirs in hf_architecture(hf).items():
@@ -247,51 +154,6 @@ def _fp8_checkpoint(folder: str) -> bool:
     return "fp8" in Path(folder).name.lower() or str(quant.get("quant_method", "")).lower() == "fp8"
 
 
-def _writable(folder: str) -> bool:
-    path = Path(folder).absolute()
-    while not path.exists():
-        path = path.parent
-    return os.access(path, os.W_OK)
-
-
-def _paths(r: _Resolver) -> None:
-    built = r.d["demo"] is not None  # the demo writes its checkpoint and data at start
-    hf = r.get("ckpt.hf_checkpoint")
-    if hf is None:
-        r.problem(
-            "ckpt.hf_checkpoint",
-            "no HuggingFace checkpoint given (tokenizer, config, initial weights)",
-            "ckpt.hf_checkpoint=/path/to/model, or +experiment=tiny-cpu for the offline demo",
-        )
-    elif not built and not Path(hf).is_dir():
-        r.path_problem("ckpt.hf_checkpoint", "folder does not exist", "point it at a HuggingFace model folder", hf)
-    elif not built and not (Path(hf) / "tokenizer.json").is_file():
-        r.path_problem(
-            "ckpt.hf_checkpoint",
-            "has no tokenizer.json (rlpipe loads the fast tokenizer saved with the model)",
-            "save one there with tokenizer.save_pretrained(...)",
-            hf,
-        )
-    data = r.get("rollout.prompt_data")
-    if data is None:
-        r.problem("rollout.prompt_data", "no prompt dataset given", "rollout.prompt_data=/path/to/prompts.jsonl")
-    elif not built and not Path(data).is_file():
-        r.path_problem("rollout.prompt_data", "file does not exist", "point it at a .jsonl or .parquet file", data)
-    elif Path(data).suffix not in (".jsonl", ".parquet"):
-        r.problem("rollout.prompt_data", "unsupported file type", "use a .jsonl or .parquet file", data)
-    for name, ds in r.d["eval"]["datasets"].items():
-        if not built and not Path(ds["path"]).is_file():
-            r.path_problem(
-                f"eval.datasets.{name}.path", "file does not exist", "fix the path or remove the dataset", ds["path"]
-            )
-    ref = r.get("ckpt.ref_load")
-    if ref and not Path(ref).exists():
-        r.path_problem("ckpt.ref_load", "folder does not exist", "point it at the reference weights", ref)
-    save = r.get("ckpt.save")
-    if save and not _writable(save):
-        r.path_problem("ckpt.save", "folder is not writable", "choose a folder you can write to", save)
-
-
 def _dataset_rows(path: str) -> int | None:
     """Rows in a prompt file, cheaply (line count / parquet footer); None if it cannot be read yet."""
     p = Path(path)
@@ -308,7 +170,7 @@ def _dataset_rows(path: str) -> int | None:
 KNOBS = ("batch_size", "n_samples", "global_batch_size", "num_steps_per_rollout")
 
 
-def _batch_knobs(r: _Resolver) -> None:
+def _batch_knobs(r: Resolver) -> None:
     """The four-knob invariant: batch_size x n_samples == global_batch_size x num_steps_per_rollout."""
     ro = r.d["rollout"]
     given = {k: ro[k] for k in KNOBS if ro[k] is not None}
@@ -356,7 +218,7 @@ def _batch_knobs(r: _Resolver) -> None:
     r.derive(f"rollout.{key}", numerator // denominator, f"derived: {arithmetic}")
 
 
-def _num_rollout(r: _Resolver) -> None:
+def _num_rollout(r: Resolver) -> None:
     ro = r.d["rollout"]
     if ro["num_rollout"] is not None and ro["num_epoch"] is not None:
         r.problem("rollout.num_epoch", "both num_rollout and num_epoch are set", "set only one (the other: null)")
@@ -374,7 +236,7 @@ def _num_rollout(r: _Resolver) -> None:
             )
 
 
-def _lr_schedule(r: _Resolver) -> None:
+def _lr_schedule(r: Resolver) -> None:
     ro = r.d["rollout"]
     if r.get("optim.lr_decay_iters") is None and ro["num_rollout"] and ro["num_steps_per_rollout"]:
         steps = ro["num_rollout"] * ro["num_steps_per_rollout"]
@@ -385,7 +247,7 @@ def _lr_schedule(r: _Resolver) -> None:
         )
 
 
-def _colocate(r: _Resolver) -> None:
+def _colocate(r: Resolver) -> None:
     cl = r.d["cluster"]
     actor_gpus = cl["actor_num_nodes"] * cl["actor_num_gpus_per_node"]
     for key in ("offload_train", "offload_rollout"):
@@ -412,7 +274,7 @@ def _colocate(r: _Resolver) -> None:
             )
 
 
-def _async(r: _Resolver) -> None:
+def _async(r: Resolver) -> None:
     # Under colocate, _colocate has already rejected async (and offload follows from colocate there).
     if r.get("rollout.mode") == "async" and r.get("cluster.offload_rollout") and not r.get("cluster.colocate"):
         r.problem(
@@ -423,7 +285,7 @@ def _async(r: _Resolver) -> None:
         )
 
 
-def _debug(r: _Resolver) -> None:
+def _debug(r: Resolver) -> None:
     """Miles' debug modes: one side of the loop alone, and rollout dumps named by rollout id."""
     dbg = r.d["debug"]
     if dbg["load_rollout_data"] and not dbg["train_only"]:
@@ -456,7 +318,7 @@ def _debug(r: _Resolver) -> None:
         r.warn("eval.interval", "train-only runs have no engine to evaluate with; evaluation is skipped")
 
 
-def _weight_sync(r: _Resolver) -> None:
+def _weight_sync(r: Resolver) -> None:
     cl = r.d["cluster"]
     if cl["weight_sync"] != "auto":
         if cl["weight_sync"] == "broadcast" and (cl["backend"] == "local" or cl["colocate"]):
@@ -474,7 +336,7 @@ def _weight_sync(r: _Resolver) -> None:
         r.derive("cluster.weight_sync", "broadcast", "disaggregated: a collective from trainer rank 0 to the engines")
 
 
-def _sglang(r: _Resolver) -> None:
+def _sglang(r: Resolver) -> None:
     sg, colocate = r.d["sglang"], r.get("cluster.colocate")
     if sg["mem_fraction_static"] is None and colocate:
         r.derive("sglang.mem_fraction_static", 0.8, "colocate: leave Megatron headroom during init, or it OOMs")
@@ -501,7 +363,7 @@ def _sglang(r: _Resolver) -> None:
 SAMPLING_KEYS = ("input_key", "label_key", "rm_type", "n_samples", "max_response_len", "temperature", "top_p", "top_k")
 
 
-def _eval_inherit(r: _Resolver) -> None:
+def _eval_inherit(r: Resolver) -> None:
     """Each eval dataset field: dataset's own, else eval's, else rollout's (n_samples has eval's default)."""
     ev, ro = r.d["eval"], r.d["rollout"]
     for name, ds in ev["datasets"].items():
@@ -518,7 +380,7 @@ def _eval_inherit(r: _Resolver) -> None:
             r.derive(f"eval.datasets.{name}.{key}", value, f"inherited from {source}")
 
 
-def _perf(r: _Resolver) -> None:
+def _perf(r: Resolver) -> None:
     pf = r.d["perf"]
     tp, moe = pf["tensor_parallel"], bool(r.get("model.num_experts"))
     if pf["sequence_parallel"] is None:
@@ -600,7 +462,7 @@ def _perf(r: _Resolver) -> None:
         )
 
 
-def _topology(r: _Resolver) -> None:
+def _topology(r: Resolver) -> None:
     cl, pf = r.d["cluster"], r.d["perf"]
     device = r.get("cluster.accelerator")
     actor = cl["actor_num_nodes"] * cl["actor_num_gpus_per_node"]
@@ -676,7 +538,7 @@ def _topology(r: _Resolver) -> None:
 GROUP_ESTIMATORS = ("grpo", "gspo", "reinforce_plus_plus_baseline")
 
 
-def _algo(r: _Resolver) -> None:
+def _algo(r: Resolver) -> None:
     al, ro = r.d["algo"], r.d["rollout"]
     if al["eps_clip_high"] is None:
         r.derive("algo.eps_clip_high", al["eps_clip"], "defaults to eps_clip (symmetric clip)")
@@ -746,7 +608,7 @@ def _algo(r: _Resolver) -> None:
         r.problem("rollout.rm_type", "no reward is configured", "rollout.rm_type=math (see the reward hub's list)")
 
 
-def _critic_and_teacher(r: _Resolver) -> None:
+def _critic_and_teacher(r: Resolver) -> None:
     """The extra models two estimators bring: ppo's critic (its lr and initial weights) and on-policy
     distillation's teacher, which must match the policy's architecture and tokenizer."""
     al, estimator = r.d["algo"], r.d["algo"]["advantage_estimator"]
@@ -785,7 +647,7 @@ def _critic_and_teacher(r: _Resolver) -> None:
 
 
 def _same_model(
-    r: _Resolver, key: str, folder: str, check_tokenizer: bool = False, ignore: tuple[str, ...] = ()
+    r: Resolver, key: str, folder: str, check_tokenizer: bool = False, ignore: tuple[str, ...] = ()
 ) -> None:
     """An HF folder in `key` must have the policy's architecture (config.json, but the `ignore` fields) and, with
     `check_tokenizer`, its tokenizer.json; Megatron-format checkpoints are shape-checked when the trainer loads."""
@@ -816,36 +678,38 @@ def _same_model(
         )
 
 
-def _dotted_paths(r: _Resolver) -> None:
-    from rlpipe.config.dotted import DOTTED_FIELDS, check_dotted
-    from rlpipe.reward import load_custom_reward
+def _dotted_paths(r: Resolver) -> None:
+    """Import and signature-check every dotted path, all in one bounded child process (`check_dotted_paths`)."""
+    from rlpipe.config.dotted import DOTTED_FIELDS, check_dotted_paths
+    from rlpipe.reward.custom import REWARD_ARGS, reward_signature
 
-    for key in DOTTED_FIELDS:
-        path = r.get(key)
-        if not path:
-            continue
-        if key == "rollout.custom_rm_path":  # the reward hub owns the reward signature rules
-            try:
-                load_custom_reward(path, group_rm=r.get("rollout.group_rm"))
-                error = None
-            except ValueError as exc:
-                error = str(exc)
-        else:
-            error = check_dotted(key, path)
-        if error:
-            r.problem(key, error, "fix the dotted path (module.function) or the function's parameters", path)
+    checks = {}
+    for key, (n_args, expected) in DOTTED_FIELDS.items():
+        if path := r.get(key):
+            if key == "rollout.custom_rm_path":  # the reward hub owns the reward signature rules
+                n_args, expected = REWARD_ARGS, reward_signature(r.get("rollout.group_rm"))
+            checks[key] = (path, n_args, expected)
+    for key, error in check_dotted_paths(checks).items():
+        r.problem(key, error, "fix the dotted path (module.function) or the function's parameters", r.get(key))
 
 
-def _reward_type(r: _Resolver) -> None:
+def _reward_type(r: Resolver) -> None:
     from rlpipe.reward import REWARD_TYPES
 
     for key in ["rollout.rm_type", *(f"eval.datasets.{n}.rm_type" for n in r.d["eval"]["datasets"])]:
         value = r.get(key)
         if value is not None and value not in REWARD_TYPES:
             r.problem(key, "unknown reward type", "one of: " + ", ".join(REWARD_TYPES), value)
+    remote = "remote" in (r.get("rollout.rm_type"), *(ds["rm_type"] for ds in r.d["eval"]["datasets"].values()))
+    if remote and not r.get("rollout.rm_url") and not r.get("rollout.custom_rm_path"):
+        r.problem(
+            "rollout.rm_url",
+            "rm_type remote scores with a reward service, whose URL is unset",
+            "rollout.rm_url=http://host:port/reward",
+        )
 
 
-def _sglang_extra(r: _Resolver) -> None:
+def _sglang_extra(r: Resolver) -> None:
     """Every sglang.extra key (given or derived) must be a ServerArgs field that rlpipe does not set itself."""
     from rlpipe.rollout.sglang.server_args import OWNED_FIELDS, server_arg_names, unknown_key_message
 
@@ -857,20 +721,27 @@ def _sglang_extra(r: _Resolver) -> None:
             r.problem(f"sglang.extra.{key}", message, "fix the name (SGLang's ServerArgs field, with underscores)")
 
 
-def _fp8_rollout(r: _Resolver) -> None:
+def _fp8_rollout(r: Resolver) -> None:
     hf = r.get("ckpt.hf_checkpoint")
     if r.get("rollout.engine") == "sglang" and hf and _fp8_checkpoint(hf) and not r.get("algo.use_tis"):
         r.warn("ckpt.hf_checkpoint", "FP8 rollout without algo.use_tis: the precision mismatch is uncorrected")
 
 
-RULES: tuple[Callable[[_Resolver], None], ...] = (
+RULES: tuple[Callable[[Resolver], None], ...] = (
+    limits.numbers,
     _accelerator,
+    limits.placement,
     _demo,
     _model_from_hf,
-    _paths,
+    run_folder_name,
+    input_files,
+    weights_folders,
+    output_paths,
+    labels_for_reward,
     _batch_knobs,
     _num_rollout,
     _lr_schedule,
+    limits.schedule,
     _colocate,
     _weight_sync,
     _async,
@@ -879,12 +750,17 @@ RULES: tuple[Callable[[_Resolver], None], ...] = (
     _eval_inherit,
     _perf,
     _topology,
+    limits.sampling,
+    limits.parallel,
     _algo,
+    limits.objective,
     _critic_and_teacher,
     _dotted_paths,
     _reward_type,
     _sglang_extra,
     _fp8_rollout,
+    supported,
+    same_run,
 )
 
 
@@ -892,7 +768,7 @@ def resolve(cfg: RunConfig, check_paths: bool = True) -> Resolved:
     """Fill every derivable value, check every cross-field rule, and return the frozen result.
 
     With check_paths=False (printing a plan for another machine) missing files are warnings, not errors."""
-    r = _Resolver(cfg.model_dump(), check_paths=check_paths)
+    r = Resolver(cfg.model_dump(), check_paths=check_paths)
     for rule in RULES:
         rule(r)
     if r.problems:
@@ -900,7 +776,5 @@ def resolve(cfg: RunConfig, check_paths: bool = True) -> Resolved:
     try:
         final = RunConfig.model_validate(r.d)  # validate after every merge: derived values obey the schema too
     except ValidationError as exc:  # a rule derived an out-of-bounds value: still the user's config to fix
-        from rlpipe.config.load import problems_from_validation
-
         raise ConfigError(problems_from_validation(exc)) from None
     return Resolved(final, Topology(**r.topology), tuple(r.derivations), tuple(r.warnings))

@@ -24,7 +24,7 @@ def F(default: Any, description: str, miles: str | None = None, **kwargs: Any) -
 class Group(BaseModel):
     """Base for every group: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------- MODEL_ARGS
@@ -104,6 +104,9 @@ class CkptConfig(Group):
     no_save_optim: bool = F(
         False, "Leave the optimizer state out of checkpoints (smaller, not resumable).", "--no-save-optim"
     )
+    keep_last: PositiveInt | None = F(
+        None, "Keep only the newest this many checkpoints in `save` (None: keep every one) (checkpoints)."
+    )
 
 
 # ------------------------------------------------------------------------------------------- ROLLOUT_ARGS
@@ -128,6 +131,14 @@ class RolloutConfig(Group):
     )
     rm_url: str | None = F(None, "URL of a remote reward model (rm_type=remote).", "--rm-url")
     group_rm: bool = F(False, "The custom reward scores a whole group of samples at once.", "--group-rm")
+    reward_timeout_s: PositiveFloat = F(
+        60.0, "Longest one reward call may take (seconds); a slower call counts as a failed one (reward_failure)."
+    )
+    reward_failure: Literal["fail", "zero", "drop_group"] = F(
+        "fail",
+        "What a reward call that raises or times out does: fail stops the run with the reward's own error; zero "
+        "scores that sample 0; drop_group drops its whole group from the rollout. Counted in metrics either way.",
+    )
 
     num_rollout: PositiveInt | None = F(
         None, "Total rollouts (sample-then-train iterations); or use num_epoch.", "--num-rollout"
@@ -445,6 +456,12 @@ class RunConfig(Group):
     """The whole run: the eight argument groups plus placement, logging and the optional demo/warmup."""
 
     run_name: str = F("run", "Name of the run; the run folder is output_dir/run_name.")
+    resume: bool | Literal["force"] = F(
+        True,
+        "Rerunning into a run folder: true resumes from its last checkpoint when the config is the same run, and "
+        "refuses (showing the differences) when it is not; force resumes despite differences; false starts fresh, "
+        "moving the earlier run's folder aside.",
+    )
     output_dir: str = F("outputs", "Parent folder of run folders (metrics, plots, resolved config).")
     seed: int = F(1234, "Global seed (model init, dropout, trainer RNG).", "--seed")
     model: ModelConfig = ModelConfig()

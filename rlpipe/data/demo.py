@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlpipe.config.resolve import DEMO_CHECKPOINT_PREFIX
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.tasks import write_task_dataset
 from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
@@ -28,10 +29,13 @@ def tiny_spec(cfg: RunConfig) -> TinyModelSpec:
 
 
 def build_demo_assets(cfg: RunConfig) -> None:
-    """Write (or reuse) the checkpoint at ckpt.hf_checkpoint and the task splits at the resolved data paths."""
+    """Write (or reuse) the tiny checkpoint and the task splits at the paths the resolver derived. A checkpoint the
+    user gave (a warm start for the demo task) is theirs: nothing is built into it."""
     demo = cfg.demo
     assert demo is not None and cfg.ckpt.hf_checkpoint and cfg.rollout.prompt_data
-    build_tiny_checkpoint(Path(cfg.ckpt.hf_checkpoint), tiny_spec(cfg))
+    checkpoint = Path(cfg.ckpt.hf_checkpoint)
+    if checkpoint.parent == Path(demo.cache_dir) and checkpoint.name.startswith(DEMO_CHECKPOINT_PREFIX):
+        build_tiny_checkpoint(checkpoint, tiny_spec(cfg))
     train, _ = write_task_dataset(
         Path(cfg.rollout.prompt_data).parent, demo.task, demo.n_train, demo.n_eval, demo.seed, demo.digits
     )

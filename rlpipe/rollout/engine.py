@@ -57,5 +57,12 @@ class RolloutEngine(Protocol):
 
     def abort(self) -> None: ...
 
+    def sampling_state(self) -> bytes | None:
+        """The engine's own sampling RNG state, for a checkpoint to restore (None: not capturable, as with
+        SGLang, whose sampling state lives in the server)."""
+
+    def load_sampling_state(self, state: bytes | None) -> None:
+        """Restore what `sampling_state` returned (None: nothing to restore)."""
+
     @property
     def weight_version(self) -> int: ...

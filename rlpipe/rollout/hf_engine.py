@@ -183,6 +183,17 @@ class HFEngine:
         """Stop the generation in flight before its next token; its rows finish with reason "abort"."""
         self._abort.set()
 
+    def sampling_state(self) -> bytes:
+        """The sampling generator's state: a checkpoint holds it, so a resumed run draws the same tokens."""
+        with self._lock:
+            return bytes(self._generator.get_state().tolist())
+
+    def load_sampling_state(self, state: bytes | None) -> None:
+        if state is None:
+            return
+        with self._lock:
+            self._generator.set_state(torch.tensor(list(state), dtype=torch.uint8))
+
 
 def _sample(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator

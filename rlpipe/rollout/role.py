@@ -8,6 +8,7 @@ them here. Debug modes live here too: `debug.save_rollout_data` dumps each rollo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,6 +69,7 @@ class RolloutRole:
             rm_type=rm_type or "custom", eos_token_id=self.tokenizer.eos_token_id,
             special_token_ids=special_token_ids(self.tokenizer), decode=self.tokenizer.decode,
             rm_url=ro.rm_url, custom_rm_path=ro.custom_rm_path, group_rm=ro.group_rm,
+            reward_timeout_s=ro.reward_timeout_s, reward_failure=ro.reward_failure,
         )  # fmt: skip
 
     # ---------------------------------------------------------------------------------------- rollouts
@@ -93,17 +95,22 @@ class RolloutRole:
         return Rollout(samples, metrics)
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
-        """Mean reward (and pass@n for n > 1) of every eval dataset under the engine's current weights."""
+        """Mean reward (and pass@n for n > 1) of every eval dataset under the engine's current weights, and its
+        failed reward calls when there were any (`reward_failures`, ...). Groups dropped for a failed reward
+        (drop_group) are left out of the means; NaN when none is left."""
         results: dict[str, float] = {}
         for i, (name, source) in enumerate(self.eval_sets.items()):
             # A fixed seed per dataset: the same weights give the same score, so evaluations compare weights.
             params = replace(sampling_params(self.cfg, name), seed=self.cfg.rollout.seed + i)
             groups = source.generate_groups(source.dataset.rows_as_samples(), params, rollout_id)
-            scores = source.score([s for g in groups for s in g])
-            results[f"{name}/reward_mean"] = sum(scores) / len(scores)
+            source.metrics = {}
+            groups = source.score_groups(groups)
+            results |= {f"{name}/{key}": value for key, value in source.metrics.items() if value}  # failures only
+            scores = [float(s.reward or 0.0) for g in groups for s in g]
+            results[f"{name}/reward_mean"] = sum(scores) / len(scores) if scores else math.nan
             if params.n > 1:
                 solved = [any((s.reward or 0.0) > 0 for s in g) for g in groups]
-                results[f"{name}/pass@{params.n}"] = sum(solved) / len(solved)
+                results[f"{name}/pass@{params.n}"] = sum(solved) / len(solved) if solved else math.nan
         return results
 
     def sft_pairs(self) -> list[tuple[list[int], list[int]]]:
@@ -127,10 +134,14 @@ class RolloutRole:
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """The data cursor and the partial-rollout buffer, as plain data (a copy: the buffer keeps changing)."""
+        """The data cursor, the partial-rollout buffer and the engine's sampling RNG, as plain data (a copy: the
+        buffer keeps changing): with them a resumed run generates what the uninterrupted one would have."""
         buffer = [[sample_to_dict(s) for s in group] for group in self.source.buffer]
-        return {"dataset": self.dataset.state_dict(), "buffer": buffer}
+        sampling = self.engine.sampling_state() if self.engine is not None else None
+        return {"dataset": self.dataset.state_dict(), "buffer": buffer, "engine_sampling": sampling}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state["dataset"])
         self.source.buffer = [[sample_from_dict(s) for s in group] for group in state.get("buffer", [])]
+        if self.engine is not None:
+            self.engine.load_sampling_state(state.get("engine_sampling"))

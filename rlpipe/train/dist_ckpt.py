@@ -10,22 +10,108 @@ Megatron-LM writes it:
 The functions here read and write weights only (what `ckpt.load` / `ckpt.ref_load`, the teacher and the converter
 need). The trainer's full checkpoints (`rlpipe.train.checkpoint`: optimizer, LR schedule and RNG state beside the
 weights) use the same format and layout, so everything here reads them too. Every rank of the world calls these
-together.
+together. Both write through `save_sharded`, whose file writers are threads (`ThreadedTorchDistSave`): megatron's
+forked writer processes could leave a save waiting forever on one that died.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace
 from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
+from megatron.core.dist_checkpointing.strategies import filesystem_async
+from megatron.core.dist_checkpointing.strategies.async_utils import AsyncRequest
+from megatron.core.dist_checkpointing.strategies.filesystem_async import FileSystemWriterAsync
+from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+from torch.distributed.checkpoint.api import CheckpointException
 
-TRACKER_FILE = "latest_checkpointed_iteration.txt"
+from rlpipe.config.files import TRACKER_FILE
+
+
+class ThreadedTorchDistSave(TorchDistSaveShardedStrategy):
+    """megatron's torch_dist save strategy with its files written by threads of this process, not forked ones.
+
+    rlpipe saves synchronously (megatron's async save is never used), but megatron-core 0.16 writes even a
+    synchronous save from worker processes it forks (`FileSystemWriterAsync.write_preloaded_data_multiproc`) and
+    waits for them on a JoinableQueue: a worker killed mid-write (the OOM killer, a signal) never marks its task
+    done, and the save would wait forever. A thread cannot vanish that way: whatever stops it comes back as an
+    exception. The files are the same (one per bucket, `thread_count` of them) and the writes still overlap: file
+    I/O releases the GIL. torch's own FileSystemWriter writes from threads too.
+
+    The results come back through a plain in-process queue, not megatron's: that one lives in a Manager server
+    process spawned on the first save (it re-imports __main__, and fails where __main__ is not a file).
+    `write_error` keeps this rank's failed write as raised: megatron reports it through a gather that pickles it
+    down to a RuntimeError with its text, losing the OSError (and its errno) behind it.
+    """
+
+    write_error: Exception | None = None
+
+    def async_save(self, sharded_state_dict: Any, checkpoint_dir: Any) -> AsyncRequest:
+        with _patched(filesystem_async, "_get_write_results_queue", queue.Queue):  # see the class docstring
+            request = super().async_save(sharded_state_dict, checkpoint_dir)
+        forked = request.async_fn
+        if forked is None:  # nothing to write on this rank
+            return request
+        if not (isinstance(forked, partial) and forked.func is FileSystemWriterAsync.write_preloaded_data_multiproc):
+            raise RuntimeError(f"megatron-core's torch_dist writer is not the one rlpipe replaces: {forked!r}")
+        return request._replace(async_fn=partial(self._write_in_threads, *forked.args, **forked.keywords))
+
+    def _write_in_threads(
+        self, transform_list: list, use_msc: bool, rank: int, write_buckets: list, results_queue: Any
+    ) -> None:
+        """`write_preloaded_data_multiproc`'s work and its result protocol (a dict of each bucket's write results,
+        or the first exception, put on `results_queue`) with one thread per bucket instead of a forked process."""
+        outcomes: queue.Queue = queue.Queue()
+        tickets: queue.Queue = queue.Queue()  # write_preloaded_data takes one and marks it done, as in a process
+        write = partial(FileSystemWriterAsync.write_preloaded_data, transform_list, use_msc=use_msc)
+        with ThreadPoolExecutor(len(write_buckets), thread_name_prefix="rlpipe-ckpt-write") as pool:
+            futures = []
+            for index, bucket in enumerate(write_buckets):
+                tickets.put(index)
+                futures.append(pool.submit(write, index, bucket, outcomes, tickets, True))  # True: fsync each file
+            for future in futures:
+                future.result()  # raises what write_preloaded_data does not catch itself (a BaseException)
+        results = dict(outcomes.get_nowait() for _ in write_buckets)
+        self.write_error = next((result for result in results.values() if isinstance(result, Exception)), None)
+        results_queue.put(self.write_error if self.write_error is not None else results)
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    """`module.name` is `value` inside the block; a name the module lacks (another megatron) is left alone."""
+    if not hasattr(module, name):
+        yield
+        return
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def save_sharded(sharded_state_dict: dict, folder: Path, **kwargs: Any) -> None:
+    """`dist_checkpointing.save` in torch_dist format, written by `ThreadedTorchDistSave`; kwargs go to it. A
+    failed write of this rank is raised as itself (an OSError, say), from megatron's CheckpointException."""
+    strategy = ThreadedTorchDistSave("torch_dist", 1)  # megatron's default save strategy and version
+    try:
+        dist_checkpointing.save(sharded_state_dict, str(folder), sharded_strategy=strategy, **kwargs)
+    except CheckpointException as err:
+        if strategy.write_error is None:
+            raise
+        raise strategy.write_error from err
 
 
 def latest_iteration_folder(directory: Path) -> Path | None:
@@ -34,6 +120,18 @@ def latest_iteration_folder(directory: Path) -> Path | None:
     if not tracker.exists():
         return None
     return Path(directory) / f"iter_{int(tracker.read_text().strip()):07d}"
+
+
+def prune_iterations(directory: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` iteration folders under `directory` (`ckpt.keep_last`), never the one
+    the tracker names; returns what was removed. Unfinished `.tmp` folders are a save's own business."""
+    directory = Path(directory)
+    tracked = latest_iteration_folder(directory)
+    folders = sorted(p for p in directory.glob("iter_*") if p.is_dir() and p.name.removeprefix("iter_").isdigit())
+    stale = [p for p in folders[: max(0, len(folders) - keep_last)] if p != tracked]
+    for folder in stale:
+        shutil.rmtree(folder)
+    return stale
 
 
 def is_torch_dist(path: Path) -> bool:
@@ -65,7 +163,7 @@ def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path
         shutil.rmtree(folder, ignore_errors=True)  # re-saving an iteration replaces it
         folder.mkdir(parents=True)
     dist.barrier()
-    dist_checkpointing.save(module.sharded_state_dict(), str(folder))
+    save_sharded(module.sharded_state_dict(), folder)
     dist.barrier()
     if dist.get_rank() == 0:
         (directory / TRACKER_FILE).write_text(str(iteration))

@@ -15,7 +15,7 @@ import torch
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
 from rlpipe.train.critic import MegatronCritic
-from rlpipe.train.dist_ckpt import is_torch_dist
+from rlpipe.train.dist_ckpt import is_torch_dist, prune_iterations
 from rlpipe.train.hf_export import export_hf
 from rlpipe.train.setup import critic_spec, trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
@@ -104,6 +104,8 @@ class TrainerRole:
         assert self.cfg.ckpt.save is not None
         parts = {CRITIC_PART: self.critic} if self.critic is not None else {}
         self.trainer.save_checkpoint(Path(self.cfg.ckpt.save), next_rollout, extra_state=loop_state, parts=parts)
+        if self.cfg.ckpt.keep_last and torch.distributed.get_rank() == 0:
+            prune_iterations(Path(self.cfg.ckpt.save), self.cfg.ckpt.keep_last)
         if self.cfg.ckpt.save_hf:  # every rank helps gather the weights; rank 0 writes them
             named = self.trainer.hf_named_tensors()
             if torch.distributed.get_rank() == 0:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hf_folders import TINY_CONFIG, write_hf_folder
 
 from rlpipe.config import ConfigError, Problem, load
 
@@ -19,11 +20,10 @@ PROMPT_ROWS = 10
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> list[str]:
-    """Overrides for a blank recipe that resolves: an HF folder with only a tokenizer file (no config.json),
-    10 prompts, math reward, CPU."""
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "tokenizer.json").write_text("{}")
+    """Overrides for a blank recipe that resolves: an HF folder laid out as a real one (the `tiny` model group's
+    config.json, a tokenizer file, a weights file; none of them loadable, the config phase reads none), 10 prompts,
+    math reward, CPU."""
+    hf = write_hf_folder(tmp_path / "hf", TINY_CONFIG)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "label": "{i}"}}\n' for i in range(PROMPT_ROWS)))
     return [
@@ -32,6 +32,7 @@ def recipe(tmp_path: Path) -> list[str]:
         f"rollout.prompt_data={data}",
         "rollout.rm_type=math",
         "rollout.num_rollout=3",
+        "rollout.max_response_len=16",  # the tiny model has 64 positions
         "cluster.accelerator=cpu",  # not auto: the rules must not depend on the machine the tests run on
     ]
 

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "ray", "megatron", "sglang", "transformers")
 
 
-def launch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """`python -X importtime launch.py ARGS`: the import log goes to stderr, before any message."""
+def launch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -X importtime launch.py ARGS` run from `cwd` (a test's tmp_path: the run's relative outputs/ and
+    .cache/ would land there, never in the repo); the import log goes to stderr, before any message."""
     cmd = [sys.executable, "-X", "importtime", str(ROOT / "launch.py"), *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -153,14 +154,21 @@ def test_sweep_with_one_bad_point_starts_nothing(tmp_path: Path) -> None:
         (["rollout.n_sample=8"], ["rollout.n_sample: unknown key", "did you mean `rollout.n_samples`?"]),
         (["rollout.batch_size=0", "optim.lr=abc"], ["2 problems", "rollout.batch_size (got 0)", "optim.lr"]),
         (
-            ["cluster.colocate=true", "rollout.mode=async", "rollout.dynamic_sampling_filter_path=cfgtest_x.keep"],
+            [
+                "cluster.backend=ray",
+                "cluster.colocate=true",
+                "rollout.mode=async",
+                "rollout.dynamic_sampling_filter_path=cfgtest_x.keep",
+            ],
             ["2 problems", "rollout.mode (got 'async')", "rollout.dynamic_sampling_filter_path", "does not import"],
         ),
     ],
     ids=["unknown-key", "bad-values", "rules-and-dotted-path"],
 )
-def test_bad_config_exits_2_without_traceback_or_heavy_imports(args: list[str], words: list[str]) -> None:
-    proc = launch(*args)
+def test_bad_config_exits_2_without_traceback_or_heavy_imports(
+    args: list[str], words: list[str], tmp_path: Path
+) -> None:
+    proc = launch(*args, cwd=tmp_path)
     err = message(proc.stderr)
     assert proc.returncode == 2, err
     assert proc.stdout == ""
@@ -170,14 +178,18 @@ def test_bad_config_exits_2_without_traceback_or_heavy_imports(args: list[str], 
     modules = imported(proc.stderr)
     assert {"hydra", "pydantic", "rlpipe"} <= modules  # the import log was read
     assert not modules & set(HEAVY), f"imported on the error path: {modules & set(HEAVY)}"
+    assert list(tmp_path.iterdir()) == []  # a rejected config writes nothing
 
 
-def test_cfg_job_and_help_from_the_shell() -> None:
-    proc = launch("--cfg", "job")
+def test_cfg_job_and_help_from_the_shell(tmp_path: Path) -> None:
+    proc = launch("--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0, message(proc.stderr)
     assert "# derived: batch_size" in proc.stdout
     assert not imported(proc.stderr) & set(HEAVY)
-    helped = subprocess.run([sys.executable, "launch.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert list(tmp_path.iterdir()) == []  # printing the config starts nothing
+    helped = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--help"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert helped.returncode == 0 and "-m, --multirun" in helped.stdout
 
 

@@ -7,10 +7,10 @@ tested without editing this module.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from hf_folders import write_hf_folder
 
 from rlpipe.config import CONF_DIR, Resolved, load
 
@@ -71,7 +71,7 @@ def test_experiment_resolves(name: str) -> None:
 
 
 def test_blank_experiment_asks_for_exactly_what_a_recipe_must_give(problems, recipe) -> None:
-    found = problems(["experiment=none"], check_paths=False)
+    found = problems(["experiment=none", "model=auto"], check_paths=False)  # as conf/experiment/none.yaml says
     assert sorted(p.key for p in found) == [
         "ckpt.hf_checkpoint",
         "rollout.num_rollout",
@@ -94,13 +94,12 @@ def test_group_option_resolves(group: str, option: str, recipe: list[str], tmp_p
     if group == "model":
         overrides = [*recipe, *overrides]
         if option == "auto":
-            ckpt = tmp_path / "auto-ckpt"
-            ckpt.mkdir()
-            (ckpt / "tokenizer.json").write_text("{}")
             arch = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128}
             arch |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "rope_theta": 1e4}
-            (ckpt / "config.json").write_text(json.dumps(arch | {"rms_norm_eps": 1e-5, "tie_word_embeddings": False}))
+            ckpt = write_hf_folder(tmp_path / "auto-ckpt", arch | {"rms_norm_eps": 1e-5, "tie_word_embeddings": False})
             overrides.append(f"ckpt.hf_checkpoint={ckpt}")
+        else:  # the recipe's config.json is the tiny model's: without it the option's own values stand
+            (tmp_path / "hf" / "config.json").unlink()
     if (group, option) == ("perf", "tp2"):
         overrides.append("cluster.actor_num_gpus_per_node=2")  # TP 2 needs two trainer ranks
     run = load(overrides, check_paths=False)

@@ -3,10 +3,10 @@ the checkpoint's config.json (drift listed field by field, `model=auto` filled f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from hf_folders import write_hf_folder
 
 from rlpipe.config import load
 
@@ -106,11 +106,7 @@ def test_shipped_filter_resolves(recipe) -> None:
 
 # ------------------------------------------------------------------------------------------------- model
 def _checkpoint(tmp_path: Path, **changes: object) -> Path:
-    folder = tmp_path / "qwen"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**QWEN25_05B, **changes}))
-    (folder / "tokenizer.json").write_text("{}")
-    return folder
+    return write_hf_folder(tmp_path / "qwen", {**QWEN25_05B, **changes})
 
 
 def test_matching_model_passes_and_fills_unset_fields(tmp_path, recipe) -> None:
@@ -144,10 +140,7 @@ def test_padded_vocabulary_is_not_drift(tmp_path, recipe) -> None:
 
 def test_model_auto_takes_the_architecture_from_config_json(tmp_path, recipe) -> None:
     layout5 = {k: v for k, v in QWEN25_05B.items() if k != "rope_theta"} | {"rope_parameters": {"rope_theta": 5e5}}
-    folder = tmp_path / "qwen"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(layout5))  # the transformers 5 layout of the RoPE base
-    (folder / "tokenizer.json").write_text("{}")
+    folder = write_hf_folder(tmp_path / "qwen", layout5)  # the transformers 5 layout of the RoPE base
     run = load([*recipe, "model=auto", f"ckpt.hf_checkpoint={folder}"])
     model = run.cfg.model
     assert (model.num_layers, model.hidden_size, model.ffn_hidden_size) == (24, 896, 4864)

@@ -9,11 +9,11 @@ message and its fix must contain.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hf_folders import TINY_CONFIG, write_hf_folder
 
 from rlpipe.config import Resolved, load
 
@@ -89,7 +89,7 @@ GOOD = [
     ),
     Good(
         "colocate-derives-offload-gpus-and-sglang-flags",
-        ["cluster.colocate=true"],
+        ["cluster.backend=ray", "cluster.colocate=true"],
         {
             "cluster.offload_train": (True, "colocate"),
             "cluster.offload_rollout": (True, "colocate"),
@@ -101,14 +101,24 @@ GOOD = [
     ),
     Good(
         "colocate-keeps-explicit-offload",
-        ["cluster.colocate=true", "cluster.offload_train=false", "sglang.mem_fraction_static=0.6"],
+        [
+            "cluster.backend=ray",
+            "cluster.colocate=true",
+            "cluster.offload_train=false",
+            "sglang.mem_fraction_static=0.6",
+        ],
         {"cluster.offload_rollout": (True, "colocate")},
         final={"cluster.offload_train": False, "sglang.mem_fraction_static": 0.6},
         not_derived=("cluster.offload_train", "sglang.mem_fraction_static"),
     ),
     Good(
         "colocate-ignores-rollout_num_gpus",
-        ["cluster.colocate=true", "cluster.actor_num_gpus_per_node=4", "cluster.rollout_num_gpus=2"],
+        [
+            "cluster.backend=ray",
+            "cluster.colocate=true",
+            "cluster.actor_num_gpus_per_node=4",
+            "cluster.rollout_num_gpus=2",
+        ],
         {"cluster.rollout_num_gpus": (4, "1 x 4 GPUs")},
         final={"topology.rollout_gpus": 4},
         warns=("cluster.rollout_num_gpus: ignored under colocate: rollout uses the 4 actor GPUs",),
@@ -116,7 +126,7 @@ GOOD = [
     *(
         Good(
             f"colocate-sglang-{version}",
-            ["cluster.colocate=true", f"sglang.version={version}"],
+            ["cluster.backend=ray", "cluster.colocate=true", f"sglang.version={version}"],
             {f"sglang.extra.{flag}": (value, f"SGLang {version}")},
             final={"sglang.extra": {flag: value}},
         )
@@ -131,7 +141,12 @@ GOOD = [
     ),
     Good(
         "colocate-keeps-explicit-sglang-flag",
-        ["cluster.colocate=true", "sglang.version=0.5.13", "sglang.extra.disable_piecewise_cuda_graph=false"],
+        [
+            "cluster.backend=ray",
+            "cluster.colocate=true",
+            "sglang.version=0.5.13",
+            "sglang.extra.disable_piecewise_cuda_graph=false",
+        ],
         final={"sglang.extra": {"disable_piecewise_cuda_graph": False}},
         not_derived=("sglang.extra.disable_piecewise_cuda_graph",),
     ),
@@ -147,12 +162,12 @@ GOOD = [
             "rollout.top_p=0.9",
             "eval.temperature=0.3",
             "rollout.temperature=0.8",
-            "rollout.max_response_len=512",
+            "rollout.max_response_len=24",
             "rollout.top_k=20",
         ],
         {
             "eval.datasets.own.temperature": (0.3, "inherited from eval.temperature"),
-            "eval.datasets.own.max_response_len": (512, "inherited from rollout.max_response_len"),
+            "eval.datasets.own.max_response_len": (24, "inherited from rollout.max_response_len"),
             "eval.datasets.own.top_k": (20, "inherited from rollout.top_k"),
             "eval.datasets.own.rm_type": ("math", "inherited from rollout.rm_type"),
             "eval.datasets.bare.top_p": (0.7, "inherited from eval.top_p"),
@@ -206,21 +221,21 @@ GOOD = [
         "perf-response-longer-than-micro-batch-warns-oom",
         [
             "perf.use_dynamic_batch_size=true",
-            "perf.max_tokens_per_gpu=512",
+            "perf.max_tokens_per_gpu=16",
             "perf.context_parallel=2",
             "cluster.actor_num_gpus_per_node=2",
-            "rollout.max_response_len=2048",
+            "rollout.max_response_len=48",
         ],
-        warns=("a sample can reach 2048 tokens but one micro-batch holds 512 x CP 2 = 1024",),
+        warns=("a sample can reach 48 tokens but one micro-batch holds 16 x CP 2 = 32",),
     ),
     Good(
         "perf-context-parallel-widens-the-budget",
         [
             "perf.use_dynamic_batch_size=true",
-            "perf.max_tokens_per_gpu=512",
+            "perf.max_tokens_per_gpu=16",
             "perf.context_parallel=2",
             "cluster.actor_num_gpus_per_node=2",
-            "rollout.max_response_len=1024",
+            "rollout.max_response_len=32",
         ],
     ),
     Good(
@@ -408,12 +423,12 @@ BAD = [
     # ---- colocate
     Bad(
         "colocate-async",
-        ["cluster.colocate=true", "rollout.mode=async"],
+        ["cluster.backend=ray", "cluster.colocate=true", "rollout.mode=async"],
         [("rollout.mode", "colocated GPUs cannot", "rollout.mode=sync, or cluster.colocate=false")],
     ),
     Bad(
         "colocate-sglang-version-unreadable",
-        ["cluster.colocate=true", "sglang.version=latest"],
+        ["cluster.backend=ray", "cluster.colocate=true", "sglang.version=latest"],
         [("sglang.version", "is not a version number", "sglang.version=0.5.23")],
     ),
     # ---- perf and placement
@@ -595,10 +610,14 @@ BAD = [
     Bad(
         "eval-path-missing",
         ["eval.datasets.aime.path={tmp}/nowhere.jsonl"],
-        [("eval.datasets.aime.path", "file does not exist", "remove the dataset")],
+        [("eval.datasets.aime.path", "file does not exist", "point it at a .jsonl")],
     ),
     Bad("ref_load-missing", ["ckpt.ref_load={tmp}/noref"], [("ckpt.ref_load", "folder does not exist", "reference")]),
-    Bad("model-auto-without-config-json", ["model=auto"], [("ckpt.hf_checkpoint", "config.json", "model=<name>")]),
+    Bad(
+        "model-auto-without-config-json",
+        ["model=auto", "ckpt.hf_checkpoint={tmp}/no-config"],
+        [("ckpt.hf_checkpoint", "has no config.json", "HuggingFace model folder")],
+    ),
     # ---- all problems at once
     # ---- execution modes
     Bad(
@@ -631,6 +650,7 @@ BAD = [
         [
             "rollout.global_batch_size=48",
             "algo.use_kl_loss=true",
+            "cluster.backend=ray",
             "cluster.colocate=true",
             "rollout.mode=async",
             "rollout.rm_type=nope",
@@ -648,17 +668,18 @@ BAD = [
 
 
 @pytest.fixture
-def overrides(recipe: list[str], tmp_path: Path):
+def overrides(recipe: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Expand `{tmp}` and add the files a few rows point at (an FP8 folder, a quantized ref, a .csv, a teacher
     with another tokenizer)."""
-    (tmp_path / "Qwen3-4B-FP8").mkdir()
-    (tmp_path / "ref-quantized").mkdir()
-    (tmp_path / "ref-quantized" / "config.json").write_text(
-        json.dumps({"quantization_config": {"quant_method": "fp8"}})
-    )
+    write_hf_folder(tmp_path / "Qwen3-4B-FP8", TINY_CONFIG)
+    write_hf_folder(tmp_path / "ref-quantized", TINY_CONFIG | {"quantization_config": {"quant_method": "fp8"}})
     (tmp_path / "prompts.csv").write_text("prompt,label\nq,a\n")
-    (tmp_path / "teacher-other-tokenizer").mkdir()
-    (tmp_path / "teacher-other-tokenizer" / "tokenizer.json").write_text('{"model": "another"}')
+    write_hf_folder(tmp_path / "teacher-other-tokenizer", TINY_CONFIG, tokenizer='{"model": "another"}')
+    write_hf_folder(tmp_path / "no-config", None)
+
+    # The rules judge GPU layouts the same on any machine: the cuda rows see a GPU (the test of the machine check
+    # itself is test_cuda_on_a_machine_without_a_gpu_is_refused).
+    monkeypatch.setattr("rlpipe.config.limits.gpu_visible", lambda: True)
 
     def expand(extra: list[str]) -> list[str]:
         return [*recipe, *(o.format(tmp=tmp_path) for o in extra)]

@@ -211,16 +211,16 @@ def test_reward_reply_error_redacts() -> None:
 
 
 def test_reward_service_down_error_redacts() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # bound, never listening: connections refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"http://alice:{PASSWORD}@127.0.0.1:{port}/score?token={TOKEN}"
-    with pytest.raises(RewardServiceError) as info:
-        asyncio.run(remote_reward(Sample(prompt="p"), _ctx(url)))
-    assert_clean(str(info.value), f"127.0.0.1:{port}")
-    with pytest.raises(Exception) as wrapped:  # the reward hub's own error around it
-        asyncio.run(score_samples([Sample(prompt="p")], _ctx(url)))
-    assert_clean(str(wrapped.value), f"127.0.0.1:{port}")
+        url = f"http://alice:{PASSWORD}@127.0.0.1:{port}/score?token={TOKEN}"
+        with pytest.raises(RewardServiceError) as info:
+            asyncio.run(remote_reward(Sample(prompt="p"), _ctx(url)))
+        assert_clean(str(info.value), f"127.0.0.1:{port}")
+        with pytest.raises(Exception) as wrapped:  # the reward hub's own error around it
+            asyncio.run(score_samples([Sample(prompt="p")], _ctx(url)))
+        assert_clean(str(wrapped.value), f"127.0.0.1:{port}")
 
 
 def test_reward_service_rejection_redacts_and_the_real_url_is_called() -> None:

@@ -152,6 +152,13 @@ class SGLangEngine:
         """Abort every request in flight on every engine; their replies finish with reason "abort"."""
         self._broadcast("/abort_request", {"abort_all": True})
 
+    def sampling_state(self) -> None:
+        """SGLang samples in the server, whose RNG state is not exposed: a resumed run draws afresh there."""
+        return None
+
+    def load_sampling_state(self, state: bytes | None) -> None:
+        """Nothing to restore (see `sampling_state`)."""
+
     def pause_generation(self, mode: str = "abort") -> None:
         """abort: end running requests; retract: requeue them (KV recomputed); in_place: freeze them as they are."""
         if mode not in protocol.PAUSE_MODES:

@@ -11,6 +11,7 @@ import torch
 
 from rlpipe.config import ConfigError, Problem, load
 from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
+from tests.config.hf_folders import TINY_CONFIG, write_hf_folder
 from tests.fakes.fake_sglang import FakeSGLang
 
 torch.set_num_threads(1)
@@ -33,9 +34,7 @@ def fake(ckpts: tuple[Path, Path]) -> Iterator[FakeSGLang]:
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> list[str]:
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "tokenizer.json").write_text("{}")
+    hf = write_hf_folder(tmp_path / "hf", TINY_CONFIG)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "label": "{i}"}}\n' for i in range(8)))
     return [
@@ -44,6 +43,7 @@ def recipe(tmp_path: Path) -> list[str]:
         f"rollout.prompt_data={data}",
         "rollout.rm_type=math",
         "rollout.num_rollout=2",
+        "rollout.max_response_len=16",  # the tiny model has 64 positions
         "cluster.accelerator=cpu",
     ]
 

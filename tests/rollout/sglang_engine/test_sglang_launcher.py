@@ -1,5 +1,6 @@
-"""The SGLang launch command lines (golden) for a colocated and a disaggregated config, the engine layout, and
-the server process lifecycle (the fake SGLang server started with the same flags; a dying server's log tail)."""
+"""The SGLang launch command lines (golden) for a colocated and a disaggregated config, the engine layout (one
+free port per engine, asked of the OS), and the server process lifecycle (the fake SGLang server started with the
+same flags on the port its slot was given; a dying server's log tail)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,29 @@ from pathlib import Path
 import pytest
 
 from rlpipe.config import load
-from rlpipe.rollout.sglang.process import ServerStartError
+from rlpipe.rollout.sglang.process import ServerStartError, free_ports
 from rlpipe.rollout.sglang.server import EngineSlot, SGLangServer, engine_slots, server_command
 
 
 @pytest.fixture
 def base(recipe: list[str]) -> list[str]:
-    return [*recipe, "rollout.engine=sglang", "cluster.accelerator=cuda"]
+    return [o for o in recipe if not o.startswith("cluster.accelerator=")] + [
+        "rollout.engine=sglang",
+        "cluster.accelerator=cuda",
+        "cluster.backend=ray",  # several trainer ranks
+    ]
+
+
+def plan(overrides: list[str]):
+    """The resolved config as planned for a GPU machine (this one has neither a GPU nor sglang installed)."""
+    return load(overrides, check_paths=False)
 
 
 def test_colocated_command(base: list[str]) -> None:
-    resolved = load(
+    resolved = plan(
         [*base, "cluster.colocate=true", "cluster.actor_num_gpus_per_node=4", "sglang.rollout_num_gpus_per_engine=2"]
     )
-    slots = engine_slots(resolved)
+    slots = engine_slots(resolved, ports=[30000, 30010])
     assert slots == [EngineSlot(0, 0, "127.0.0.1", 30000), EngineSlot(1, 2, "127.0.0.1", 30010)]
     hf = resolved.cfg.ckpt.hf_checkpoint
     assert server_command(resolved.cfg, slots[1], python="python") == [
@@ -35,7 +45,7 @@ def test_colocated_command(base: list[str]) -> None:
 
 
 def test_disaggregated_command_passes_extra_verbatim(base: list[str]) -> None:
-    resolved = load(
+    resolved = plan(
         [
             *base,
             "cluster.actor_num_gpus_per_node=4",
@@ -48,7 +58,7 @@ def test_disaggregated_command_passes_extra_verbatim(base: list[str]) -> None:
             "+sglang.extra.cuda_graph_bs_decode=[1,2,4]",
         ]
     )
-    slots = engine_slots(resolved, base_port=31000)
+    slots = engine_slots(resolved, ports=[31000, 31010, 31020, 31030])
     assert [(s.base_gpu_id, s.port) for s in slots] == [(4, 31000), (5, 31010), (6, 31020), (7, 31030)]
     hf = resolved.cfg.ckpt.hf_checkpoint
     assert server_command(resolved.cfg, slots[3], python="python") == [
@@ -60,12 +70,32 @@ def test_disaggregated_command_passes_extra_verbatim(base: list[str]) -> None:
     ]
 
 
+def test_engine_slots_take_distinct_free_ports_by_default(base: list[str]) -> None:
+    resolved = plan([*base, "cluster.actor_num_gpus_per_node=4", "cluster.rollout_num_gpus=4"])
+    slots = engine_slots(resolved)
+    assert [(s.index, s.base_gpu_id, s.host) for s in slots] == [(i, 4 + i, "127.0.0.1") for i in range(4)]
+    ports = [s.port for s in slots]
+    assert len(set(ports)) == 4
+    for port in ports:  # each free: a server can listen on it (as SGLang's does, with SO_REUSEADDR)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+    with pytest.raises(ValueError, match="need 4 distinct ports"):
+        engine_slots(resolved, ports=[31000, 31000, 31001, 31002])
+
+
+def test_free_ports_are_distinct_and_never_one_in_use() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        ports = free_ports(64)
+        assert len(set(ports)) == 64 and held.getsockname()[1] not in ports
+
+
 def test_server_starts_answers_health_and_stops(base: list[str], tmp_path: Path, ckpts) -> None:
-    resolved = load([*base, "cluster.rollout_num_gpus=1"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    slot = EngineSlot(0, 1, "127.0.0.1", port)
+    resolved = plan([*base, "cluster.rollout_num_gpus=1"])
+    (slot,) = engine_slots(resolved)  # on a free port the OS gave
     command = server_command(resolved.cfg, slot)
     command[1:3] = ["-m", "tests.fakes.fake_sglang"]  # same flags, the fake in place of sglang.launch_server
     command[command.index("--model-path") + 1] = str(ckpts[0])  # a real checkpoint for the fake to load
