@@ -257,3 +257,17 @@ def inspect_checkpoint_folder(folder: Path) -> list[Finding]:
             )
         ]
     return []
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def not_creatable_in(folder: Path) -> str | None:
+    """Why nothing can be created in `folder` (made with its missing parents), or None: the nearest existing
+    ancestor must be a writable folder."""
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable"
+    return None

@@ -95,7 +95,6 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
 
     problems: list[Problem] = []
     parser = OverridesParser.create()
-    seen: dict[str, str] = {}
     for text in overrides:
         try:
             (override,) = parser.parse_overrides([text])
@@ -103,10 +102,6 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
             problems.append(Problem(text, f"cannot parse this override: {exc}", "write it as key=value"))
             continue
         key = override.key_or_group
-        if key in seen:  # Hydra would keep the last one without a word
-            problems.append(Problem(key, f"is given twice ({seen[key]} and {text})", "keep one of them"))
-            continue
-        seen[key] = text
         if (conf_dir / key).is_dir():  # a group choice: model=qwen3-4B, +experiment=tiny-cpu
             if override.is_delete():
                 continue
@@ -127,3 +122,16 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
         elif not is_known_key(key):
             problems.append(Problem(key, "unknown key", suggest(key)))
     return problems
+
+
+def repeated_overrides(overrides: list[str]) -> list[str]:
+    """A warning for each key given more than once: Hydra keeps the last value without a word, which is what a
+    wrapper script appending overrides wants, and a surprise when it is a slip."""
+    given: dict[str, list[str]] = {}
+    for text in overrides:
+        given.setdefault(text.split("=", 1)[0].lstrip("+~"), []).append(text)
+    return [
+        f"{key}: given {len(texts)} times ({', '.join(texts)}); the last one is used"
+        for key, texts in given.items()
+        if len(texts) > 1
+    ]

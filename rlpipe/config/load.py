@@ -6,13 +6,14 @@ Megatron or SGLang, so a bad config fails in well under a second.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from rlpipe.config.errors import ConfigError, Problem
-from rlpipe.config.keys import check_overrides
+from rlpipe.config.keys import check_overrides, repeated_overrides
 from rlpipe.config.resolve import Resolved, resolve
 from rlpipe.config.schema import RunConfig
 from rlpipe.config.validation import problems_from_validation
@@ -62,4 +63,5 @@ def validate(raw: dict[str, Any]) -> RunConfig:
 
 def load(overrides: list[str], conf_dir: Path = CONF_DIR, check_paths: bool = True) -> Resolved:
     """The whole path from CLI words to the resolved run; raises ConfigError with every problem found."""
-    return resolve(validate(compose(overrides, conf_dir)), check_paths=check_paths)
+    run = resolve(validate(compose(overrides, conf_dir)), check_paths=check_paths)
+    return dataclasses.replace(run, warnings=(*repeated_overrides(overrides), *run.warnings))

@@ -20,6 +20,7 @@ from rlpipe.config.files import (
     inspect_checkpoint_folder,
     inspect_hf_folder,
     inspect_prompt_file,
+    not_creatable_in,
 )
 from rlpipe.config.hf import HF_FAMILY_FACTS
 from rlpipe.config.state import Resolver
@@ -170,8 +171,8 @@ def output_paths(r: Resolver) -> None:
     for key, (path, is_folder) in targets.items():
         if path and not _bad_path(r, key, path):
             message = _unwritable(Path(path), is_folder)
-            if message:
-                r.problem(key, message, "choose a folder you can write to", path)
+            if message:  # about this machine: only a warning when the config is printed for another
+                r.path_problem(key, message, "choose a folder you can write to", path)
 
 
 def _fill(r: Resolver, key: str, template: str, placeholders: tuple[str, ...]) -> str | None:
@@ -199,14 +200,8 @@ def _unwritable(path: Path, is_folder: bool) -> str | None:
             return f"{path} is a folder, not a file"
         target = path if is_folder else path.parent
         return None if os.access(target, os.W_OK | os.X_OK) else f"{target} is not writable"
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"{path} cannot be created: {ancestor} is a file"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"{path} cannot be created: {ancestor} is not writable"
-    return None
+    why = not_creatable_in(path.parent)
+    return f"{path} cannot be created: {why}" if why else None
 
 
 def _bad_path(r: Resolver, key: str, path: str) -> bool:

@@ -12,15 +12,20 @@ import importlib.util
 from rlpipe.config.state import Resolver
 
 
+def installed(package: str) -> bool:
+    """Whether `package` can be imported here, without importing it."""
+    return importlib.util.find_spec(package) is not None
+
+
 def supported(r: Resolver) -> None:
     cfg, topology = r.d, r.topology
-    if cfg["rollout"]["engine"] == "sglang" and importlib.util.find_spec("sglang") is None:
+    if cfg["rollout"]["engine"] == "sglang" and not installed("sglang"):
         r.path_problem(
             "rollout.engine",
             "sglang is not installed in this environment (it is an optional, GPU-only extra)",
             "pip install 'sglang==0.5.23' on the GPU machine, or rollout.engine=hf",
         )
-    if cfg["log"]["wandb"] and importlib.util.find_spec("wandb") is None:
+    if cfg["log"]["wandb"] and not installed("wandb"):
         r.path_problem("log.wandb", "wandb is not installed", "pip install wandb, or log.wandb=false")
     if cfg["algo"]["loss_type"] != "policy_loss":
         r.problem(

@@ -2,7 +2,8 @@
 
     reverse   "r123"      -> "321"   (default; the digit string may start with zeros)
     copy      "c123"      -> "123"
-    add       "12+345="   -> "357"   (operands below 10**digits, written without leading zeros)
+    add       "12+345="   -> "357"   (operands below 10**digits, written without leading zeros; the tiny demo
+                                      model learns it at 2 digits: conf/experiment/tiny-add.yaml)
 
 Every prompt character is in the tiny model's vocabulary (`rlpipe.data.tiny_model.CHARACTERS`). Rows are
 `{"prompt": [{"role": "user", "content": ...}] | str, "label": answer, "metadata": {"task": ...}}`.

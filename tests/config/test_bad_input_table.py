@@ -65,8 +65,6 @@ CASES: list[Case] = [
     Case("group-option-perf", ["perf=tp3"], "perf"),
     Case("hydra-runtime-key", ["hydra.run.dir=/tmp/x"], "hydra.run.dir"),
     Case("unparseable", ["rollout.n_samples=[1"], "rollout.n_samples=[1"),
-    Case("key-twice", ["rollout.n_samples=4", "rollout.n_samples=8"], "rollout.n_samples"),
-    Case("group-twice", ["model=tiny", "model=auto"], "model"),
     Case("unknown-flag", ["--fast"], "--fast"),
     Case("cfg-all", ["--cfg", "all"], "--cfg"),
     # ------------------------------------------------------------------------------ values: type and range

@@ -211,3 +211,12 @@ def test_start_of_run_table_folds_inherited_eval_fields_into_one_row() -> None:
     assert not any(key.startswith("eval.datasets.reverse.") for key in rows)  # each field is in that one row
     assert rows["eval.datasets"][0] == "{reverse}"
     assert rows["rollout.global_batch_size"] == ("64", "derived: batch_size 8 x n_samples 8 / num_steps_per_rollout 1")
+
+
+def test_a_key_given_twice_warns_and_the_last_value_wins(recipe: list[str]) -> None:
+    """Hydra's rule (the last one wins) is kept for wrapper scripts that append overrides, but said out loud."""
+    run = load([*recipe, "rollout.n_samples=4", "rollout.n_samples=8"])
+    assert run.cfg.rollout.n_samples == 8
+    assert "rollout.n_samples: given 2 times (rollout.n_samples=4, rollout.n_samples=8); the last one is used" in (
+        run.warnings
+    )

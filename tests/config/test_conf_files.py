@@ -97,11 +97,12 @@ def test_group_option_resolves(group: str, option: str, recipe: list[str], tmp_p
             arch = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128}
             arch |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "rope_theta": 1e4}
             ckpt = write_hf_folder(tmp_path / "auto-ckpt", arch | {"rms_norm_eps": 1e-5, "tie_word_embeddings": False})
+            overrides = [o for o in overrides if not o.startswith("ckpt.hf_checkpoint=")]
             overrides.append(f"ckpt.hf_checkpoint={ckpt}")
         else:  # the recipe's config.json is the tiny model's: without it the option's own values stand
             (tmp_path / "hf" / "config.json").unlink()
     if (group, option) == ("perf", "tp2"):
-        overrides.append("cluster.actor_num_gpus_per_node=2")  # TP 2 needs two trainer ranks
+        overrides += ["cluster.backend=ray", "cluster.actor_num_gpus_per_node=2"]  # TP 2: two trainer processes
     run = load(overrides, check_paths=False)
     if group == "model" and option != "auto":
         assert run.cfg.model.name == option

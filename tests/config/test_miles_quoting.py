@@ -51,7 +51,8 @@ def hostile_run(marker: Path, secret: str | None = None) -> Resolved:
     """The GLM4 recipe with a payload in every free-form string the export writes."""
     p = payloads(marker)
     raw = compose(["experiment=glm4-9b-dapo", "log.wandb=true"])
-    raw["run_name"] = p[4] + p[0]  # only in a comment: must not end it
+    # only in a comment; a run name holds no path separator or newline (a config rule), the rest is fair game
+    raw["run_name"] = "x $(true) `true` ; && | * !! # naïve"
     raw["rollout"]["prompt_data"] = p[0]
     raw["rollout"]["input_key"] = p[5]
     raw["ckpt"]["save"] = f"/tmp/{p[2]}/"

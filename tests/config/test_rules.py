@@ -571,7 +571,10 @@ BAD = [
     Bad(
         "custom-loss-without-path",
         ["algo.loss_type=custom_loss"],
-        [("algo.custom_loss_function_path", "custom_loss", "algo.custom_loss_function_path=")],
+        [
+            ("algo.custom_loss_function_path", "custom_loss", "algo.custom_loss_function_path="),
+            ("algo.loss_type", "not built yet", "algo.loss_type=policy_loss"),
+        ],
     ),
     # ---- reward
     Bad("unknown-rm_type", ["rollout.rm_type=nope"], [("rollout.rm_type", "unknown reward type", "math")]),
@@ -677,12 +680,19 @@ def overrides(recipe: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_hf_folder(tmp_path / "teacher-other-tokenizer", TINY_CONFIG, tokenizer='{"model": "another"}')
     write_hf_folder(tmp_path / "no-config", None)
 
-    # The rules judge GPU layouts the same on any machine: the cuda rows see a GPU (the test of the machine check
-    # itself is test_cuda_on_a_machine_without_a_gpu_is_refused).
+    # The rules judge GPU layouts the same on any machine: the cuda rows see a GPU and an installed sglang (the
+    # checks of the machine itself are rows of tests/config/test_bad_input_table.py).
     monkeypatch.setattr("rlpipe.config.limits.gpu_visible", lambda: True)
+    monkeypatch.setattr("rlpipe.config.support.installed", lambda package: True)
 
     def expand(extra: list[str]) -> list[str]:
-        return [*recipe, *(o.format(tmp=tmp_path) for o in extra)]
+        """The recipe with the row's overrides (a row's key replaces the recipe's); a layout of several trainer
+        ranks runs on Ray unless the row says otherwise (the local backend runs one trainer process)."""
+        given = {o.split("=", 1)[0].lstrip("+") for o in extra}
+        base = [o for o in recipe if o.split("=", 1)[0] not in given]
+        several = any(o.startswith("cluster.actor_num_") and not o.endswith("=1") for o in extra)
+        backend = ["cluster.backend=ray"] if several and "cluster.backend" not in given else []
+        return [*base, *backend, *(o.format(tmp=tmp_path) for o in extra)]
 
     return expand
 
