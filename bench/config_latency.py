@@ -15,22 +15,46 @@ shared machine vary with its load, so a smoke run (tests/test_bench_smoke.py) mu
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 1.0
 
-# name -> (argv after the interpreter, the exit code that proves the case did what it says)
-CASES: dict[str, tuple[list[str], int]] = {
-    "baseline `python -c pass`": (["-c", "pass"], 0),
-    "unknown key `rollout.n_sample=8`": (["launch.py", "rollout.n_sample=8"], 2),
-    "bad value `rollout.batch_size=0`": (["launch.py", "rollout.batch_size=0"], 2),
-    "`--cfg job` (default experiment)": (["launch.py", "--cfg", "job"], 0),
-}
+PROMPT_ROWS = 17_000  # the size of dapo-math-17k, read whole by the config phase's file check
+
+
+def cases(files: Path) -> dict[str, tuple[list[str], int]]:
+    """name -> (argv after the interpreter, the exit code that proves the case did what it says); `files` holds
+    the inputs of the file-check case (`make_inputs`)."""
+    recipe = [
+        "launch.py", "experiment=none", f"ckpt.hf_checkpoint={files / 'hf'}", "rollout.rm_type=exact_match",
+        f"rollout.prompt_data={files / 'prompts.jsonl'}", "rollout.num_rollout=3", "rollout.max_response_len=16",
+        "rollout.max_prompt_len=48", "cluster.accelerator=cpu", f"output_dir={files / 'out'}",
+    ]  # fmt: skip
+    return {
+        "baseline `python -c pass`": (["-c", "pass"], 0),
+        "unknown key `rollout.n_sample=8`": (["launch.py", "rollout.n_sample=8"], 2),
+        "bad value `rollout.batch_size=0`": (["launch.py", "rollout.batch_size=0"], 2),
+        "`--cfg job` (default experiment)": (["launch.py", "--cfg", "job"], 0),
+        f"bad last row of a {PROMPT_ROWS}-row prompt file (every row read, prompts counted)": (recipe, 2),
+    }
+
+
+def make_inputs(files: Path) -> None:
+    """A tiny HF checkpoint and a prompt file whose last row lacks its label: the config phase reads every row,
+    tokenizes every prompt for max_prompt_len, and refuses the file."""
+    from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
+
+    build_tiny_checkpoint(files / "hf", TinyModelSpec())
+    rows = [json.dumps({"prompt": f"r{i:05d}", "label": str(i)}) for i in range(PROMPT_ROWS - 1)]
+    rows.append(json.dumps({"prompt": "r99999"}))
+    (files / "prompts.jsonl").write_text("\n".join(rows) + "\n")
 
 
 def time_once(argv: list[str], expected_rc: int) -> float:
@@ -43,11 +67,11 @@ def time_once(argv: list[str], expected_rc: int) -> float:
     return elapsed
 
 
-def measure(runs: int) -> dict[str, float]:
+def measure(runs: int, table: dict[str, tuple[list[str], int]]) -> dict[str, float]:
     """Median seconds per case over `runs` interleaved rounds."""
-    times: dict[str, list[float]] = {name: [] for name in CASES}
+    times: dict[str, list[float]] = {name: [] for name in table}
     for _ in range(runs):
-        for name, (argv, rc) in CASES.items():
+        for name, (argv, rc) in table.items():
             times[name].append(time_once(argv, rc))
     return {name: statistics.median(samples) for name, samples in times.items()}
 
@@ -58,7 +82,9 @@ def main() -> int:
     parser.add_argument("--goal", type=float, default=GOAL_S, help="seconds a case may take (default: the promise)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a case's median is over the goal")
     args = parser.parse_args()
-    medians = measure(args.runs)
+    with tempfile.TemporaryDirectory() as folder:
+        make_inputs(Path(folder))
+        medians = measure(args.runs, cases(Path(folder)))
     baseline = medians["baseline `python -c pass`"]
     print(f"median of {args.runs} runs each, Python {sys.version.split()[0]}, goal <= {args.goal:.1f} s\n")
     print("| case | seconds | x baseline | goal |")

@@ -39,7 +39,7 @@ def test_config_latency_check_fails_on_a_missed_goal(tmp_path: Path) -> None:
     """With --check, a case over the goal (here: any, the goal is 0 s) makes the benchmark exit 1."""
     done = run_bench(["config_latency.py", "--runs", "1", "--goal", "0", "--check"], tmp_path)
     assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-3000:])
-    assert "3 case(s) over the 0.0 s goal" in done.stdout
+    assert "case(s) over the 0.0 s goal" in done.stdout
 
 
 def run_bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
