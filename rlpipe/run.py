@@ -45,39 +45,42 @@ def run_job(run: Resolved) -> int:
 def _run_in_process(run: Resolved, run_dir: Path):
     """Trainer and engine in this process: the run's summary, or the exit code of an error it reported in a
     paragraph instead of a traceback: 2 for bad prompt data (the user's input, as with a config problem), 1 for a
-    failure of the run (a checkpoint it could not write, a reward that failed under reward_failure=fail, dynamic
-    sampling out of waves). What to do next is in each message."""
+    failure of the run (a file that would not load, a checkpoint it could not write, a reward that failed under
+    reward_failure=fail, dynamic sampling out of waves). What to do next is in each message."""
     import torch
 
     from rlpipe.data.dataset import DatasetError
-    from rlpipe.loop import Loop
+    from rlpipe.loading import LoadError
     from rlpipe.reward import RewardError
-    from rlpipe.rollout.engines import started_engine
-    from rlpipe.rollout.role import RolloutRole
     from rlpipe.rollout.waves import DynamicSamplingError
     from rlpipe.train import distributed
     from rlpipe.train.checkpoint import CheckpointWriteError
+
+    if run.topology.device == "cpu":
+        torch.set_num_threads(1)  # measured: one thread beats two for this size of model on 2 cores
+    distributed.init_single_process()
+    try:
+        return _train_in_process(run, run_dir)
+    except DatasetError as exc:  # the prompt file's contents are only read with the tokenizer
+        print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
+        return 2
+    except (LoadError, CheckpointWriteError, RewardError, DynamicSamplingError) as exc:
+        print(f"rlpipe: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
+
+
+def _train_in_process(run: Resolved, run_dir: Path):
+    """Build the engine and both roles, then run the loop (debug modes build one side only)."""
+    from rlpipe.loop import Loop
+    from rlpipe.rollout.engines import started_engine
+    from rlpipe.rollout.role import RolloutRole
     from rlpipe.train.role import TrainerRole
 
     cfg = run.cfg
-    if run.topology.device == "cpu":
-        torch.set_num_threads(1)  # measured: one thread beats two for this size of model on 2 cores
-    assert cfg.ckpt.hf_checkpoint is not None
-    distributed.init_single_process()
-    try:
-        # Debug modes run one side alone: rollout-only never builds the trainer, train-only never the engine.
-        engine_context = contextlib.nullcontext(None) if cfg.debug.train_only else started_engine(run, run_dir / "logs")
-        with engine_context as engine:
-            try:  # the rollout side first: reading the prompt file is cheaper than building the trainer
-                rollout = RolloutRole(cfg, engine)
-            except DatasetError as exc:  # the file's contents are only read now, with the tokenizer
-                print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
-                return 2
-            trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
-            try:
-                return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
-            except (CheckpointWriteError, RewardError, DynamicSamplingError) as exc:
-                print(f"rlpipe: {exc}", file=sys.stderr)
-                return 1
-    finally:
-        distributed.teardown()
+    engine_context = contextlib.nullcontext(None) if cfg.debug.train_only else started_engine(run, run_dir / "logs")
+    with engine_context as engine:
+        rollout = RolloutRole(cfg, engine)  # first: reading the prompt file is cheaper than building the trainer
+        trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
+        return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlpipe.config import Resolved
+from rlpipe.loading import loading
 from rlpipe.rollout.engine import RolloutEngine
 
 
@@ -20,7 +21,9 @@ def started_engine(run: Resolved, log_dir: Path) -> Iterator[RolloutEngine]:
     if cfg.rollout.engine == "hf":
         from rlpipe.rollout.hf_engine import HFEngine
 
-        yield HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+        with loading("the rollout engine's weights (ckpt.hf_checkpoint)", cfg.ckpt.hf_checkpoint):
+            engine = HFEngine(cfg.ckpt.hf_checkpoint, seed=cfg.rollout.seed, device=run.topology.device)
+        yield engine
         return
     from rlpipe.rollout.sglang.client import SGLangEngine
     from rlpipe.rollout.sglang.process import free_ports

@@ -19,6 +19,7 @@ from rlpipe.config.schema import RunConfig
 from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample
 from rlpipe.data.tokenizer import encode_sft_pair, load_tokenizer, special_token_ids
+from rlpipe.loading import loading
 from rlpipe.reward import RewardContext
 from rlpipe.rollout.engine import RolloutEngine
 from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
@@ -40,7 +41,8 @@ class RolloutRole:
         """`engine` may be None only when no rollout is generated (debug.train_only)."""
         assert cfg.ckpt.hf_checkpoint is not None and cfg.rollout.prompt_data is not None  # resolved
         self.cfg, self.engine = cfg, engine
-        self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
+        with loading("the tokenizer", cfg.ckpt.hf_checkpoint):
+            self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
         ro = cfg.rollout
         self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
         self.source = RolloutSource(self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode)

@@ -14,6 +14,7 @@ import torch
 
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
+from rlpipe.loading import loading
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.dist_ckpt import is_torch_dist, prune_iterations
 from rlpipe.train.hf_export import export_hf
@@ -36,10 +37,12 @@ class TrainerRole:
         self.trainer = MegatronTrainer(trainer_spec(cfg))
         if cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0:
             assert cfg.ckpt.ref_load is not None  # the resolver requires it
-            self.trainer.load_reference(Path(cfg.ckpt.ref_load))
+            with loading("the reference weights (ckpt.ref_load)", cfg.ckpt.ref_load):
+                self.trainer.load_reference(Path(cfg.ckpt.ref_load))
         if cfg.algo.advantage_estimator == "on_policy_distillation":
             assert cfg.algo.opd_teacher_load is not None  # the resolver requires it
-            self.trainer.load_teacher(Path(cfg.algo.opd_teacher_load))
+            with loading("the teacher's weights (algo.opd_teacher_load)", cfg.algo.opd_teacher_load):
+                self.trainer.load_teacher(Path(cfg.algo.opd_teacher_load))
         self.critic = MegatronCritic(critic_spec(cfg)) if cfg.algo.advantage_estimator == "ppo" else None
         self.rollouts_trained = 0  # rollouts this run has trained on (resumed from checkpoints): critic-only phase
 
@@ -51,11 +54,13 @@ class TrainerRole:
         cfg = self.cfg
         load = Path(cfg.ckpt.load) if cfg.ckpt.load else None
         if load is not None:
-            loaded = self.trainer.load_checkpoint(load)
+            with loading("the checkpoint to resume (ckpt.load)", load):
+                loaded = self.trainer.load_checkpoint(load)
+                if loaded is not None:
+                    self.rollouts_trained = loaded[0]
+                    if self.critic is not None and self.critic.load_checkpoint(load, part=CRITIC_PART) is None:
+                        self._init_critic()  # a checkpoint from a run without a critic: start a fresh one
             if loaded is not None:
-                self.rollouts_trained = loaded[0]
-                if self.critic is not None and self.critic.load_checkpoint(load, part=CRITIC_PART) is None:
-                    self._init_critic()  # a checkpoint from a run without a critic: start a fresh one
                 return loaded
         if self.critic is not None:
             self._init_critic()
@@ -64,16 +69,19 @@ class TrainerRole:
         else:
             assert cfg.ckpt.hf_checkpoint is not None  # resolved
             init = Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint)
-        if is_torch_dist(init):
-            self.trainer.load_torch_dist(init)
-        else:
-            self.trainer.load_hf(init)
+        with loading("the initial weights", init):
+            if is_torch_dist(init):
+                self.trainer.load_torch_dist(init)
+            else:
+                self.trainer.load_hf(init)
         return 0, {}
 
     def _init_critic(self) -> None:
         """The critic's initial weights: ckpt.critic_load, else the policy's HF checkpoint (head zero)."""
         assert self.critic is not None and self.cfg.ckpt.hf_checkpoint is not None
-        self.critic.load_hf(Path(self.cfg.ckpt.critic_load or self.cfg.ckpt.hf_checkpoint))
+        folder = Path(self.cfg.ckpt.critic_load or self.cfg.ckpt.hf_checkpoint)
+        with loading("the critic's initial weights", folder):
+            self.critic.load_hf(folder)
 
     def rl_update(self, samples: list[Sample]) -> dict[str, float]:
         """One rollout's training; under ppo the first algo.num_critic_only_steps rollouts train the critic only."""

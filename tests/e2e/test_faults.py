@@ -3,6 +3,7 @@ rollout.reward_failure=fail), and a checkpoint that cannot be written (the disk 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,26 @@ def test_disk_full_at_a_checkpoint_is_one_paragraph_and_exit_code_1(tmp_path: Pa
     assert f"rlpipe: could not write checkpoint 1 to {ckpt}: disk full" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(ckpt.glob("iter_*"))  # no half-written folder left behind
+
+
+def test_damaged_weights_and_checkpoint_name_the_file_instead_of_a_traceback(tmp_path: Path) -> None:
+    """What only the real load can find (a truncated safetensors file, a truncated checkpoint shard) ends the run
+    with one paragraph naming the file, exit code 1."""
+    first = launch(tmp_path, *SHORT, "ckpt.load=null", f"ckpt.save={tmp_path / 'ckpt'}")  # builds the demo model
+    assert first.returncode == 0, first.stderr[-3000:]
+    for shard in (tmp_path / "ckpt" / "iter_0000001").glob("*.distcp"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    resumed = launch(tmp_path, *SHORT[:-1], f"ckpt.load={tmp_path / 'ckpt'}", "rollout.num_rollout=2", "resume=force")
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
+    assert f"could not load the checkpoint to resume (ckpt.load) from {tmp_path / 'ckpt'}" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+
+    (built,) = (tmp_path / "cache").glob("tiny-qwen2-*")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(built, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    warm = launch(tmp_path, *SHORT, "ckpt.save=null", f"ckpt.hf_checkpoint={damaged}", "run_name=warm")
+    assert warm.returncode == 1, warm.stderr[-3000:]
+    assert f"could not load the rollout engine's weights (ckpt.hf_checkpoint) from {damaged}" in warm.stderr
+    assert "SafetensorError" in warm.stderr and "Traceback" not in warm.stderr
