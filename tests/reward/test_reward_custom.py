@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from rlpipe.data.sample import Sample
 from rlpipe.reward import RewardContext, load_custom_reward, score_samples
-
-
-@pytest.fixture
-def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Write `source` as module `name` in tmp_path and put tmp_path on sys.path (names must be unique)."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(name: str, source: str) -> None:
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-
-    return write
 
 
 def custom_ctx(path: str, group_rm: bool = False, max_concurrency: int = 64) -> RewardContext:

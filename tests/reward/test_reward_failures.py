@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -48,18 +47,6 @@ async def ascore(sample, ctx):
         await asyncio.sleep(30)
     return 1.0
 """
-
-
-@pytest.fixture
-def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Write `source` as module `name` in tmp_path and put tmp_path on sys.path (names must be unique)."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(name: str, source: str) -> str:
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-        return name
-
-    return write
 
 
 def ctx(path: str, failure: str = "fail", **overrides: object) -> RewardContext:
