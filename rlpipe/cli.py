@@ -70,26 +70,28 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
 
 
 def _multirun(overrides: list[str]) -> int:
-    points = sweep_points(overrides)
+    """Validate every point as it will run, then run them one after another, each in its own output folder:
+    <the given output_dir, else multirun/<date>/<time>>/<i>."""
+    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "output_dir"]
+    stamp = given[0].split("=", 1)[1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
+    points = [
+        [*(o for o in point if o not in given), f"output_dir={stamp}/{i}"]
+        for i, point in enumerate(sweep_points(overrides))
+    ]
     problems = []
-    for point in points:  # validate every point before the first job starts
+    for point in points:  # every point before the first job starts
         try:
             load(point)
         except ConfigError as exc:
-            problems.append(f"sweep point {' '.join(point)}:\n{exc.render()}")
+            problems.append(f"sweep point {' '.join(point[:-1])}:\n{exc.render()}")
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    # Each point writes under its own output_dir: <the given output_dir, else multirun/<date>/<time>>/<i>.
-    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "output_dir"]
-    stamp = given[0].split("=", 1)[1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
     print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/", flush=True)
     failed = 0
     for i, point in enumerate(points):
-        print(f"[{i + 1}/{len(points)}] {' '.join(point)}", flush=True)
-        rest = [o for o in point if o not in given]
-        cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), *rest, f"output_dir={stamp}/{i}"]
-        failed += subprocess.call(cmd, env=os.environ) != 0
+        print(f"[{i + 1}/{len(points)}] {' '.join(point[:-1])}", flush=True)
+        failed += subprocess.call([sys.executable, str(Path(sys.argv[0]).resolve()), *point], env=os.environ) != 0
     print(f"rlpipe: sweep done, {len(points) - failed} succeeded, {failed} failed")
     return 1 if failed else 0
 

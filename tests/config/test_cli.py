@@ -147,6 +147,26 @@ def test_sweep_with_one_bad_point_starts_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no multirun/ or outputs/ folder
 
 
+def test_sweep_points_are_validated_in_the_folders_they_run_in(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A run in ./outputs with another learning rate does not block a learning-rate sweep: each point runs (and is
+    checked) in its own multirun/<date>/<time>/<i>, where no earlier run lies."""
+    from rlpipe.config.identity import write_identity
+
+    monkeypatch.chdir(tmp_path)
+    earlier = load(["demo.cache_dir=cache"]).cfg  # the default job, run earlier in this folder
+    write_identity(tmp_path / "outputs" / "tiny-reverse", earlier.model_dump())
+    (tmp_path / "outputs" / "tiny-reverse" / "metrics.jsonl").write_text('{"phase": "train", "rollout_id": 0}\n')
+    started: list[list[str]] = []
+    monkeypatch.setattr("rlpipe.cli.subprocess.call", lambda cmd, env: started.append(cmd) or 0)
+    assert main(["-m", "optim.lr=1e-3,3e-3", "demo.cache_dir=cache"]) == 0, capsys.readouterr().err
+    assert [cmd[-3:] for cmd in started] == [
+        ["optim.lr=0.001", "demo.cache_dir=cache", started[0][-1]],
+        ["optim.lr=0.003", "demo.cache_dir=cache", started[1][-1]],
+    ]
+    assert started[0][-1].startswith("output_dir=multirun/") and started[0][-1].endswith("/0")
+    assert started[1][-1].endswith("/1")
+
+
 # ----------------------------------------------------------------------------------- the shell's view
 @pytest.mark.parametrize(
     ("args", "words"),
