@@ -33,27 +33,28 @@ def cases(files: Path) -> dict[str, tuple[list[str], int]]:
     """name -> (argv after the interpreter, the exit code that proves the case did what it says); `files` holds
     the inputs of the file-check case (`make_inputs`)."""
     recipe = [
-        "launch.py", "experiment=none", f"ckpt.hf_checkpoint={files / 'hf'}", "rollout.rm_type=exact_match",
-        f"rollout.prompt_data={files / 'prompts.jsonl'}", "rollout.num_rollout=3", "rollout.max_response_len=16",
-        "rollout.max_prompt_len=48", "cluster.accelerator=cpu", f"output_dir={files / 'out'}",
+        "launch.py", "experiment=none", "model=auto", f"ckpt.hf_checkpoint={files / 'hf'}",
+        "rollout.rm_type=exact_match", f"rollout.prompt_data={files / 'prompts.jsonl'}", "rollout.num_rollout=3",
+        "rollout.max_response_len=16",
+        "rollout.max_prompt_len=3", "cluster.accelerator=cpu", f"output_dir={files / 'out'}",
     ]  # fmt: skip
     return {
         "baseline `python -c pass`": (["-c", "pass"], 0),
         "unknown key `rollout.n_sample=8`": (["launch.py", "rollout.n_sample=8"], 2),
         "bad value `rollout.batch_size=0`": (["launch.py", "rollout.batch_size=0"], 2),
         "`--cfg job` (default experiment)": (["launch.py", "--cfg", "job"], 0),
-        f"bad last row of a {PROMPT_ROWS}-row prompt file (every row read, prompts counted)": (recipe, 2),
+        f"a {PROMPT_ROWS}-row prompt file, every prompt over max_prompt_len (all read, all counted)": (recipe, 2),
     }
 
 
 def make_inputs(files: Path) -> None:
-    """A tiny HF checkpoint and a prompt file whose last row lacks its label: the config phase reads every row,
-    tokenizes every prompt for max_prompt_len, and refuses the file."""
+    """A tiny HF checkpoint and a prompt file none of whose prompts fits max_prompt_len 3 (each is 6 characters,
+    6 tokens of the demo's character tokenizer): the config phase parses every row, counts every prompt's tokens,
+    and refuses the file."""
     from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
 
     build_tiny_checkpoint(files / "hf", TinyModelSpec())
-    rows = [json.dumps({"prompt": f"r{i:05d}", "label": str(i)}) for i in range(PROMPT_ROWS - 1)]
-    rows.append(json.dumps({"prompt": "r99999"}))
+    rows = [json.dumps({"prompt": f"r{i:05d}", "label": str(i)}) for i in range(PROMPT_ROWS)]
     (files / "prompts.jsonl").write_text("\n".join(rows) + "\n")
 
 
