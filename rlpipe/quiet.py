@@ -5,8 +5,8 @@ from __future__ import annotations
 
 def quiet_third_party() -> None:
     """Megatron warns once per module that TransformerEngine/Apex are absent (expected on CPU) and calls the
-    torch.distributed collectives and checkpoint APIs torch 2.13 renamed or deprecates, and transformers draws a progress bar for every tiny
-    save/load: keep the user's terminal for rlpipe's own."""
+    torch.distributed collectives and checkpoint APIs torch 2.13 renamed or deprecates, and transformers draws a
+    progress bar for every tiny save/load: keep the user's terminal for rlpipe's own."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex).*not installed.*")

@@ -27,7 +27,7 @@ from rlpipe.config.state import Resolver
 
 SPECIAL_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 ALLOWED_UNDER_SPECIAL = ("/dev/shm",)  # a tmpfs people do write to
-NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits, in bytes; pathconf refines them where the folder exists
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a file name and a whole path, in bytes
 # Folders rlpipe writes: config key -> the placeholders it fills in.
 OUTPUT_FOLDERS: dict[str, tuple[str, ...]] = {"ckpt.save": (), "ckpt.save_hf": ("rollout_id",)}
 OUTPUT_FILES: dict[str, tuple[str, ...]] = {"debug.save_rollout_data": ("rollout_id",)}
@@ -42,8 +42,8 @@ def _report(r: Resolver, key: str, findings: list[Finding], value: str) -> None:
 
 # ------------------------------------------------------------------------------------------------- inputs
 def input_files(r: Resolver) -> None:
-    """The model folder, prompt data and eval data exist and read as what they claim to be (the demo's own are
-    built at start, so only their absence of a setting is checked)."""
+    """The model folder, prompt data and eval data exist and read as what they claim to be (files the demo writes
+    at start are not looked into: they do not exist yet on a first run)."""
     built = r.d["demo"] is not None  # the demo's data is written at start; its checkpoint too, unless one is given
     hf = r.get("ckpt.hf_checkpoint")
     if hf is None:
@@ -105,7 +105,8 @@ def _resume_folder(r: Resolver, load: Path) -> None:
     own = save is not None and os.path.normpath(save) == os.path.normpath(load)
     start = r.get("ckpt.ref_load") or r.get("ckpt.hf_checkpoint")
     if load.exists() and not load.is_dir():
-        r.problem("ckpt.load", "is a file, not a checkpoint folder", "point it at the folder of iter_* folders", load)
+        message, fix = "is a file, not a checkpoint folder", "point it at the folder of iter_* folders"
+        r.problem("ckpt.load", message, fix, str(load))
     elif load.is_dir() and (load / TRACKER_FILE).exists():
         _report(r, "ckpt.load", inspect_checkpoint_folder(load), str(load))
     elif own:
