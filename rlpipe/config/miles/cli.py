@@ -1,0 +1,44 @@
+"""The Miles interop command line: `import SCRIPT [-o FILE] [--name NAME]` or `export [overrides...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlpipe.config.miles.importer import import_miles, to_experiment_yaml
+from rlpipe.config.miles.shell import BashSyntaxError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`import SCRIPT [-o conf/experiment/NAME.yaml] [--name NAME]` or `export [overrides...]`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:  # exactly `python launch.py ... --miles`, overrides passed through untouched
+        from rlpipe.cli import main as launch_main
+
+        return launch_main([*argv[1:], "--miles"])
+    parser = argparse.ArgumentParser(prog="python -m rlpipe.config.miles", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="a Miles/slime launch script -> an experiment YAML")
+    imp.add_argument("script", type=Path)
+    imp.add_argument("-o", "--output", type=Path, help="write here (e.g. conf/experiment/NAME.yaml), not stdout")
+    imp.add_argument("--name", help="experiment / run name (default: the output or script file name)")
+    sub.add_parser("export", help="the Miles script of a config: export [overrides...] (= launch.py --miles)")
+    args = parser.parse_args(argv)
+    try:
+        result = import_miles(args.script.read_text(), base_dir=args.script.resolve().parent)
+    except (OSError, BashSyntaxError) as exc:
+        print(f"rlpipe: cannot import {args.script}: {exc}", file=sys.stderr)
+        return 2
+    name = args.name or (args.output or args.script).name.removesuffix(".yaml").removesuffix(".sh")
+    text = to_experiment_yaml(result, name)
+    if args.output:
+        args.output.write_text(text)
+        print(f"rlpipe: wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    if result.unmapped:
+        print(f"rlpipe: {len(result.unmapped)} flag(s) not applied:", file=sys.stderr)
+        for item in result.unmapped:
+            print(f"  {item}", file=sys.stderr)
+    return 0

@@ -1,0 +1,245 @@
+"""A Miles/slime launch script as an rlpipe experiment (`python -m rlpipe.config.miles import SCRIPT`).
+
+The flags the train line passes are mapped back to schema keys, Megatron's own derivations applied (kv_channels,
+num_query_groups), and Miles' defaults written wherever rlpipe's group defaults differ, so the experiment means
+what the script meant. Flags with no rlpipe field are listed, never dropped: Miles/slime flags, Megatron flags,
+unknown flags.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from rlpipe.config.load import CONF_DIR
+from rlpipe.config.miles.flags import (
+    DROPOUT_KEYS,
+    IMPLIED_FLAGS,
+    MEGATRON_MODEL_SWITCHES,
+    MILES_DEFAULTS,
+    MILES_FIXED,
+    FlagField,
+    Key,
+    Unmapped,
+    classify,
+    flag_fields,
+    miles_flag_names,
+)
+from rlpipe.config.miles.shell import Script
+from rlpipe.config.schema import RunConfig
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _coerce(field_: FlagField, values: list[str]) -> Any:
+    """The flag's words as the field's type, bounds checked (pydantic), literals matched case-insensitively."""
+    kinds = _union_args(field_.annotation)
+    if bool in kinds:
+        if values:
+            raise ValueError(f"takes no value, got {' '.join(values)}")
+        return True
+    if any(typing.get_origin(k) is list for k in kinds):
+        return TypeAdapter(field_.annotation).validate_python(values)
+    if len(values) != 1:
+        raise ValueError(f"takes one value, got {len(values)}")
+    value: Any = values[0]
+    for kind in kinds:
+        if typing.get_origin(kind) is Literal:
+            value = next((lit for lit in typing.get_args(kind) if str(lit).lower() == value.lower()), value)
+    return TypeAdapter(field_.annotation).validate_python(value)
+
+
+def _scalar(text: str) -> Any:
+    """An SGLang flag value: int, float, true/false, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.lower() == "true" if text.lower() in ("true", "false") else text
+
+
+def split_flags(words: list[str]) -> list[tuple[str, list[str]]]:
+    """Words as (flag, the values that follow it); `--flag=value` is split; stray leading words get flag ''."""
+    out: list[tuple[str, list[str]]] = []
+    for word in words:
+        if word.startswith("--"):
+            flag, eq, value = word.partition("=")
+            out.append((flag, [value] if eq else []))
+        elif out:
+            out[-1][1].append(word)
+        else:
+            out.append(("", [word]))
+    return out
+
+
+# Bare flags with a fixed meaning: flag -> ((key, value), ...)
+_BARE: dict[str, tuple[tuple[str, Any], ...]] = {
+    "--disable-grpo-std-normalization": (("algo.grpo_std_normalization", False),),
+    "--disable-bias-linear": (("model.add_bias_linear", False),),
+    "--no-bias-swiglu-fusion": (("perf.bias_swiglu_fusion", False),),
+    "--skip-eval-before-train": (("eval.before_train", False),),
+    "--offload": (("cluster.offload_train", True), ("cluster.offload_rollout", True)),
+    "--offload-train": (("cluster.offload_train", True),),
+    "--no-offload-train": (("cluster.offload_train", False),),
+    "--offload-rollout": (("cluster.offload_rollout", True),),
+    "--no-offload-rollout": (("cluster.offload_rollout", False),),
+}
+
+
+@dataclass
+class _Mapper:
+    """Applies flags in order (a later flag wins, as in argparse) to a flat {key path: value}."""
+
+    values: dict[Key, Any] = field(default_factory=dict)
+    unmapped: list[Unmapped] = field(default_factory=list)
+    implied: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[tuple(key.split("."))] = value
+
+    def invalid(self, flag: str, values: list[str], why: str) -> None:
+        self.unmapped.append(Unmapped(flag, tuple(values), "invalid", why))
+
+    def apply(self, flag: str, values: list[str]) -> None:
+        self.seen.add(flag)
+        table = flag_fields()
+        if not flag:
+            self.unmapped.append(Unmapped(" ".join(values), (), "unknown", "words before the first flag"))
+        elif flag in IMPLIED_FLAGS or (flag == "--position-embedding-type" and values == ["rope"]):
+            self.implied.append(f"{' '.join([flag, *values])}: {IMPLIED_FLAGS.get(flag, 'rlpipe models use RoPE')}")
+        elif flag in _BARE:
+            if values:
+                self.invalid(flag, values, "takes no value")
+            for key, value in _BARE[flag]:
+                self.set(key, value)
+        elif flag == "--eval-prompt-data":
+            pairs = ["aime", *values] if len(values) == 1 else values  # Miles' legacy one-path form
+            if not pairs or len(pairs) % 2:
+                self.invalid(flag, values, "expects name path [name path ...]")
+                return
+            self.set("eval.datasets", {pairs[i]: {"path": pairs[i + 1]} for i in range(0, len(pairs), 2)})
+        elif flag in table:
+            try:
+                self.set(table[flag].key, _coerce(table[flag], values))
+            except (ValueError, ValidationError) as exc:
+                message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+                self.invalid(flag, values, f"{table[flag].key}: {message}")
+        elif flag.startswith("--sglang-") and flag.removeprefix("--") not in miles_flag_names():
+            name = flag.removeprefix("--sglang-").replace("-", "_")
+            parsed = [_scalar(v) for v in values]
+            self.values[("sglang", "extra", name)] = True if not values else parsed[0] if len(parsed) == 1 else parsed
+        else:
+            kind, reason = classify(flag)
+            self.unmapped.append(Unmapped(flag, tuple(values), kind, reason))
+
+    def megatron_derivations(self) -> None:
+        """What Megatron derives from the architecture flags, made explicit (it is what the script meant)."""
+        hidden, heads = self.values.get(("model", "hidden_size")), self.values.get(("model", "num_attention_heads"))
+        if hidden and heads and ("model", "kv_channels") not in self.values:
+            self.values[("model", "kv_channels")] = hidden // heads
+        if heads and "--group-query-attention" not in self.seen:
+            if self.values.get(("model", "num_query_groups"), heads) != heads:
+                self.implied.append("--num-query-groups: ignored by Megatron without --group-query-attention")
+            self.values[("model", "num_query_groups")] = heads
+        if ("model", "num_layers") in self.values:
+            for name, value in MEGATRON_MODEL_SWITCHES.items():
+                self.values.setdefault(("model", name), value)
+
+
+@dataclass
+class ImportResult:
+    """An imported script: `config` is the experiment body (a `defaults` list choosing the model group, then
+    the groups); `unmapped` the flags not applied; `implied` flags rlpipe derives itself; `notes` the rest."""
+
+    config: dict[str, Any]
+    unmapped: list[Unmapped]
+    implied: list[str]
+    notes: list[str]
+    model: str  # the conf/model group chosen (auto: everything from the HF checkpoint)
+
+
+def _lookup(node: Any, path: Key) -> Any:
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _nest(flat: dict[Key, Any]) -> dict[str, Any]:
+    order = {name: i for i, name in enumerate(RunConfig.model_fields)}
+    out: dict[str, Any] = {}
+    for path, value in sorted(flat.items(), key=lambda item: order.get(item[0][0], len(order))):
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def import_miles(text: str, *, base_dir: Path | None, conf_dir: Path = CONF_DIR) -> ImportResult:
+    """Read a Miles/slime bash launch script into an rlpipe experiment (see the module docstring).
+
+    base_dir: the script's folder, where `source "${SCRIPT_DIR}/models/X.sh"` is looked up."""
+    script = Script(base_dir, conf_dir)
+    script.read(text)
+    if script.train is not None:
+        words = script.train[1]
+    else:
+        words = [w for array in script.arrays.values() for w in array]
+        script.notes.append("no train.py line: took the flags of every array, in the order they were defined")
+    mapper = _Mapper()
+    for flag, values in split_flags(words):
+        mapper.apply(flag, values)
+    mapper.megatron_derivations()
+    model = script.model or "auto"
+    if script.train is not None:
+        if script.train[0] == "train_async.py":
+            mapper.set("rollout.mode", "async")
+        _miles_defaults(mapper.values, model, conf_dir)
+    config = {"defaults": [{"override /model": model}], **_nest(mapper.values)}
+    return ImportResult(config, [*script.unresolved, *mapper.unmapped], mapper.implied, script.notes, model)
+
+
+def _miles_defaults(values: dict[Key, Any], model: str, conf_dir: Path) -> None:
+    """Write Miles' default (and Miles' fixed facts) for each flag the script left out where rlpipe's own
+    composed default differs. Architecture keys stay with the model group / HF checkpoint."""
+    from rlpipe.config.load import compose, validate
+
+    base = validate(compose(["experiment=none", f"model={model}"], conf_dir)).model_dump()  # schema defaults too
+    wandb = values.get(("log", "wandb"), False)
+    for key, miles_value in {**MILES_DEFAULTS, **MILES_FIXED}.items():
+        path = tuple(key.split("."))
+        if path in values or (path[0] == "model" and key not in DROPOUT_KEYS) or (path[0] == "log" and not wandb):
+            continue
+        if _lookup(base, path) != miles_value:
+            values[path] = miles_value
+
+
+def to_experiment_yaml(result: ImportResult, name: str) -> str:
+    """The imported config as conf/experiment/<name>.yaml, the flags not applied listed in its header."""
+    head = [
+        "# @package _global_",
+        "# Imported from a Miles launch script (python -m rlpipe.config.miles import ...); check it with",
+        f"#   python launch.py +experiment={name} --cfg job",
+    ]
+    if result.unmapped:
+        head += ["# Flags not applied (rlpipe has no field for them):", *(f"#   {u}" for u in result.unmapped)]
+    if result.implied:
+        head += ["# Flags rlpipe derives itself:", *(f"#   {line}" for line in result.implied)]
+    head += [f"# Note: {note}" for note in result.notes]
+    body = {"defaults": result.config["defaults"], "run_name": name}
+    body.update((k, v) for k, v in result.config.items() if k != "defaults")
+    return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
