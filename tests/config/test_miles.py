@@ -28,6 +28,7 @@ from rlpipe.config.miles import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
+GLM4_ENV = {"WANDB_KEY": "wandb-test-key"}  # the one variable run-glm4-9B.sh expects from its environment
 
 
 def words(text: str) -> list[str]:
@@ -233,7 +234,7 @@ def test_async_uses_train_async() -> None:
 # -------------------------------------------------------------------------------------------------- import
 @pytest.fixture(scope="module")
 def fixture_import() -> ImportResult:
-    return import_miles((FIXTURES / "run-glm4-9B.sh").read_text(), base_dir=FIXTURES)
+    return import_miles((FIXTURES / "run-glm4-9B.sh").read_text(), base_dir=FIXTURES, variables=GLM4_ENV)
 
 
 def test_import_of_a_miles_script_reads_every_array(fixture_import: ImportResult) -> None:
@@ -271,7 +272,7 @@ def test_imported_fixture_is_the_glm4_recipe(fixture_import: ImportResult, glm4:
 
 
 def test_missing_models_file_still_names_the_model_group(glm4: Resolved, tmp_path: Path) -> None:
-    result = import_miles((FIXTURES / "run-glm4-9B.sh").read_text(), base_dir=None)
+    result = import_miles((FIXTURES / "run-glm4-9B.sh").read_text(), base_dir=None, variables=GLM4_ENV)
     assert result.model == "glm4-9B"
     assert result.config["model"] == {"attention_dropout": 0.0, "hidden_dropout": 0.0}  # the group has the rest
     assert ("--spec", "megatron") not in {(u.flag, u.kind) for u in result.unmapped}
@@ -323,11 +324,22 @@ def test_round_trip(experiment: str, tmp_path: Path) -> None:
 
 def test_cli_import_writes_yaml_and_lists_unmapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "glm4-imported.yaml"
-    assert main(["import", str(FIXTURES / "run-glm4-9B.sh"), "-o", str(out)]) == 0
+    assert main(["import", str(FIXTURES / "run-glm4-9B.sh"), "-o", str(out), "--set", "WANDB_KEY=k"]) == 0
     err = capsys.readouterr().err
     assert "5 flag(s) not applied" in err and "--spec miles_plugins.models.glm4 get_glm_spec" in err
     text = out.read_text()
     assert text.startswith("# @package _global_\n") and "run_name: glm4-imported" in text
+
+
+def test_a_variable_with_no_value_is_asked_for_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_KEY", raising=False)
+    out = tmp_path / "glm4-imported.yaml"
+    assert main(["import", str(FIXTURES / "run-glm4-9B.sh"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "WANDB_KEY (in ${WANDB_KEY})" in err and "--set WANDB_KEY=..." in err
+    assert not out.exists()
 
 
 def test_cli_export_is_launch_miles(capsys: pytest.CaptureFixture[str], glm4: Resolved) -> None:

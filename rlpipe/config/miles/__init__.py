@@ -25,7 +25,7 @@ from rlpipe.config.miles.cli import main
 from rlpipe.config.miles.export import export_miles, miles_arrays, miles_cluster_args
 from rlpipe.config.miles.flags import MEGATRON_MODEL_SWITCHES, Unmapped, classify, flag_fields
 from rlpipe.config.miles.importer import ImportResult, import_miles, to_experiment_yaml
-from rlpipe.config.miles.shell import BashSyntaxError, expand, lex
+from rlpipe.config.miles.shell import BashSyntaxError, lex
 
 __all__ = [
     "MEGATRON_MODEL_SWITCHES",
@@ -33,7 +33,6 @@ __all__ = [
     "ImportResult",
     "Unmapped",
     "classify",
-    "expand",
     "export_miles",
     "flag_fields",
     "import_miles",

@@ -1,12 +1,14 @@
-"""The Miles interop command line: `import SCRIPT [-o FILE] [--name NAME]` or `export [overrides...]`."""
+"""The Miles interop command line: `import SCRIPT [-o FILE] [--name NAME] [--set NAME=VALUE ...]` or
+`export [overrides...]`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from rlpipe.config.miles.importer import import_miles, to_experiment_yaml
+from rlpipe.config.miles.importer import UnsetVariables, import_miles, to_experiment_yaml
 from rlpipe.config.miles.shell import BashSyntaxError
 
 
@@ -23,11 +25,24 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("script", type=Path)
     imp.add_argument("-o", "--output", type=Path, help="write here (e.g. conf/experiment/NAME.yaml), not stdout")
     imp.add_argument("--name", help="experiment / run name (default: the output or script file name)")
+    imp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for a variable the script expects from its environment (repeatable; the environment is read too)",
+    )
     sub.add_parser("export", help="the Miles script of a config: export [overrides...] (= launch.py --miles)")
     args = parser.parse_args(argv)
+    given = dict(pair.partition("=")[::2] for pair in args.set)
     try:
-        result = import_miles(args.script.read_text(), base_dir=args.script.resolve().parent)
-    except (OSError, BashSyntaxError) as exc:
+        result = import_miles(
+            args.script.read_text(),
+            base_dir=args.script.resolve().parent,
+            variables={**os.environ, **given},
+            script_name=args.script.name,
+        )
+    except (OSError, BashSyntaxError, UnsetVariables) as exc:
         print(f"rlpipe: cannot import {args.script}: {exc}", file=sys.stderr)
         return 2
     name = args.name or (args.output or args.script).name.removesuffix(".yaml").removesuffix(".sh")

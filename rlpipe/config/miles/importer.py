@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,7 +32,7 @@ from rlpipe.config.miles.flags import (
     flag_fields,
     miles_flag_names,
 )
-from rlpipe.config.miles.shell import Script
+from rlpipe.config.miles.shell import Script, lex
 from rlpipe.config.schema import RunConfig
 
 
@@ -189,17 +190,46 @@ def _nest(flat: dict[Key, Any]) -> dict[str, Any]:
     return out
 
 
-def import_miles(text: str, *, base_dir: Path | None, conf_dir: Path = CONF_DIR) -> ImportResult:
-    """Read a Miles/slime bash launch script into an rlpipe experiment (see the module docstring).
+class UnsetVariables(ValueError):
+    """The train line uses variables that have no value: name -> a flag that uses it. Give them and import again."""
 
-    base_dir: the script's folder, where `source "${SCRIPT_DIR}/models/X.sh"` is looked up."""
-    script = Script(base_dir, conf_dir)
+    def __init__(self, missing: dict[str, str]) -> None:
+        self.missing = missing
+        uses = "; ".join(f"{name} (in {use})" for name, use in missing.items())
+        super().__init__(
+            f"the script's train line uses variables with no value here: {uses}. Give each one: "
+            + " ".join(f"--set {name}=..." for name in missing)
+            + " (or export it in the environment)"
+        )
+
+
+def import_miles(
+    text: str,
+    *,
+    base_dir: Path | None,
+    conf_dir: Path = CONF_DIR,
+    variables: Mapping[str, str] | None = None,
+    script_name: str = "launch.sh",
+) -> ImportResult:
+    """Read a Miles/slime launch script, or a flat command line (`ray job submit ... -- python3 train.py ...`, or
+    train.py's flags alone), into an rlpipe experiment (see the module docstring).
+
+    base_dir: the script's folder (`${BASH_SOURCE[0]}` is base_dir/script_name, `source` paths are relative to it);
+    variables: the environment the script runs in (the variables it expects from outside, `--set NAME=VALUE`); as in
+    bash, the script's own assignments replace them and `${X:-default}` keeps them. A train line that still uses a
+    variable with no value raises UnsetVariables: nothing unexpanded reaches the experiment."""
+    script = Script(base_dir, conf_dir, dict(variables or {}), base_dir / script_name if base_dir else None)
     script.read(text)
+    if script.missing:
+        raise UnsetVariables(script.missing)
     if script.train is not None:
         words = script.train[1]
-    else:
+    elif script.arrays:
         words = [w for array in script.arrays.values() for w in array]
         script.notes.append("no train.py line: took the flags of every array, in the order they were defined")
+    else:
+        words = [w for statement in lex(text) for w in script.expand(statement)]  # the flags alone
+        script.notes.append("no train.py line and no arrays: read the text as train.py's flags")
     mapper = _Mapper()
     for flag, values in split_flags(words):
         mapper.apply(flag, values)

@@ -1,7 +1,8 @@
 """Reading the bash of Miles/slime launch scripts: statements, words, variables, arrays, `source`, and the train line.
 
-A small reader for the bash these scripts use (arrays, `+=`, `source`, `\\` continuations, comments, quotes, simple
-variables); what it cannot follow is reported, never guessed.
+`lex` splits the text into statements of raw words; `Script` runs them as far as they compute words (assignments,
+`source`, `if`, `for`, the train line), with `rlpipe.config.miles.expansion` expanding each word as bash would;
+what it cannot follow is reported, never guessed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlpipe.config.miles.expansion import (
+    MISSING,
+    ExpansionError,
+    Variables,
+    expand_word,
+    expand_words,
+    missing_names,
+    printf,
+    show_missing,
+)
 from rlpipe.config.miles.flags import Unmapped
 
 
@@ -130,109 +141,268 @@ def lex(text: str) -> list[list[str]]:
     return statements
 
 
-_VAR = re.compile(r"\$(?:\{(\w+)(?::?-([^}]*))?\}|([A-Za-z_]\w*))")
-_ARRAY_REF = re.compile(r'"?\$\{(\w+)\[@\]\}"?')
-
-
-def expand(raw: str, env: dict[str, str], quoted: bool = False) -> str:
-    """Bash's quote removal and `$VAR` / `${VAR}` / `${VAR:-default}` expansion of one word.
-
-    Unknown variables and `$(...)` stay as written (they need a shell); there is no word splitting."""
-    out, i = [], 0
-    while i < len(raw):
-        c = raw[i]
-        if c == "\\":
-            nxt = raw[i + 1 : i + 2]
-            out.append(nxt if not quoted or nxt in '"\\$`' else c + nxt)
-            i += 2
-        elif c == "'" and not quoted:
-            end = raw.index("'", i + 1)
-            out.append(raw[i + 1 : end])
-            i = end + 1
-        elif c == '"' and not quoted:
-            end = _scan_dquote(raw, i)
-            out.append(expand(raw[i + 1 : end - 1], env, quoted=True))
-            i = end
-        elif raw.startswith("$(", i):
-            end = _scan_closing(raw, i + 1, "(", ")")
-            out.append(raw[i:end])
-            i = end
-        elif c == "$" and (m := _VAR.match(raw, i)):
-            name, default = m[1] or m[3], m[2]
-            out.append(env[name] if name in env else expand(default, env) if default is not None else m[0])
-            i = m.end()
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+_ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)(\+?)=(.*)", re.S)
+_DECLARATIONS = ("export", "declare", "local", "readonly", "typeset")
+_BLOCK_OPEN = {"if": "fi", "for": "done", "while": "done", "until": "done", "case": "esac"}
+_BLOCK_CLOSE = frozenset(_BLOCK_OPEN.values())
 
 
 @dataclass
 class Script:
-    """What reading a script's statements in order leaves behind: variables, arrays, the train line."""
+    """Reading a launch script's statements in order, as bash would run them for the words they compute:
+    assignments (scalars, arrays, `+=`, `printf -v`, `export`/`declare`/`local`), `source`, `if`/`elif`/`else`
+    on the tests scripts use (`[ -z ... ]`, `=`, `-eq`, ...), `for x in ...` loops, and the train line. Other
+    commands (`ray start`, `pkill`, `sleep`) are not run: they compute no words.
+
+    What it leaves behind: the variables, the train line's words, and what it could not follow: `missing`
+    (variables with no value the train line uses, name -> a flag using it), `unresolved` and `notes`."""
 
     base_dir: Path | None
     conf_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
-    arrays: dict[str, list[str]] = field(default_factory=dict)
+    given: dict[str, str] = field(default_factory=dict)  # the environment it runs in (and --set NAME=VALUE)
+    script_path: Path | None = None
+    variables: Variables = field(init=False)
     train: tuple[str, list[str]] | None = None  # (train.py | train_async.py, the words after it)
     model: str | None = None
+    missing: dict[str, str] = field(default_factory=dict)
     unresolved: list[Unmapped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def words(self, raws: list[str]) -> list[str]:
-        """Expanded words; `${ARR[@]}` splices the array."""
-        out = []
-        for raw in raws:
-            m = _ARRAY_REF.fullmatch(raw)
-            if m and m[1] not in self.arrays:
-                self.notes.append(f"${{{m[1]}[@]}} is used but never defined; it adds no flags")
-            out += self.arrays.get(m[1], []) if m else [expand(raw, self.env)]
-        return out
+    def __post_init__(self) -> None:
+        cwd = self.base_dir if self.base_dir is not None else Path.cwd()
+        self.variables = Variables(dict(self.given), {}, self.script_path, cwd)
+
+    @property
+    def arrays(self) -> dict[str, list[str]]:
+        return self.variables.arrays
 
     def read(self, text: str, depth: int = 0) -> None:
-        for statement in lex(text):
-            self.statement(statement, depth)
+        self.run(lex(text), depth)
 
+    # ------------------------------------------------------------------------------------ control flow
+    def run(self, statements: list[list[str]], depth: int) -> None:
+        i = 0
+        while i < len(statements):
+            words = statements[i]
+            head = words[0]
+            if head == "if":
+                i = self._if(statements, i, depth)
+            elif head == "for":
+                i = self._for(statements, i, depth)
+            elif head in _BLOCK_OPEN or _is_function(words):
+                end = _block_end(statements, i)
+                self.notes.append(f"skipped a `{' '.join(words[:3])} ...` block (its words are not read)")
+                i = end + 1
+            else:
+                self.statement(words, depth)
+                i += 1
+
+    def _if(self, statements: list[list[str]], i: int, depth: int) -> int:
+        """Run the branch whose test holds; an undecidable test takes its own branch, with a note."""
+        end = _block_end(statements, i)
+        branches = _branches(statements[i : end + 1])
+        for condition, body in branches:
+            verdict = True if condition is None else self.test(condition)
+            if verdict is None:
+                self.notes.append(f"could not decide `{' '.join(condition or [])}`; read its branch")
+            if verdict is None or verdict:
+                self.run(body, depth)
+                break
+        return end + 1
+
+    def _for(self, statements: list[list[str]], i: int, depth: int) -> int:
+        end = _block_end(statements, i)
+        header, body = _loop_parts(statements[i : end + 1])
+        if len(header) >= 3 and header[2] == "in":
+            for value in self.expand(header[3:]):
+                self.variables.scalars[header[1]] = value
+                self.run(body, depth)
+        else:
+            self.notes.append(f"skipped a `{' '.join(header)}` loop (only `for x in ...` is read)")
+        return end + 1
+
+    def test(self, words: list[str]) -> bool | None:
+        """A `[ ... ]` / `[[ ... ]]` / `test ...` condition, where it can be decided from the variables alone."""
+        words = [w for w in words if w not in ("[", "]", "[[", "]]", "test")]
+        negate = bool(words) and words[0] == "!"
+        words = words[1:] if negate else words
+        try:
+            args = [self.expand_one(w) for w in words]
+        except ExpansionError:
+            return None
+        if any(MISSING in a for a in args):
+            return None
+        verdict: bool | None = None
+        if len(args) == 2 and args[0] in ("-z", "-n"):
+            verdict = (args[1] == "") == (args[0] == "-z")
+        elif len(args) == 3 and args[1] in ("=", "==", "!="):
+            verdict = (args[0] == args[2]) == (args[1] != "!=")
+        elif len(args) == 3 and args[1] in _NUMERIC and all(re.fullmatch(r"-?\d+", a) for a in (args[0], args[2])):
+            verdict = _NUMERIC[args[1]](int(args[0]), int(args[2]))
+        elif len(args) == 1:
+            verdict = args[0] != ""
+        return verdict if verdict is None or not negate else not verdict
+
+    # ---------------------------------------------------------------------------------------- statements
     def statement(self, words: list[str], depth: int) -> None:
-        while words and words[0] in ("then", "else", "do", "{", "export"):
-            words = words[1:]  # statements inside if/for blocks, and exported assignments, count too
+        while words and words[0] in ("then", "else", "do", "{", "}"):
+            words = words[1:]
+        if words and words[0] in _DECLARATIONS:
+            words = [w for w in words[1:] if not w.startswith("-")]
+        if not words:
+            return
         if len(words) >= 2 and (m := re.fullmatch(r"([A-Za-z_]\w*)(\+?)=", words[0])) and words[1] == "(":
             close = words.index(")", 2) if ")" in words[2:] else len(words)
-            items = self.words(words[2:close])
+            items = self.expand(words[2:close])
             self.arrays[m[1]] = (self.arrays.get(m[1], []) if m[2] else []) + items
+            self.variables.scalars.pop(m[1], None)
             return
-        while words and (m := re.fullmatch(r"([A-Za-z_]\w*)=(.*)", words[0], re.S)):
-            value = expand(m[2], self.env)
-            if "$(" in value:
-                self.env.pop(m[1], None)  # a command's output: unknown here
-            else:
-                self.env[m[1]] = value
+        while words and (m := _ASSIGNMENT.fullmatch(words[0])):
+            self.assign(m[1], m[3], append=bool(m[2]))
             words = words[1:]
         if not words:
             return
-        if words[0] in ("source", ".") and len(words) > 1:
-            self.source(expand(words[1], self.env), depth)
-            return
-        names = [Path(expand(w, self.env)).name for w in words]
+        if words[0] == "unset":
+            for name in words[1:]:
+                self.variables.scalars.pop(name, None)
+                self.arrays.pop(name, None)
+        elif words[0] == "printf" and len(words) > 3 and words[1] == "-v":
+            self.variables.scalars[words[2]] = printf(self.expand_one(words[3]), self.expand(words[4:]))
+        elif words[0] in ("source", ".") and len(words) > 1:
+            self.source(self.expand_one(words[1]), depth)
+        else:
+            self.command(words)
+
+    def assign(self, name: str, raw: str, append: bool) -> None:
+        """NAME=value (NAME+=value appends); a value that needs a command rlpipe does not run is unknown."""
+        try:
+            value = expand_word(raw, self.variables)
+        except ExpansionError as err:
+            self.notes.append(f"{name} is unknown: {err}")
+            value = f"{MISSING}{name}{MISSING}"
+        self.variables.scalars[name] = (self.variables.scalar(name) or "") + value if append else value
+
+    def command(self, words: list[str]) -> None:
+        """Any other command: the train line is the only one that matters (its words are the flags)."""
+        names = [Path(_plain(w)).name for w in words]
         for script in ("train.py", "train_async.py"):
             if script in names:
                 if self.train is not None:
                     self.notes.append(f"more than one train line; used the last ({script})")
-                self.train = (script, self.words(words[names.index(script) + 1 :]))
+                self.variables.undefined_arrays.clear()
+                flags = self.expand(words[names.index(script) + 1 :])
+                self.train = (script, flags)
+                self.missing = {name: show_missing(w) for w in flags for name in missing_names(w)}
+                self.notes += [
+                    f"${{{name}[@]}} is used but never defined; it adds no flags"
+                    for name in sorted(self.variables.undefined_arrays)
+                ]
+
+    def expand(self, raws: list[str]) -> list[str]:
+        out = []
+        for raw in raws:
+            try:
+                out += expand_words(raw, self.variables)
+            except ExpansionError as err:
+                self.notes.append(str(err))
+                out.append(f"{MISSING}{raw}{MISSING}")
+        return out
+
+    def expand_one(self, raw: str) -> str:
+        return expand_word(raw, self.variables)
 
     def source(self, path: str, depth: int) -> None:
-        """Read a sourced file (a leading unknown variable such as ${SCRIPT_DIR} means base_dir); a models
-        file that is not found still names the model group when conf/model/<name>.yaml exists."""
-        rel = re.sub(r"^\$\{?\w+\}?/", "", path)
+        """Read a sourced file, relative to the script's folder when relative (a path still holding an unknown
+        variable, such as ${SCRIPT_DIR} without a value, is taken from the script's folder too); a models file
+        that is not found still names the model group when conf/model/<name>.yaml exists."""
+        rel = re.sub(f"^{MISSING}[^{MISSING}]*{MISSING}/", "", path)
         file = Path(rel)
         if not file.is_absolute() and self.base_dir is not None:
             file = self.base_dir / file
         stem = Path(rel).name.removesuffix(".sh")
         if (self.conf_dir / "model" / f"{stem}.yaml").is_file():
             self.model = stem
-        if "$" not in rel and file.is_file() and depth < 8:
+        if MISSING not in rel and file.is_file() and depth < 8:
             self.read(file.read_text(), depth + 1)
         elif self.model != stem:
             where = f"conf/model/{stem}.yaml does not exist either"
-            self.unresolved.append(Unmapped("source", (path,), "unresolved", f"file not found; {where}"))
+            self.unresolved.append(Unmapped("source", (show_missing(path),), "unresolved", f"file not found; {where}"))
+
+
+_NUMERIC = {
+    "-eq": lambda a, b: a == b, "-ne": lambda a, b: a != b, "-lt": lambda a, b: a < b,
+    "-le": lambda a, b: a <= b, "-gt": lambda a, b: a > b, "-ge": lambda a, b: a >= b,
+}  # fmt: skip
+
+
+def _plain(raw: str) -> str:
+    """A word with its quotes removed and nothing expanded (to spot `train.py` wherever it stands)."""
+    return raw.replace('"', "").replace("'", "")
+
+
+def _is_function(words: list[str]) -> bool:
+    """`function name ...` or `name() ...` (not `NAME=()`, an empty array)."""
+    named = re.fullmatch(r"[A-Za-z_][\w-]*", words[0]) is not None
+    return words[0] == "function" or (named and len(words) >= 3 and words[1:3] == ["(", ")"])
+
+
+def _block_end(statements: list[list[str]], i: int) -> int:
+    """Index of the statement that closes the block statements[i] opens (nested blocks counted)."""
+    depth = 0
+    for k in range(i, len(statements)):
+        for word in statements[k]:
+            if word in _BLOCK_OPEN or word == "{":
+                depth += 1
+            elif word in _BLOCK_CLOSE or word == "}":
+                depth -= 1
+                if depth == 0:
+                    return k
+    raise BashSyntaxError(f"`{' '.join(statements[i][:3])} ...` is never closed")
+
+
+def _branches(block: list[list[str]]) -> list[tuple[list[str] | None, list[list[str]]]]:
+    """An if block (its statements, `if` to `fi`) as (condition words, body statements) per branch; else: None."""
+    branches: list[tuple[list[str] | None, list[list[str]]]] = []
+    condition: list[str] | None = []
+    body: list[list[str]] = []
+    in_condition, depth = True, 0
+    for words in block:
+        head, rest = words[0], words[1:]
+        if depth == 0 and head in ("if", "elif"):
+            if head == "elif":
+                branches.append((condition, body))
+            condition, body, in_condition = list(rest), [], True
+            continue
+        if depth == 0 and head == "else":
+            branches.append((condition, body))
+            condition, body, in_condition = None, [], False
+            words = rest
+        elif depth == 0 and head == "then":
+            in_condition = False
+            words = rest
+        if depth == 0 and words and words[-1] == "fi" and words is block[-1]:
+            words = words[:-1]
+        depth += sum(w in _BLOCK_OPEN for w in words) - sum(w in _BLOCK_CLOSE for w in words)
+        if not words:
+            continue
+        if in_condition:
+            condition = [*(condition or []), *words]
+        else:
+            body.append(words)
+    branches.append((condition, body))
+    return branches
+
+
+def _loop_parts(block: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """A for block as (header words up to `do`, body statements up to `done`)."""
+    header = list(block[0])
+    body = [list(words) for words in block[1:]]
+    if "do" in header:
+        k = header.index("do")
+        body.insert(0, header[k + 1 :])
+        header = header[:k]
+    if body and body[0][:1] == ["do"]:
+        body[0] = body[0][1:]
+    if body and body[-1][-1:] == ["done"]:
+        body[-1] = body[-1][:-1]
+    return header, [words for words in body if words]
