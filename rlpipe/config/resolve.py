@@ -250,12 +250,20 @@ def _num_rollout(r: Resolver) -> None:
     elif ro["num_rollout"] is None and ro["batch_size"]:
         demo = r.d["demo"]
         rows = demo["n_train"] if demo else _dataset_rows(ro["prompt_data"] or "")
-        if rows is not None:
-            total = -(-rows * ro["num_epoch"] // ro["batch_size"])  # ceil
+        if rows is not None and rows < ro["batch_size"]:
+            r.problem(
+                "rollout.num_epoch",
+                f"an epoch of {rows} prompts holds no whole rollout of batch_size {ro['batch_size']}",
+                f"rollout.batch_size={rows} or less, or rollout.num_rollout instead of num_epoch",
+            )
+        elif rows is not None:
+            # slime's and Miles' rule: whole rollouts per epoch (a last, partial batch is not one) times epochs.
+            per_epoch = rows // ro["batch_size"]
             r.derive(
                 "rollout.num_rollout",
-                total,
-                f"derived: {rows} prompts x num_epoch {ro['num_epoch']} / batch_size {ro['batch_size']}, rounded up",
+                per_epoch * ro["num_epoch"],
+                f"derived: {rows} prompts // batch_size {ro['batch_size']} = {per_epoch} rollouts per epoch x "
+                f"num_epoch {ro['num_epoch']} (Miles' rule)",
             )
 
 
@@ -733,15 +741,37 @@ def _reward_type(r: Resolver) -> None:
 
 
 def _sglang_extra(r: Resolver) -> None:
-    """Every sglang.extra key (given or derived) must be a ServerArgs field that rlpipe does not set itself."""
-    from rlpipe.rollout.sglang.server_args import OWNED_FIELDS, server_arg_names, unknown_key_message
+    """Every sglang.extra key (given or derived) must be a launch_server flag of sglang.version's SGLang that sets a
+    ServerArgs field rlpipe does not set itself (see rlpipe.rollout.sglang.server_args for where the names come from).
 
-    names = server_arg_names(r.get("sglang.version"))  # None: no SGLang here and no list for that version
-    for key in r.d["sglang"]["extra"]:
-        if key in OWNED_FIELDS:
-            r.problem(f"sglang.extra.{key}", f"is set by rlpipe from {OWNED_FIELDS[key]}", "set that instead")
-        elif names is not None and (message := unknown_key_message(key, names)):
-            r.problem(f"sglang.extra.{key}", message, "fix the name (SGLang's ServerArgs field, with underscores)")
+    An alias (`expert_parallel_size`) or a field whose flag is named otherwise (`fp8_gemm_runner_backend`) is renamed
+    to the flag rlpipe passes (`ep_size`, `fp8_gemm_backend`), shown as a derivation: one spelling per field, so two
+    spellings of one field are caught and the owned-field check sees through aliases. A deprecated flag is kept, with
+    a warning. Checked against an older version's list (none for sglang.version), findings are warnings that name
+    that version, and nothing is renamed: a newer SGLang may know the key."""
+    from rlpipe.rollout.sglang.server_args import OWNED_FIELDS, KeyCheck, check_key, server_arg_names
+
+    version = r.get("sglang.version")
+    names = server_arg_names(version)  # None: no SGLang here and no list as old as that version
+    for key in list(r.d["sglang"]["extra"]):
+        check = check_key(key, names) if names else KeyCheck(key, key)
+        field, where = check.field or key, f"sglang.extra.{key}"
+        if field in OWNED_FIELDS:
+            alias = "" if field == key else f" (a launch_server flag for {field})"
+            r.problem(where, f"is set by rlpipe from {OWNED_FIELDS[field]}{alias}", "set that instead")
+        elif check.problem and names and not names.exact:
+            r.warn(where, f"{check.problem}; checked against {names.source}, sglang.version is {version}")
+        elif check.problem:
+            r.problem(where, check.problem, "fix the name (a launch_server flag of that SGLang, with underscores)")
+        elif check.warning:
+            r.warn(where, check.warning)
+        elif check.use != key and names and names.exact:
+            extra = r.d["sglang"]["extra"]
+            if check.use in extra:
+                r.problem(where, f"sets {field}, as sglang.extra.{check.use} does ({check.reason})", "keep one")
+            else:  # renamed in place, keeping the order
+                r.d["sglang"]["extra"] = {check.use if k == key else k: v for k, v in extra.items()}
+                r.derive(f"sglang.extra.{check.use}", extra[key], check.reason)
 
 
 def _fp8_rollout(r: Resolver) -> None:

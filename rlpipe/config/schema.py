@@ -431,6 +431,16 @@ class LogConfig(Group):
     progress: bool = F(True, "Show a progress bar over rollouts.")
 
 
+class MilesConfig(Group):
+    """What an imported Miles/slime script says that rlpipe does not model, kept so `--miles` says it again."""
+
+    extra_args: list[str] = F(
+        [],
+        "Flags (each followed by its values) of an imported Miles/slime script with no rlpipe field: rlpipe runs "
+        "without them, the --miles export writes them back verbatim.",
+    )
+
+
 class DebugConfig(Group):
     """Debug modes (Miles' --debug-* flags): run one side of the loop alone, dump or replay rollouts."""
 
@@ -477,6 +487,7 @@ class RunConfig(Group):
     warmup: WarmupConfig | None = F(None, "Optional supervised warm-up phase before RL.")
     demo: DemoConfig | None = F(None, "Build the tiny offline model and task instead of reading checkpoints.")
     debug: DebugConfig = DebugConfig()
+    miles: MilesConfig = MilesConfig()
 
 
 GROUPS: tuple[str, ...] = ("model", "ckpt", "rollout", "eval", "perf", "algo", "optim", "sglang", "cluster")

@@ -69,14 +69,14 @@ GOOD = [
     Good(
         "num_epoch-derives-num_rollout",
         ["rollout.num_rollout=null", "rollout.num_epoch=3", "rollout.batch_size=4", "rollout.global_batch_size=32"],
-        {"rollout.num_rollout": (8, "10 prompts x num_epoch 3 / batch_size 4, rounded up")},
+        {"rollout.num_rollout": (6, "10 prompts // batch_size 4 = 2 rollouts per epoch x num_epoch 3")},
     ),
     Good(
         "num_epoch-after-derived-batch_size",
         ["rollout.num_rollout=null", "rollout.num_epoch=1", "rollout.batch_size=null", "rollout.global_batch_size=40"],
         {
             "rollout.batch_size": (5, "/ n_samples 8"),
-            "rollout.num_rollout": (2, "10 prompts x num_epoch 1 / batch_size 5"),
+            "rollout.num_rollout": (2, "10 prompts // batch_size 5 = 2 rollouts per epoch x num_epoch 1"),
         },
     ),
     # ---- colocate
@@ -760,7 +760,7 @@ def test_paths_are_warnings_when_only_printing(overrides) -> None:
 
 
 def test_num_epoch_counts_parquet_rows(recipe, tmp_path: Path) -> None:
-    """A .parquet prompt file is counted from its footer: 7 rows x 2 epochs / batch_size 4 = 3.5 -> 4 rollouts."""
+    """A .parquet prompt file is counted from its footer: 7 rows // batch_size 4 = 1 rollout per epoch, x 2."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -768,5 +768,7 @@ def test_num_epoch_counts_parquet_rows(recipe, tmp_path: Path) -> None:
     pq.write_table(pa.table({"prompt": [f"q{i}" for i in range(7)], "label": ["a"] * 7}), path)
     extra = [f"rollout.prompt_data={path}", "rollout.num_rollout=null", "rollout.num_epoch=2", "rollout.batch_size=4"]
     run = load([*recipe, *extra])
-    assert run.cfg.rollout.num_rollout == 4
-    assert run.reason("rollout.num_rollout") == "derived: 7 prompts x num_epoch 2 / batch_size 4, rounded up"
+    assert run.cfg.rollout.num_rollout == 2
+    assert run.reason("rollout.num_rollout") == (
+        "derived: 7 prompts // batch_size 4 = 1 rollouts per epoch x num_epoch 2 (Miles' rule)"
+    )

@@ -15,7 +15,6 @@ SGLang's `info`), since it changes no result.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from typing import Any
 
@@ -31,9 +30,12 @@ from rlpipe.config.miles.flags import (
     MILES_FIXED,
     OPTIONAL_ARRAYS,
     REQUIRED_ARCH,
+    SCALED_FLAGS,
     field_value,
     miles_flag,
+    miles_forced,
     schema_leaves,
+    secret_env_name,
 )
 from rlpipe.config.resolve import SAMPLING_KEYS, Resolved
 from rlpipe.config.schema import RunConfig
@@ -91,7 +93,10 @@ def _field_args(cfg: RunConfig, key: str, flag: str) -> list[str]:
     if key == "optim.lr_decay_iters" and value == _train_iters(cfg):
         return []  # Megatron decays over train_iters, which Miles sets to the whole run
     if key == "model.rotary_interleaved":
-        return [flag, "--no-rope-fusion"] if value else []  # Megatron rejects rope fusion with interleaved RoPE
+        if not value:
+            return []
+        kept = "--no-rope-fusion" in cfg.miles.extra_args  # an imported script's own, written back with the rest
+        return [flag] if kept else [flag, "--no-rope-fusion"]  # Megatron rejects rope fusion with interleaved RoPE
     if key == "model.add_bias_linear":
         return [flag] if value is False else []  # --disable-bias-linear; None/True is Megatron's default
     if key in ("algo.grpo_std_normalization", "perf.bias_swiglu_fusion"):
@@ -103,6 +108,10 @@ def _field_args(cfg: RunConfig, key: str, flag: str) -> list[str]:
         return [
             x for name, v in value.items() for x in _flag_args(f"--sglang-{name.replace('_', '-')}", f"{key}.{name}", v)
         ]
+    if key in miles_forced(cfg.optim.optimizer):
+        return []  # Miles sets these itself (_export_notes says where the run differs)
+    if key == "rollout.num_rollout" and cfg.rollout.num_epoch is not None:
+        return []  # Miles derives it from --num-epoch, and would ignore --num-epoch beside it
     if key in EXPORT_WHEN_CHANGED and value == dict(schema_leaves())[key].default:
         return []
     return _flag_args(flag, key, value)
@@ -122,9 +131,24 @@ def miles_arrays(run: Resolved) -> dict[str, list[str]]:
         arrays[KEY_ARRAY.get(key, GROUP_ARRAY[group])] += _field_args(cfg, key, flag)
     if not cfg.eval.before_train:
         arrays["EVAL_ARGS"].append("--skip-eval-before-train")
+    for flag, (key, units) in SCALED_FLAGS.items():
+        value = field_value(cfg, key)
+        if value != dict(schema_leaves())[key].default:
+            arrays["PERF_ARGS"] += [flag, str(value * units)]
+    arrays["MISC_ARGS"] += _pass_through_words(cfg.miles.extra_args)
     if arrays["MODEL_ARGS"]:
         arrays["MODEL_ARGS"].append("--use-rotary-position-embeddings")
     return arrays
+
+
+def _pass_through_words(words: list[str]) -> list[str]:
+    """miles.extra_args as export words; a secret-named flag's values are marked `_Secret`."""
+    out: list[str] = []
+    flag = ""
+    for word in words:
+        flag = word if word.startswith("--") else flag
+        out.append(_Secret(word) if word is not flag and is_secret_key(flag) else word)
+    return out
 
 
 def miles_cluster_args(run: Resolved) -> list[str]:
@@ -164,6 +188,11 @@ def _export_notes(cfg: RunConfig) -> list[str]:
                     f"{inherited!r} (use --eval-config for per-dataset values)"
                 )
     notes += [
+        f"#   {key} = {field_value(cfg, key)!r}, but Miles trains with {forced!r} whatever the flags say"
+        for key, forced in miles_forced(cfg.optim.optimizer).items()
+        if field_value(cfg, key) != forced
+    ]
+    notes += [
         f"#   model.{k} is unset (rlpipe reads it from the HF checkpoint): add it to MODEL_ARGS"
         for k in REQUIRED_ARCH
         if getattr(cfg.model, k) is None
@@ -178,17 +207,6 @@ def _comment(line: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _secret_env(flag: str, taken: dict[str, str]) -> str:
-    """A fresh variable name for a secret value of `flag`: RLPIPE_SECRET_<FLAG>[_<n>] (from the flag, never the
-    value)."""
-    stem = "RLPIPE_SECRET_" + (re.sub(r"[^A-Za-z0-9]+", "_", redact_text(flag)).strip("_").upper() or "ARG")
-    name, n = stem, 1
-    while name in taken:
-        n += 1
-        name = f"{stem}_{n}"
-    return name
-
-
 def _bash_word(word: str, flag: str, secrets: dict[str, str]) -> str:
     """One word as bash source: quoted with shlex.quote (no expansion, no splitting, no globbing), or, for a
     secret, a reference to an environment variable that must be set, recorded in `secrets` with the value
@@ -196,7 +214,7 @@ def _bash_word(word: str, flag: str, secrets: dict[str, str]) -> str:
     shown = REDACTED if isinstance(word, _Secret) else redact(word)
     if not isinstance(word, _Secret) and shown == word:
         return shlex.quote(word)
-    env = _secret_env(flag, secrets)
+    env = secret_env_name(flag, secrets)
     secrets[env] = f"{redact_text(flag)} {shown}" if flag and flag is not word else shown
     return f'"${{{env}:?}}"'
 

@@ -6,9 +6,7 @@ Export and import both read this table; nothing here reads or writes bash.
 
 from __future__ import annotations
 
-import ast
 import difflib
-import importlib.util
 import re
 import shlex
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from rlpipe.config.schema import RunConfig
-from rlpipe.config.secrets import REDACTED, is_secret_key, redact
+from rlpipe.config.secrets import REDACTED, is_secret_key, redact, redact_text
 
 ARRAYS: tuple[str, ...] = (
     "MODEL_ARGS",
@@ -71,7 +69,6 @@ MILES_DEFAULTS: dict[str, Any] = {
     "rollout.n_samples": 1,
     "rollout.global_batch_size": None,
     "rollout.num_steps_per_rollout": None,
-    "rollout.max_response_len": 1024,
     "rollout.top_p": 1.0,
     "rollout.top_k": -1,
     "eval.n_samples": 1,
@@ -99,6 +96,17 @@ MILES_DEFAULTS: dict[str, Any] = {
     "cluster.rollout_num_gpus": None,
     "log.wandb_mode": "online",
 }
+
+
+def miles_forced(optimizer: str) -> dict[str, Any]:
+    """What Miles trains with whatever its flags say (miles/backends/megatron_utils/arguments.py,
+    set_default_megatron_args: bf16 unless --fp16, and Megatron's distributed optimizer for Adam): an import means
+    these values, an export leaves them to Miles and says so where the run differs."""
+    return {"perf.bf16": True, "perf.use_distributed_optimizer": optimizer == "adam"}
+
+
+# A flag in other units than its field: flag -> (key, the flag's units per one of the field's).
+SCALED_FLAGS: dict[str, tuple[str, int]] = {"--update-weight-buffer-size": ("cluster.weight_sync_bucket_mb", 2**20)}
 # rlpipe-only fields whose value is fixed by running under Miles at all.
 MILES_FIXED: dict[str, Any] = {"rollout.engine": "sglang", "cluster.backend": "ray", "cluster.accelerator": "cuda"}
 # Exported only when changed from rlpipe's default (see the module docstring).
@@ -113,6 +121,8 @@ SPECIAL_KEYS = frozenset(
         "sglang.extra",
         "cluster.offload_train",
         "cluster.offload_rollout",
+        "cluster.weight_sync_bucket_mb",  # SCALED_FLAGS
+        "miles.extra_args",
     }
 )
 # rlpipe-only fields the export expresses some other way (script name, flag) or that do not change the run.
@@ -125,7 +135,6 @@ EXPRESSED_OTHERWISE |= {"cluster.weight_sync"}
 IMPLIED_FLAGS: dict[str, str] = {
     "--group-query-attention": "derived from model.num_query_groups < model.num_attention_heads",
     "--use-rotary-position-embeddings": "rlpipe models always use RoPE",
-    "--no-rope-fusion": "Megatron's rope fusion does not support interleaved RoPE; rlpipe runs unfused",
 }
 # Megatron's value for a model switch its flags leave out (store_true flags, and add_bias_linear unless
 # --disable-bias-linear). Import applies these when the script spells the architecture (--num-layers).
@@ -207,44 +216,21 @@ class Unmapped:
 
 
 # ------------------------------------------------------------------------------------- flag classification
-# Megatron-LM training flags that are not fields of megatron-core's config dataclasses (scanned below).
-MEGATRON_TRAINING_FLAGS = """
-spec accumulate_allreduce_grads_in_fp32 train_iters train_samples log_interval eval_iters seq_length ckpt_format
-no_load_optim no_load_rng no_save_optim no_save_rng finetune tokenizer_type tokenizer_model make_vocab_size_divisible_by
-position_embedding_type use_rotary_position_embeddings group_query_attention use_flash_attn transformer_impl
-use_mcore_models use_dist_ckpt dist_ckpt_strictness lr_warmup_fraction distributed_backend distributed_timeout_minutes
-use_checkpoint_args recompute_activations fp16 padded_vocab_size data_path split init_method_std
-override_opt_param_scheduler use_legacy_models mock_data no_create_attention_mask_in_dataloader log_throughput
-timing_log_level
-"""
-_MEGATRON_CONFIG_FILES = (
-    "core/transformer/transformer_config.py",
-    "core/model_parallel_config.py",
-    "core/optimizer/optimizer_config.py",
-    "core/distributed/distributed_data_parallel_config.py",
-)
+# Every flag Megatron-LM's argument parser defines (megatron/training/arguments.py of NVIDIA/Megatron-LM and of
+# radixark/Megatron-LM, the fork Miles runs), one a line without the leading `--`, written by megatron_flags_gen.py.
+MEGATRON_FLAGS_PATH = Path(__file__).with_name("megatron_flags.txt")
 
 
 @cache
 def _megatron_names() -> frozenset[str]:
-    """Snake-case names Megatron spells as flags: megatron-core's config fields (read as source, not imported:
-    no torch) plus MEGATRON_TRAINING_FLAGS."""
-    names = set(MEGATRON_TRAINING_FLAGS.split())
-    spec = importlib.util.find_spec("megatron")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        for rel in _MEGATRON_CONFIG_FILES:
-            path = Path(root) / rel
-            if path.is_file():
-                for node in ast.walk(ast.parse(path.read_text())):
-                    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                        names.add(node.target.id)
-    return frozenset(names)
+    """Megatron-LM's flags without the leading `--`, spelled as its parser spells them (a few keep an underscore:
+    `override-opt_param-scheduler`)."""
+    lines = MEGATRON_FLAGS_PATH.read_text().splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
 def _is_megatron(flag: str) -> bool:
-    snake = flag.removeprefix("--").replace("-", "_")
-    bare = re.sub(r"^(no|disable)_", "", snake)
-    return bool({snake, bare, f"apply_{bare}", f"use_{bare}"} & _megatron_names())
+    return flag.removeprefix("--") in _megatron_names()
 
 
 @cache
@@ -261,7 +247,7 @@ def classify(flag: str) -> tuple[Literal["miles", "megatron", "unknown"], str]:
     known = [
         *flag_fields(),
         *(f"--{n}" for n in miles_flag_names()),
-        *(f"--{n.replace('_', '-')}" for n in _megatron_names()),
+        *(f"--{n}" for n in _megatron_names()),
     ]
     near = difflib.get_close_matches(flag, known, n=1, cutoff=0.8)
     return "unknown", f"not a Miles, slime or Megatron flag{f'; did you mean {near[0]}?' if near else ''}"
@@ -350,3 +336,14 @@ use-routing-replay use-session-server use-stateless-adam use-tensorboard use-tis
 value-clip wandb-always-use-train-step wandb-dir wandb-group wandb-host wandb-key wandb-mode wandb-project
 wandb-run-id wandb-team witness-buffer-size
 """
+
+
+def secret_env_name(flag: str, taken: dict[str, str]) -> str:
+    """A fresh variable name for a secret value of `flag`: RLPIPE_SECRET_<FLAG>[_<n>] (from the flag, never the
+    value)."""
+    stem = "RLPIPE_SECRET_" + (re.sub(r"[^A-Za-z0-9]+", "_", redact_text(flag)).strip("_").upper() or "ARG")
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return name

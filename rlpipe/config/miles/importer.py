@@ -25,15 +25,19 @@ from rlpipe.config.miles.flags import (
     MEGATRON_MODEL_SWITCHES,
     MILES_DEFAULTS,
     MILES_FIXED,
+    SCALED_FLAGS,
     FlagField,
     Key,
     Unmapped,
     classify,
     flag_fields,
     miles_flag_names,
+    miles_forced,
+    secret_env_name,
 )
 from rlpipe.config.miles.shell import Script, lex
 from rlpipe.config.schema import RunConfig
+from rlpipe.config.secrets import is_secret_key
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...]:
@@ -133,6 +137,16 @@ class _Mapper:
                 self.invalid(flag, values, "expects name path [name path ...]")
                 return
             self.set("eval.datasets", {pairs[i]: {"path": pairs[i + 1]} for i in range(0, len(pairs), 2)})
+        elif flag in SCALED_FLAGS:
+            key, units = SCALED_FLAGS[flag]
+            try:
+                amount = int(values[0]) if len(values) == 1 else None
+            except ValueError:
+                amount = None
+            if amount is None or amount <= 0:
+                self.invalid(flag, values, f"{key}: expects one positive whole number")
+                return
+            self.set(key, -(-amount // units))  # whole units, rounded up
         elif flag in table:
             try:
                 self.set(table[flag].key, _coerce(table[flag], values))
@@ -148,7 +162,12 @@ class _Mapper:
             self.unmapped.append(Unmapped(flag, tuple(values), kind, reason))
 
     def megatron_derivations(self) -> None:
-        """What Megatron derives from the architecture flags, made explicit (it is what the script meant)."""
+        """What Megatron derives from the architecture flags, made explicit (it is what the script meant); and
+        --no-rope-fusion beside --rotary-interleaved is what Megatron requires, which the export writes itself."""
+        if "--rotary-interleaved" in self.seen:
+            fusion = [u for u in self.unmapped if u.flag == "--no-rope-fusion"]
+            self.unmapped = [u for u in self.unmapped if u not in fusion]
+            self.implied += ["--no-rope-fusion: Megatron's rope fusion does not take interleaved RoPE"] * bool(fusion)
         hidden, heads = self.values.get(("model", "hidden_size")), self.values.get(("model", "num_attention_heads"))
         if hidden and heads and ("model", "kv_channels") not in self.values:
             self.values[("model", "kv_channels")] = hidden // heads
@@ -234,13 +253,40 @@ def import_miles(
     for flag, values in split_flags(words):
         mapper.apply(flag, values)
     mapper.megatron_derivations()
+    extra = pass_through(mapper.unmapped, script.notes)
+    if extra:
+        mapper.set("miles.extra_args", extra)
     model = script.model or "auto"
     if script.train is not None:
         if script.train[0] == "train_async.py":
             mapper.set("rollout.mode", "async")
         _miles_defaults(mapper.values, model, conf_dir)
+        if ("rollout", "max_response_len") not in mapper.values:
+            script.notes.append(
+                "--rollout-max-response-len is unset: Miles then lets responses run to the context length; rlpipe "
+                "needs a number and uses 1024 (set rollout.max_response_len)"
+            )
     config = {"defaults": [{"override /model": model}], **_nest(mapper.values)}
     return ImportResult(config, [*script.unresolved, *mapper.unmapped], mapper.implied, script.notes, model)
+
+
+def pass_through(unmapped: list[Unmapped], notes: list[str]) -> list[str]:
+    """The flags rlpipe has no field for, with their values, for `miles.extra_args`: rlpipe runs without them and
+    the --miles export writes them back. A secret value (a secret-named flag's) is not written into the experiment:
+    it becomes a reference to an environment variable, as in the export."""
+    words: list[str] = []
+    taken: dict[str, str] = {}
+    for item in unmapped:
+        if item.kind not in ("miles", "megatron", "unknown") or not item.flag.startswith("--"):
+            continue
+        if is_secret_key(item.flag) and item.values:
+            env = secret_env_name(item.flag, taken)
+            taken[env] = item.flag
+            notes.append(f"{item.flag}'s value is not written here: export {env} before running or exporting")
+            words += [item.flag, *(f"${{oc.env:{env},''}}" for _ in item.values)]
+        else:
+            words += [item.flag, *item.values]
+    return words
 
 
 def _miles_defaults(values: dict[Key, Any], model: str, conf_dir: Path) -> None:
@@ -250,7 +296,8 @@ def _miles_defaults(values: dict[Key, Any], model: str, conf_dir: Path) -> None:
 
     base = validate(compose(["experiment=none", f"model={model}"], conf_dir)).model_dump()  # schema defaults too
     wandb = values.get(("log", "wandb"), False)
-    for key, miles_value in {**MILES_DEFAULTS, **MILES_FIXED}.items():
+    optimizer = values.get(("optim", "optimizer"), MILES_DEFAULTS.get("optim.optimizer", "adam"))
+    for key, miles_value in {**MILES_DEFAULTS, **MILES_FIXED, **miles_forced(optimizer)}.items():
         path = tuple(key.split("."))
         if path in values or (path[0] == "model" and key not in DROPOUT_KEYS) or (path[0] == "log" and not wandb):
             continue

@@ -1,0 +1,129 @@
+"""Miles/slime interop a user can trust: each finding of the interop review, as a named test.
+
+An imported script keeps the flags rlpipe does not model (`miles.extra_args`) and the export writes them back;
+values Miles forces, units Miles uses and Miles' own derivations are what an import means and an export says.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlpipe.config import CONF_DIR, ConfigError, Resolved, load
+from rlpipe.config.miles import export_miles, import_miles, miles_arrays, to_experiment_yaml
+from rlpipe.config.miles.flags import Unmapped
+
+TRAIN = (
+    "python3 train.py --hf-checkpoint /root/Qwen3-4B --prompt-data /root/dapo.jsonl --label-key label --rm-type math "
+    "--actor-num-gpus-per-node 4 --rollout-num-gpus 4 "
+    "--rollout-batch-size 8 --n-samples-per-prompt 4 --global-batch-size 32 --num-rollout 5 "
+)
+
+
+def load_imported(text: str, tmp_path: Path, check_paths: bool = False, **kwargs: object) -> Resolved:
+    """Import `text` as conf/experiment/imported.yaml (in a copy of conf/) and load it as a user would."""
+    result = import_miles(text, base_dir=None, **kwargs)  # type: ignore[arg-type]
+    conf = tmp_path / "conf"
+    if not conf.exists():
+        shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "imported.yaml").write_text(to_experiment_yaml(result, "imported"))
+    return load(["experiment=imported"], conf_dir=conf, check_paths=check_paths)
+
+
+def test_flags_rlpipe_does_not_model_are_kept_and_exported_again(tmp_path: Path) -> None:
+    kept = [
+        "--spec", "miles_plugins.models.glm4", "get_glm_spec", "--no-rope-fusion",
+        "--decoder-last-pipeline-num-layers", "2", "--moe-token-dispatcher-type", "alltoall",
+        "--attention-backend", "flash",
+    ]  # fmt: skip
+    run = load_imported(TRAIN + " ".join(kept) + "\n", tmp_path)
+    assert run.cfg.miles.extra_args == kept
+    misc = miles_arrays(run)["MISC_ARGS"]
+    start = misc.index("--spec")
+    assert misc[start : start + len(kept)] == kept  # verbatim, in order
+    assert "rlpipe runs without (kept for --miles)" in " ".join(run.warnings)
+
+
+def test_token_in_a_flag_name_is_not_a_secret() -> None:
+    assert str(Unmapped("--moe-token-dispatcher-type", ("alltoall",), "megatron", "x")).startswith(
+        "--moe-token-dispatcher-type alltoall"
+    )
+
+
+def test_a_secret_flag_is_kept_as_an_environment_reference_not_its_value(tmp_path: Path) -> None:
+    result = import_miles(TRAIN + "--wandb-key s3cr3t-value --use-wandb\n", base_dir=None)
+    text = to_experiment_yaml(result, "imported")
+    assert "s3cr3t-value" not in text
+    assert "${oc.env:RLPIPE_SECRET_WANDB_KEY,''}" in text
+    assert any("export RLPIPE_SECRET_WANDB_KEY" in note for note in result.notes)
+
+
+def test_max_response_len_1024_is_exported_miles_default_is_unbounded() -> None:
+    run = load(["experiment=glm4-9b-dapo", "rollout.max_response_len=1024"], check_paths=False)
+    rollout = miles_arrays(run)["ROLLOUT_ARGS"]
+    assert rollout[rollout.index("--rollout-max-response-len") + 1] == "1024"
+
+
+def test_an_import_without_a_response_length_says_what_rlpipe_uses() -> None:
+    result = import_miles(TRAIN + "\n", base_dir=None)
+    assert any("--rollout-max-response-len is unset" in note for note in result.notes)
+
+
+def test_num_epoch_is_exported_without_the_num_rollout_derived_from_it(tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join('{"prompt": "q", "label": "a"}\n' for _ in range(1000)))
+    epochs = ["rollout.num_rollout=null", "rollout.num_epoch=3", "rollout.batch_size=128", "rollout.n_samples=2"]
+    run = load(
+        ["experiment=glm4-9b-dapo", f"rollout.prompt_data={data}", *epochs, "rollout.global_batch_size=256"],
+        check_paths=False,
+    )
+    assert run.cfg.rollout.num_rollout == 21  # slime's rule: 1000 // 128 = 7 rollouts per epoch, x 3
+    rollout = miles_arrays(run)["ROLLOUT_ARGS"]
+    assert "--num-epoch" in rollout and "--num-rollout" not in rollout
+
+
+def test_values_miles_forces_are_what_an_import_means(tmp_path: Path) -> None:
+    adam = load_imported(TRAIN + "--optimizer adam\n", tmp_path)
+    assert adam.cfg.perf.bf16 and adam.cfg.perf.use_distributed_optimizer  # Miles sets both, whatever the flags
+    sgd = load_imported(TRAIN + "--optimizer sgd\n", tmp_path)
+    assert sgd.cfg.perf.bf16 and not sgd.cfg.perf.use_distributed_optimizer  # Megatron's is for Adam only
+
+
+def test_an_export_of_what_miles_would_force_differently_says_so() -> None:
+    run = load(["experiment=glm4-9b-dapo", "perf.bf16=false"], check_paths=False)
+    text = export_miles(run)
+    assert "--bf16" not in miles_arrays(run)["PERF_ARGS"]
+    assert "perf.bf16 = False, but Miles trains with True whatever the flags say" in text
+
+
+def test_update_weight_buffer_size_is_bytes_in_miles(tmp_path: Path) -> None:
+    run = load_imported(TRAIN + "--update-weight-buffer-size 1073741824\n", tmp_path)
+    assert run.cfg.cluster.weight_sync_bucket_mb == 1024
+    perf = miles_arrays(run)["PERF_ARGS"]
+    assert perf[perf.index("--update-weight-buffer-size") + 1] == "1073741824"
+    default = load(["experiment=glm4-9b-dapo"], check_paths=False)
+    assert "--update-weight-buffer-size" not in miles_arrays(default)["PERF_ARGS"]  # 512 MiB: Miles' default
+
+
+@pytest.mark.parametrize(
+    ("flags", "what"),
+    [
+        ("--multi-latent-attention --q-lora-rank 1536 --kv-lora-rank 512", "multi-latent attention"),
+        ("--mtp-num-layers 1", "multi-token prediction"),
+        ("--hybrid-override-pattern M-M-M*-", "Mamba"),
+        ("--position-embedding-type none", "RoPE only"),
+        ("--fp8-format e4m3", "FP8 training"),
+    ],
+)
+def test_a_model_rlpipe_cannot_train_is_refused_but_can_be_printed_and_exported(
+    flags: str, what: str, tmp_path: Path
+) -> None:
+    printed = load_imported(TRAIN + flags + "\n", tmp_path)  # --cfg job / --miles: a warning
+    assert any(what in w for w in printed.warnings)
+    assert flags.split()[0] in miles_arrays(printed)["MISC_ARGS"]
+    with pytest.raises(ConfigError) as info:
+        load_imported(TRAIN + flags + "\n", tmp_path, check_paths=True)
+    problem = next(p for p in info.value.problems if p.key == "miles.extra_args")
+    assert what in problem.message and "--miles" in problem.fix
