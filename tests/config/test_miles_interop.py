@@ -127,3 +127,45 @@ def test_a_model_rlpipe_cannot_train_is_refused_but_can_be_printed_and_exported(
         load_imported(TRAIN + flags + "\n", tmp_path, check_paths=True)
     problem = next(p for p in info.value.problems if p.key == "miles.extra_args")
     assert what in problem.message and "--miles" in problem.fix
+
+
+@pytest.mark.parametrize("package", ["slime", "miles"])
+def test_miles_and_slime_plugins_become_rlpipe_s_own(package: str, tmp_path: Path) -> None:
+    filters = f"{package}.rollout.filter_hub.dynamic_sampling_filters"
+    flags = f"--over-sampling-batch-size 16 --dynamic-sampling-filter-path {filters}.check_reward_nonzero_std\n"
+    run = load_imported(TRAIN + flags, tmp_path)
+    assert run.cfg.rollout.dynamic_sampling_filter_path == "rlpipe.rollout.filters.check_reward_nonzero_std"
+    asynchronous = load_imported(
+        TRAIN + f"--rollout-function-path {package}.rollout.fully_async_rollout.FullyAsyncRolloutFn\n", tmp_path
+    )
+    assert asynchronous.cfg.rollout.mode == "async" and asynchronous.cfg.rollout.rollout_function_path is None
+
+
+def test_a_plugin_or_reward_rlpipe_lacks_is_named_with_what_to_do(tmp_path: Path) -> None:
+    result = import_miles(
+        TRAIN.replace("--rm-type math", "--rm-type gemma_math")
+        + "--rollout-function-path miles.rollout.sft_rollout.generate_rollout\n",
+        base_dir=None,
+    )
+    reasons = {u.flag: u.reason for u in result.unmapped}
+    assert "SFT job is not built yet" in reasons["--rollout-function-path"]
+    assert "no gemma_math" in reasons["--rm-type"] and "rollout.custom_rm_path" in reasons["--rm-type"]
+    kept = result.config["miles"]["extra_args"]
+    assert kept[kept.index("--rm-type") + 1] == "gemma_math"  # kept for the export
+    assert kept[kept.index("--rollout-function-path") + 1] == "miles.rollout.sft_rollout.generate_rollout"
+    assert import_miles(TRAIN.replace("math", "remote_rm"), base_dir=None).config["rollout"]["rm_type"] == "remote"
+
+
+def test_slime_s_own_sglang_flags_are_not_passed_to_the_server(tmp_path: Path) -> None:
+    flags = "--sglang-server-concurrency 256 --sglang-router-policy round_robin --sglang-tp-size 2 "
+    run = load_imported(TRAIN + flags + "--sglang-expert-parallel-size 2 --rollout-num-gpus-per-engine 2\n", tmp_path)
+    assert run.cfg.sglang.rollout_num_gpus_per_engine == 2  # --sglang-tp-size: the same setting
+    assert run.cfg.sglang.extra == {"ep_size": 2}  # SGLang's alias, renamed
+    assert run.cfg.miles.extra_args[:4] == [
+        "--sglang-server-concurrency",
+        "256",
+        "--sglang-router-policy",
+        "round_robin",
+    ]
+    clash = import_miles(TRAIN + "--rollout-num-gpus-per-engine 4 --sglang-tp-size 2\n", base_dir=None)
+    assert any(u.flag == "--sglang-tp-size" and u.kind == "invalid" for u in clash.unmapped)

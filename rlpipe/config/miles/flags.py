@@ -238,8 +238,52 @@ def miles_flag_names() -> frozenset[str]:
     return frozenset(MILES_FLAGS.split())
 
 
+# `--sglang-*` flags that slime and Miles define for their own launcher and router rather than pass to SGLang's
+# server (slime/backends/sglang_utils/arguments.py, miles/backends/sglang_utils/arguments.py): flag -> what it is.
+LAUNCHER_SGLANG_FLAGS: dict[str, str] = {
+    "--sglang-server-concurrency": "slime/Miles' cap on requests in flight per engine",
+    "--sglang-config": "slime/Miles' YAML of engine groups (prefill/decode disaggregation)",
+    "--sglang-router-ip": "the address of an sglang-router slime/Miles reuse instead of starting one",
+    "--sglang-router-port": "the port of an sglang-router slime/Miles reuse instead of starting one",
+    "--sglang-router-policy": "the sglang-router load-balancing policy",
+    "--sglang-router-request-timeout-secs": "the sglang-router request timeout",
+    "--sglang-pp-size": "pipeline-parallel SGLang engines",
+    "--sglang-pipeline-parallel-size": "pipeline-parallel SGLang engines",
+}
+# Miles/slime plug-ins (dotted paths under slime. / miles., their package names) rlpipe has its own of: the part
+# after the package -> rlpipe's dotted path.
+_FILTERS = "rollout.filter_hub.dynamic_sampling_filters"
+PLUGIN_EQUIVALENTS: dict[str, str] = {
+    f"{_FILTERS}.check_reward_nonzero_std": "rlpipe.rollout.filters.check_reward_nonzero_std",
+    f"{_FILTERS}.check_no_aborted": "rlpipe.rollout.filters.check_no_aborted",
+    "rollout.filter_hub.buffer_filters.pop_first": "rlpipe.rollout.buffer.pop_first",
+}
+# Plug-ins that are a setting in rlpipe rather than a function: the part after the package -> (key, value).
+PLUGIN_SETTINGS: dict[str, tuple[str, object]] = {
+    "rollout.fully_async_rollout.FullyAsyncRolloutFn": ("rollout.mode", "async"),
+    "rollout.fully_async_rollout.generate_rollout_fully_async": ("rollout.mode", "async"),
+}
+# ... and what the others are, where rlpipe has nothing like them yet.
+PLUGIN_MISSING: dict[str, str] = {
+    "rollout.sft_rollout.generate_rollout": "supervised fine-tuning as the rollout: rlpipe's SFT job is not built "
+    "yet; a supervised phase before RL is the `warmup` group",
+    "rollout.generate_hub.agentic_tool_call.generate": "multi-turn tool calling: not built in rlpipe yet",
+    "rollout.generate_hub.multi_turn.generate": "multi-turn generation: not built in rlpipe yet",
+    "rollout.on_policy_distillation.reward_func": "on-policy distillation's reward: in rlpipe it is "
+    "algo.advantage_estimator=on_policy_distillation with algo.opd_teacher_load",
+}
+# Miles/slime --rm-type names: rlpipe's name for the same reward, or what to do instead.
+RM_TYPE_EQUIVALENTS: dict[str, str] = {"remote_rm": "remote"}
+RM_TYPE_MISSING = "rlpipe's reward hub has no {name}: port Miles' rm_hub function and give it as rollout.custom_rm_path"
+
+# slime/Miles set SGLang's tp_size from --rollout-num-gpus-per-engine; these spell the same thing.
+ENGINE_TP_FLAGS = ("--sglang-tp-size", "--sglang-tensor-parallel-size")
+
+
 def classify(flag: str) -> tuple[Literal["miles", "megatron", "unknown"], str]:
     """Which kind of flag rlpipe has no field for, and a reason to show."""
+    if flag in LAUNCHER_SGLANG_FLAGS:
+        return "miles", f"{LAUNCHER_SGLANG_FLAGS[flag]}: a slime/Miles flag, not an SGLang server argument"
     if flag.removeprefix("--") in miles_flag_names():
         return "miles", "a Miles/slime flag with no rlpipe field"
     if _is_megatron(flag):

@@ -21,10 +21,17 @@ from pydantic import TypeAdapter, ValidationError
 from rlpipe.config.load import CONF_DIR
 from rlpipe.config.miles.flags import (
     DROPOUT_KEYS,
+    ENGINE_TP_FLAGS,
     IMPLIED_FLAGS,
+    LAUNCHER_SGLANG_FLAGS,
     MEGATRON_MODEL_SWITCHES,
     MILES_DEFAULTS,
     MILES_FIXED,
+    PLUGIN_EQUIVALENTS,
+    PLUGIN_MISSING,
+    PLUGIN_SETTINGS,
+    RM_TYPE_EQUIVALENTS,
+    RM_TYPE_MISSING,
     SCALED_FLAGS,
     FlagField,
     Key,
@@ -153,13 +160,62 @@ class _Mapper:
             except (ValueError, ValidationError) as exc:
                 message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
                 self.invalid(flag, values, f"{table[flag].key}: {message}")
-        elif flag.startswith("--sglang-") and flag.removeprefix("--") not in miles_flag_names():
+        elif flag in ENGINE_TP_FLAGS:
+            self.engine_tp(flag, values)
+        elif (
+            flag.startswith("--sglang-")
+            and flag not in LAUNCHER_SGLANG_FLAGS
+            and flag.removeprefix("--") not in miles_flag_names()
+        ):
             name = flag.removeprefix("--sglang-").replace("-", "_")
             parsed = [_scalar(v) for v in values]
             self.values[("sglang", "extra", name)] = True if not values else parsed[0] if len(parsed) == 1 else parsed
         else:
             kind, reason = classify(flag)
             self.unmapped.append(Unmapped(flag, tuple(values), kind, reason))
+
+    def translate_plugins(self) -> None:
+        """Miles/slime plug-in paths and reward names as rlpipe's: its own function where it has one, a setting
+        where that is what the plug-in does, else the flag is kept for the export and named with what to do."""
+        for key, flag in PLUGIN_KEYS.items():
+            path = self.values.get(tuple(key.split(".")))
+            package, _, rest = str(path).partition(".")
+            if path is None or package not in ("slime", "miles"):
+                continue
+            if rest in PLUGIN_EQUIVALENTS:
+                self.set(key, PLUGIN_EQUIVALENTS[rest])
+                self.implied.append(f"{flag} {path}: rlpipe's own is {PLUGIN_EQUIVALENTS[rest]}")
+                continue
+            del self.values[tuple(key.split("."))]
+            if rest in PLUGIN_SETTINGS:
+                setting, value = PLUGIN_SETTINGS[rest]
+                self.set(setting, value)
+                self.implied.append(f"{flag} {path}: in rlpipe, {setting}={value}")
+            else:
+                why = PLUGIN_MISSING.get(rest, "a Miles/slime plug-in rlpipe has no equivalent of")
+                self.unmapped.append(Unmapped(flag, (str(path),), "miles", why))
+        from rlpipe.reward import REWARD_TYPES  # the reward hub's names (its modules load lazily)
+
+        rm_type = self.values.get(("rollout", "rm_type"))
+        if rm_type in RM_TYPE_EQUIVALENTS:
+            self.set("rollout.rm_type", RM_TYPE_EQUIVALENTS[rm_type])
+        elif rm_type is not None and rm_type not in REWARD_TYPES:
+            del self.values[("rollout", "rm_type")]
+            self.unmapped.append(Unmapped("--rm-type", (rm_type,), "miles", RM_TYPE_MISSING.format(name=rm_type)))
+
+    def engine_tp(self, flag: str, values: list[str]) -> None:
+        """--sglang-tp-size N is what slime/Miles derive from --rollout-num-gpus-per-engine (rlpipe's
+        sglang.rollout_num_gpus_per_engine): the same setting, and two different values of it a contradiction."""
+        key = ("sglang", "rollout_num_gpus_per_engine")
+        if len(values) != 1 or not values[0].isdigit() or int(values[0]) < 1:
+            self.invalid(flag, values, "expects one positive whole number")
+        elif key in self.values and self.values[key] != int(values[0]):
+            self.invalid(
+                flag, values, f"contradicts --rollout-num-gpus-per-engine {self.values[key]} (the same setting)"
+            )
+        else:
+            self.values[key] = int(values[0])
+            self.implied.append(f"{flag} {values[0]}: the GPUs per engine, rlpipe's sglang.rollout_num_gpus_per_engine")
 
     def megatron_derivations(self) -> None:
         """What Megatron derives from the architecture flags, made explicit (it is what the script meant); and
@@ -178,6 +234,16 @@ class _Mapper:
         if ("model", "num_layers") in self.values:
             for name, value in MEGATRON_MODEL_SWITCHES.items():
                 self.values.setdefault(("model", name), value)
+
+
+# The dotted-path fields an import may fill from a Miles/slime flag: key -> its flag.
+PLUGIN_KEYS = {
+    "rollout.dynamic_sampling_filter_path": "--dynamic-sampling-filter-path",
+    "rollout.buffer_filter_path": "--buffer-filter-path",
+    "rollout.rollout_function_path": "--rollout-function-path",
+    "rollout.custom_rm_path": "--custom-rm-path",
+    "algo.custom_loss_function_path": "--custom-loss-function-path",
+}
 
 
 @dataclass
@@ -253,6 +319,7 @@ def import_miles(
     for flag, values in split_flags(words):
         mapper.apply(flag, values)
     mapper.megatron_derivations()
+    mapper.translate_plugins()
     extra = pass_through(mapper.unmapped, script.notes)
     if extra:
         mapper.set("miles.extra_args", extra)
