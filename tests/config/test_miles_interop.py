@@ -169,3 +169,13 @@ def test_slime_s_own_sglang_flags_are_not_passed_to_the_server(tmp_path: Path) -
     ]
     clash = import_miles(TRAIN + "--rollout-num-gpus-per-engine 4 --sglang-tp-size 2\n", base_dir=None)
     assert any(u.flag == "--sglang-tp-size" and u.kind == "invalid" for u in clash.unmapped)
+
+
+def test_sglang_flags_of_an_older_release_choose_that_release(tmp_path: Path) -> None:
+    """slime's scripts use --sglang-cuda-graph-bs, which SGLang dropped at 0.5.20: the import picks the newest
+    release that still has it, so the script resolves."""
+    run = load_imported(TRAIN + "--sglang-cuda-graph-bs 1 2 4 8 --sglang-mem-fraction-static 0.7\n", tmp_path)
+    assert run.cfg.sglang.version == "0.5.19"
+    assert run.cfg.sglang.extra["cuda_graph_bs"] == [1, 2, 4, 8]
+    current = import_miles(TRAIN + "--sglang-enable-dp-attention\n", base_dir=None)
+    assert "version" not in current.config.get("sglang", {})  # the newest list knows it: rlpipe's default stays

@@ -47,6 +47,7 @@ class Variables:
     script: Path | None = None
     cwd: Path = field(default_factory=Path.cwd)
     undefined_arrays: set[str] = field(default_factory=set)  # "${A[@]}" read with no A defined
+    positional: list[str] = field(default_factory=list)  # $1 $2 ... (a function's arguments)
 
     def scalar(self, name: str) -> str | None:
         """A name's value as bash reads `$name` (an array's first element), None when it has none."""
@@ -56,8 +57,11 @@ class Variables:
             return self.arrays[name][0] if self.arrays[name] else ""
         if name == "0" and self.script is not None:
             return str(self.script)
+        if name.isdigit() and name != "0":
+            k = int(name) - 1
+            return self.positional[k] if k < len(self.positional) else None
         if name == "#":
-            return "0"  # rlpipe reads a script as run with no arguments
+            return str(len(self.positional))  # a script is read as run with no arguments
         return None
 
     def elements(self, name: str) -> list[str] | None:
@@ -66,7 +70,7 @@ class Variables:
         if name == "BASH_SOURCE" and self.script is not None:
             return [str(self.script)]
         if name in ("@", "*"):
-            return []  # no arguments
+            return list(self.positional)
         value = self.scalar(name)
         return None if value is None else [value]
 
@@ -76,9 +80,14 @@ def missing_names(text: str) -> list[str]:
     return list(dict.fromkeys(re.findall(f"{MISSING}([^{MISSING}]*){MISSING}", text)))
 
 
-def show_missing(text: str) -> str:
-    """`text` with each missing-variable marker written back as `${NAME}`, for messages."""
-    return re.sub(f"{MISSING}([^{MISSING}]*){MISSING}", r"${\1}", text)
+def show_missing(text: str, failed: dict[str, str] | None = None) -> str:
+    """`text` with each marker written back as `${NAME}` (or as the word rlpipe could not compute, from `failed`),
+    for messages."""
+
+    def back(m: re.Match[str]) -> str:
+        return (failed or {}).get(m[1]) or f"${{{m[1]}}}"
+
+    return re.sub(f"{MISSING}([^{MISSING}]*){MISSING}", back, text)
 
 
 # --------------------------------------------------------------------------------------------- scanning
@@ -248,8 +257,9 @@ def _parameter(body: str, variables: Variables, out: _Fields, quoted: bool) -> N
             items = expand_words(word, variables)
         if quoted and index == "@":
             out.add_words(items)
-        else:
-            joined = " ".join(items)
+        else:  # "${A[*]}" joins with the first character of IFS
+            separator = (variables.scalar("IFS") if variables.scalar("IFS") is not None else " ")[:1]
+            joined = (separator if quoted else " ").join(items)
             out.add(joined) if quoted else out.add_split(joined)
         return
     if index is not None:
@@ -349,6 +359,20 @@ def arithmetic(text: str, variables: Variables) -> int:
         raise ExpansionError(f"$(({text})): {err}") from None
 
 
+def arithmetic_assign(text: str, variables: Variables) -> None:
+    """An arithmetic statement of a `for ((...))` header: `i=0`, `i++`, `i--`, `i+=2`, `i-=2`, or an expression."""
+    text = text.strip()
+    if m := re.fullmatch(r"([A-Za-z_]\w*)(\+\+|--)", text):
+        variables.scalars[m[1]] = str(int(variables.scalar(m[1]) or 0) + (1 if m[2] == "++" else -1))
+    elif m := re.fullmatch(r"([A-Za-z_]\w*)\s*([-+*/]?)=\s*(.+)", text):
+        value = arithmetic(m[3], variables)
+        current = int(variables.scalar(m[1]) or 0)
+        ops = {"": value, "+": current + value, "-": current - value, "*": current * value}
+        variables.scalars[m[1]] = str(ops.get(m[2], current // value if value else 0))
+    else:
+        arithmetic(text, variables)
+
+
 def _ternary(expr: str) -> str:
     """C's `a ? b : c` (lowest precedence, right-associative) as Python's `(b if a else c)`."""
     depth, question = 0, -1
@@ -407,12 +431,19 @@ def command_output(text: str, variables: Variables) -> str:
     from rlpipe.config.miles.shell import lex  # the statement splitter (shell imports this module)
 
     local = Variables(dict(variables.scalars), variables.arrays, variables.script, variables.cwd, set())
+    local.positional = variables.positional
     printed = []
     for statement in lex(text):
+        while statement and (m := re.fullmatch(r"([A-Za-z_]\w*)=(.*)", statement[0], re.S)):
+            local.scalars[m[1]] = expand_word(m[2], local)  # IFS=', ' and the like, for this substitution
+            statement = statement[1:]
         words = [w for raw in statement for w in expand_words(raw, local)]
         words = _without_redirections(words)
         if words:
-            printed.append(_run(words, local))
+            try:
+                printed.append(_run(words, local))
+            except (ValueError, IndexError, StopIteration) as err:
+                raise ExpansionError(f"$({' '.join(words)}): {err or type(err).__name__}") from None
     return "".join(printed).rstrip("\n")
 
 
@@ -436,11 +467,18 @@ def _run(words: list[str], variables: Variables) -> str:
     if name == "printf":
         return printf(args[0], args[1:]) if args else ""
     if name == "seq":
-        numbers = [int(a) for a in args]
+        separator, numbers = "\n", []
+        rest = iter(args)
+        for arg in rest:
+            if arg.startswith("-s"):
+                separator = arg[2:] or next(rest)
+            else:
+                numbers.append(int(arg))
         first, step, last = (1, 1, numbers[0]) if len(numbers) == 1 else (numbers[0], 1, numbers[1])
         if len(numbers) == 3:
             first, step, last = numbers
-        return "".join(f"{k}\n" for k in range(first, last + (1 if step > 0 else -1), step))
+        values = [str(k) for k in range(first, last + (1 if step > 0 else -1), step)]
+        return separator.join(values) + "\n" if values else ""
     if name == "dirname":
         return f"{os.path.dirname(args[0].rstrip('/')) or '.'}\n"
     if name == "basename":
@@ -450,7 +488,7 @@ def _run(words: list[str], variables: Variables) -> str:
         return f"{variables.cwd}\n"
     if name == "cd":
         target = Path(args[-1]) if args else Path.home()
-        variables.cwd = target if target.is_absolute() else (variables.cwd / target)
+        variables.cwd = Path(os.path.normpath(target if target.is_absolute() else variables.cwd / target))
         return ""
     if name in ("realpath", "readlink"):
         path = Path(next(a for a in args if not a.startswith("-")))

@@ -19,6 +19,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from rlpipe.config.load import CONF_DIR
+from rlpipe.config.miles.expansion import show_missing
 from rlpipe.config.miles.flags import (
     DROPOUT_KEYS,
     ENGINE_TP_FLAGS,
@@ -280,12 +281,17 @@ class UnsetVariables(ValueError):
 
     def __init__(self, missing: dict[str, str]) -> None:
         self.missing = missing
-        uses = "; ".join(f"{name} (in {use})" for name, use in missing.items())
-        super().__init__(
-            f"the script's train line uses variables with no value here: {uses}. Give each one: "
-            + " ".join(f"--set {name}=..." for name in missing)
-            + " (or export it in the environment)"
-        )
+        names = [name for name in missing if name.isidentifier()]
+        words = [word for word in missing if not word.isidentifier()]
+        parts = []
+        if names:
+            uses = "; ".join(f"{name} (in {missing[name]})" for name in names)
+            asks = " ".join(f"--set {name}=..." for name in names)
+            parts.append(f"uses variables with no value here: {uses}. Give each one: {asks} (or export it)")
+        if words:
+            shown = "; ".join(words)
+            parts.append(f"has words only a command rlpipe does not run can compute: {shown}. Edit the script")
+        super().__init__("the script's train line " + "; and it ".join(parts))
 
 
 def import_miles(
@@ -320,6 +326,8 @@ def import_miles(
         mapper.apply(flag, values)
     mapper.megatron_derivations()
     mapper.translate_plugins()
+    if ("sglang", "version") not in mapper.values and (version := sglang_version_for(mapper.values, script.notes)):
+        mapper.set("sglang.version", version)
     extra = pass_through(mapper.unmapped, script.notes)
     if extra:
         mapper.set("miles.extra_args", extra)
@@ -335,6 +343,33 @@ def import_miles(
             )
     config = {"defaults": [{"override /model": model}], **_nest(mapper.values)}
     return ImportResult(config, [*script.unresolved, *mapper.unmapped], mapper.implied, script.notes, model)
+
+
+def sglang_version_for(values: dict[Key, Any], notes: list[str]) -> str | None:
+    """The SGLang version an imported script's --sglang-* flags are for, when rlpipe's default (the newest list)
+    does not know them all: the newest checked-in version that does (slime pins 0.5.15.post1, Miles builds on
+    0.5.16; their scripts use flags later SGLang releases renamed or dropped). None: the default knows them, or no
+    version knows them all (the config check then names the unknown ones)."""
+    from rlpipe.rollout.sglang.server_args import check_key, known_versions, list_path, read_list
+
+    keys = [path[2] for path in values if path[:2] == ("sglang", "extra")]
+    if not keys:
+        return None
+    versions = list(reversed(known_versions()))  # newest first
+
+    def knows(version: str) -> bool:
+        names = read_list(list_path(version))
+        return all(check_key(key, names).field is not None for key in keys)
+
+    if knows(versions[0]):
+        return None
+    chosen = next((v for v in versions[1:] if knows(v)), None)
+    if chosen is not None:
+        notes.append(
+            f"sglang.version={chosen}: the newest SGLang release whose launch flags include every --sglang-* "
+            "flag of the script (set sglang.version to the one you run)"
+        )
+    return chosen
 
 
 def pass_through(unmapped: list[Unmapped], notes: list[str]) -> list[str]:
@@ -384,6 +419,7 @@ def to_experiment_yaml(result: ImportResult, name: str) -> str:
     if result.implied:
         head += ["# Flags rlpipe derives itself:", *(f"#   {line}" for line in result.implied)]
     head += [f"# Note: {note}" for note in result.notes]
+    head = [show_missing(line) for line in head]  # a marker of an unexpanded word, in a message, as ${NAME}
     body = {"defaults": result.config["defaults"], "run_name": name}
     body.update((k, v) for k, v in result.config.items() if k != "defaults")
     return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)

@@ -15,6 +15,8 @@ from rlpipe.config.miles.expansion import (
     MISSING,
     ExpansionError,
     Variables,
+    arithmetic,
+    arithmetic_assign,
     expand_word,
     expand_words,
     missing_names,
@@ -128,6 +130,8 @@ def lex(text: str) -> list[list[str]]:
             words.append(c)
             depth = depth + 1 if c == "(" else max(0, depth - 1)
             i += 1
+        elif text.startswith("<<", i) and not text.startswith("<<<", i):
+            i = _skip_heredoc(text, i)  # the body is another program's input (python3 - <<EOF ...), not bash
         elif c == "&" and text.startswith(">", i + 1):
             buf.append("&>")
             i += 2
@@ -139,6 +143,26 @@ def lex(text: str) -> list[list[str]]:
             i += 1
     end_statement()
     return statements
+
+
+def _skip_heredoc(text: str, i: int) -> int:
+    """Index after the heredoc starting at text[i] (`<<WORD`, `<<-'WORD'`): the redirection, the rest of its line
+    and the body up to the line that is WORD are dropped; the words before `<<` stay the command's."""
+    m = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_]\w*)\2").match(text, i)
+    if not m:
+        return i + 2
+    line_end = text.find("\n", m.end())
+    if line_end < 0:
+        return len(text)
+    strip = m[1] == "-"
+    k = line_end + 1
+    while k < len(text):
+        end = text.find("\n", k)
+        line = text[k : end if end >= 0 else len(text)]
+        if (line.lstrip("\t") if strip else line) == m[3]:
+            return k + len(line)  # the newline after the terminator ends the command's statement
+        k = len(text) if end < 0 else end + 1
+    return len(text)
 
 
 _ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)(\+?)=(.*)", re.S)
@@ -164,6 +188,8 @@ class Script:
     variables: Variables = field(init=False)
     train: tuple[str, list[str]] | None = None  # (train.py | train_async.py, the words after it)
     model: str | None = None
+    functions: dict[str, list[list[str]]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # marker token -> the word rlpipe could not compute
     missing: dict[str, str] = field(default_factory=dict)
     unresolved: list[Unmapped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -189,7 +215,11 @@ class Script:
                 i = self._if(statements, i, depth)
             elif head == "for":
                 i = self._for(statements, i, depth)
-            elif head in _BLOCK_OPEN or _is_function(words):
+            elif _is_function(words):
+                end = _block_end(statements, i)
+                self.functions[_function_name(words)] = _function_body(statements[i : end + 1])
+                i = end + 1
+            elif head in _BLOCK_OPEN:
                 end = _block_end(statements, i)
                 self.notes.append(f"skipped a `{' '.join(words[:3])} ...` block (its words are not read)")
                 i = end + 1
@@ -217,12 +247,37 @@ class Script:
             for value in self.expand(header[3:]):
                 self.variables.scalars[header[1]] = value
                 self.run(body, depth)
+        elif header[1:3] == ["(", "("]:
+            self._arithmetic_for([w for w in header[3:] if w != ")"], body, depth)
         else:
-            self.notes.append(f"skipped a `{' '.join(header)}` loop (only `for x in ...` is read)")
+            self.notes.append(f"skipped a `{' '.join(header)}` loop (only `for x in ...` and `for ((...))` are read)")
         return end + 1
+
+    def _arithmetic_for(self, parts: list[str], body: list[list[str]], depth: int) -> None:
+        """for ((init; condition; step)): the three parts are words here (the lexer dropped the `;`s)."""
+        if len(parts) != 3:
+            self.notes.append(f"skipped a `for (( {' '.join(parts)} ))` loop it could not read")
+            return
+        init, condition, step = parts
+        try:
+            arithmetic_assign(init, self.variables)
+            for _ in range(MAX_LOOP):
+                if not arithmetic(condition, self.variables):
+                    return
+                self.run(body, depth)
+                arithmetic_assign(step, self.variables)
+        except ExpansionError as err:
+            self.notes.append(f"stopped a `for (( {' '.join(parts)} ))` loop: {err}")
+            return
+        self.notes.append(f"stopped a `for (( {' '.join(parts)} ))` loop after {MAX_LOOP} rounds")
 
     def test(self, words: list[str]) -> bool | None:
         """A `[ ... ]` / `[[ ... ]]` / `test ...` condition, where it can be decided from the variables alone."""
+        if words[:2] == ["(", "("] and words[-2:] == [")", ")"]:  # (( arithmetic ))
+            try:
+                return arithmetic(" ".join(words[2:-2]), self.variables) != 0
+            except ExpansionError:
+                return None
         words = [w for w in words if w not in ("[", "]", "[[", "]]", "test")]
         negate = bool(words) and words[0] == "!"
         words = words[1:] if negate else words
@@ -268,35 +323,51 @@ class Script:
                 self.arrays.pop(name, None)
         elif words[0] == "printf" and len(words) > 3 and words[1] == "-v":
             self.variables.scalars[words[2]] = printf(self.expand_one(words[3]), self.expand(words[4:]))
+        elif (words[0] in ("set", "shift") and words[1:2] == ["--"]) or words[0] == "shift":
+            self.variables.positional = self.expand(words[2:]) if words[0] == "set" else self.variables.positional[1:]
         elif words[0] in ("source", ".") and len(words) > 1:
             self.source(self.expand_one(words[1]), depth)
         else:
-            self.command(words)
+            self.command(words, depth)
 
     def assign(self, name: str, raw: str, append: bool) -> None:
         """NAME=value (NAME+=value appends); a value that needs a command rlpipe does not run is unknown."""
         try:
             value = expand_word(raw, self.variables)
         except ExpansionError as err:
+            if name in self.given:  # the user gave what the command would print (--set NAME=VALUE)
+                self.variables.scalars[name] = self.given[name]
+                return
             self.notes.append(f"{name} is unknown: {err}")
-            value = f"{MISSING}{name}{MISSING}"
+            value = f"{MISSING}{name}{MISSING}"  # asked for by name: --set NAME=VALUE
         self.variables.scalars[name] = (self.variables.scalar(name) or "") + value if append else value
 
-    def command(self, words: list[str]) -> None:
-        """Any other command: the train line is the only one that matters (its words are the flags)."""
+    def command(self, words: list[str], depth: int = 0) -> None:
+        """Any other command: the train line is the only one that matters (its words are the flags); a function
+        the script defined runs its body, with its arguments as $1, $2, ..."""
+        if _plain(words[0]) in self.functions and depth < 8:
+            saved = self.variables.positional
+            self.variables.positional = self.expand(words[1:])
+            self.run(self.functions[_plain(words[0])], depth + 1)
+            self.variables.positional = saved
+            return
         names = [Path(_plain(w)).name for w in words]
-        for script in ("train.py", "train_async.py"):
-            if script in names:
-                if self.train is not None:
-                    self.notes.append(f"more than one train line; used the last ({script})")
-                self.variables.undefined_arrays.clear()
-                flags = self.expand(words[names.index(script) + 1 :])
-                self.train = (script, flags)
-                self.missing = {name: show_missing(w) for w in flags for name in missing_names(w)}
-                self.notes += [
-                    f"${{{name}[@]}} is used but never defined; it adds no flags"
-                    for name in sorted(self.variables.undefined_arrays)
-                ]
+        script = next((name for name in names if _TRAIN_SCRIPT.fullmatch(name)), None)
+        if script is None:
+            return
+        if self.train is not None:
+            self.notes.append(f"more than one train line; used the last ({script})")
+        self.variables.undefined_arrays.clear()
+        flags = self.expand(words[names.index(script) + 1 :])
+        self.train = (script, flags)
+        self.missing = {}
+        for word in flags:
+            for name in missing_names(word):
+                self.missing.setdefault(self.failed.get(name, name), show_missing(word, self.failed))
+        self.notes += [
+            f"${{{name}[@]}} is used but never defined; it adds no flags"
+            for name in sorted(self.variables.undefined_arrays)
+        ]
 
     def expand(self, raws: list[str]) -> list[str]:
         out = []
@@ -305,8 +376,15 @@ class Script:
                 out += expand_words(raw, self.variables)
             except ExpansionError as err:
                 self.notes.append(str(err))
-                out.append(f"{MISSING}{raw}{MISSING}")
+                out.append(self.unknown(raw))
         return out
+
+    def unknown(self, raw: str) -> str:
+        """A marker for a word rlpipe cannot compute (it needs a command rlpipe does not run): one token, no
+        spaces, so splitting never cuts it; `failed` keeps the word's text for messages."""
+        token = f"word{len(self.failed) + 1}"
+        self.failed[token] = raw
+        return f"{MISSING}{token}{MISSING}"
 
     def expand_one(self, raw: str) -> str:
         return expand_word(raw, self.variables)
@@ -325,7 +403,7 @@ class Script:
         if MISSING not in rel and file.is_file() and depth < 8:
             self.read(file.read_text(), depth + 1)
         elif self.model != stem:
-            where = f"conf/model/{stem}.yaml does not exist either"
+            where = f"conf/model/{show_missing(stem)}.yaml does not exist either"
             self.unresolved.append(Unmapped("source", (show_missing(path),), "unresolved", f"file not found; {where}"))
 
 
@@ -338,6 +416,24 @@ _NUMERIC = {
 def _plain(raw: str) -> str:
     """A word with its quotes removed and nothing expanded (to spot `train.py` wherever it stands)."""
     return raw.replace('"', "").replace("'", "")
+
+
+_TRAIN_SCRIPT = re.compile(r"train(_\w+)?\.py")  # train.py, train_async.py, train_multi_lora_async.py, ...
+MAX_LOOP = 100_000
+
+
+def _function_name(words: list[str]) -> str:
+    return words[1] if words[0] == "function" else words[0]
+
+
+def _function_body(block: list[list[str]]) -> list[list[str]]:
+    """A function's statements without the `name() {` header and the closing `}`."""
+    first = list(block[0])
+    first = first[first.index("{") + 1 :] if "{" in first else []
+    body = [first, *[list(w) for w in block[1:]]]
+    if body[-1][-1:] == ["}"]:
+        body[-1] = body[-1][:-1]
+    return [words for words in body if words]
 
 
 def _is_function(words: list[str]) -> bool:
