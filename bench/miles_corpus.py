@@ -3,8 +3,9 @@ slime and Miles script that starts training, and the argv Miles' Python launcher
 
 Per script: does bash produce a train line (with external commands stubbed, tests/config/miles_corpus_tool.py); does
 `import_miles` read it (the variables bash found unset given as bash reads them, empty; those the importer asks for
-given the same way, as a user would with --set, counted in brackets); does the imported experiment resolve (`--cfg job`'s check, check_paths=False); are the words the importer hands
-train.py the words bash hands it. Prints one row per corpus folder and the causes of what does not resolve.
+given the same way, as a user would with --set, counted in brackets); does the imported experiment resolve
+(`--cfg job`'s check, check_paths=False); are the words the importer hands train.py the words bash hands it.
+Prints one row per corpus folder and the causes of what does not resolve.
 
     python bench/miles_corpus.py             # ~4 minutes on 2 cores (bash runs every script once)
 """
