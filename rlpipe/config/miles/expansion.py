@@ -91,7 +91,7 @@ def show_missing(text: str, failed: dict[str, str] | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- scanning
-def _closing(text: str, i: int, open_: str, close: str) -> int:
+def closing(text: str, i: int, open_: str, close: str) -> int:
     """Index just past the `close` matching the `open_` at text[i], quotes, `${`, `$(` and escapes respected."""
     depth, j = 0, i
     while j < len(text):
@@ -104,7 +104,7 @@ def _closing(text: str, i: int, open_: str, close: str) -> int:
             j = len(text) if end < 0 else end + 1
             continue
         if c == '"':
-            j = _closing_dquote(text, j)
+            j = closing_dquote(text, j)
             continue
         depth += (c == open_) - (c == close)
         j += 1
@@ -113,7 +113,7 @@ def _closing(text: str, i: int, open_: str, close: str) -> int:
     raise ExpansionError(f"unclosed `{open_}` in {text!r}")
 
 
-def _closing_dquote(text: str, i: int) -> int:
+def closing_dquote(text: str, i: int) -> int:
     j = i + 1
     while j < len(text):
         if text[j] == "\\":
@@ -121,7 +121,7 @@ def _closing_dquote(text: str, i: int) -> int:
         elif text[j] == '"':
             return j + 1
         elif text.startswith("$(", j) or text.startswith("${", j):
-            j = _closing(text, j + 1, text[j + 1], ")" if text[j + 1] == "(" else "}")
+            j = closing(text, j + 1, text[j + 1], ")" if text[j + 1] == "(" else "}")
         else:
             j += 1
     raise ExpansionError(f"unclosed double quote in {text!r}")
@@ -203,24 +203,24 @@ def _expand_into(raw: str, variables: Variables, out: _Fields, quoted: bool) -> 
             out.add(raw[i + 1 : end])
             i = end + 1
         elif c == '"' and not quoted:
-            end = _closing_dquote(raw, i)
+            end = closing_dquote(raw, i)
             inner = raw[i + 1 : end - 1]
             _expand_into(inner, variables, out, quoted=True)
             if not _SPLICE.fullmatch(inner):  # "" is a word; "$@" / "${A[@]}" of nothing is none
                 out.started = True
             i = end
         elif raw.startswith("$((", i):
-            end = _closing(raw, i + 1, "(", ")")
+            end = closing(raw, i + 1, "(", ")")
             value = str(arithmetic(raw[i + 3 : end - 2], variables))
             out.add(value) if quoted else out.add_split(value)
             i = end
         elif raw.startswith("$(", i):
-            end = _closing(raw, i + 1, "(", ")")
+            end = closing(raw, i + 1, "(", ")")
             value = command_output(raw[i + 2 : end - 1], variables)
             out.add(value) if quoted else out.add_split(value)
             i = end
         elif raw.startswith("${", i):
-            end = _closing(raw, i + 1, "{", "}")
+            end = closing(raw, i + 1, "{", "}")
             _parameter(raw[i + 2 : end - 1], variables, out, quoted)
             i = end
         elif c == "$" and (m := _NAME.match(raw, i + 1) or _SPECIAL.match(raw, i + 1)):

@@ -8,6 +8,7 @@ what it cannot follow is reported, never guessed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from rlpipe.config.miles.expansion import (
     Variables,
     arithmetic,
     arithmetic_assign,
+    closing,
+    closing_dquote,
     expand_word,
     expand_words,
     missing_names,
@@ -34,43 +37,14 @@ def _line_of(text: str, i: int) -> int:
     return text.count("\n", 0, i) + 1
 
 
-def _scan_dquote(text: str, i: int) -> int:
-    """Index just past the double-quoted string opening at text[i]."""
-    j = i + 1
-    while j < len(text):
-        if text[j] == "\\":
-            j += 2
-        elif text[j] == '"':
-            return j + 1
-        elif text.startswith("$(", j):
-            j = _scan_closing(text, j + 1, "(", ")")
-        else:
-            j += 1
-    raise BashSyntaxError(f"unclosed double quote from line {_line_of(text, i)}")
-
-
-def _scan_closing(text: str, i: int, open_: str, close: str) -> int:
-    """Index just past the `close` matching the `open_` at text[i], quotes and nesting respected."""
-    depth, j = 0, i
-    while j < len(text):
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "'":
-            end = text.find("'", j + 1)
-            if end < 0:
-                break
-            j = end + 1
-            continue
-        if c == '"':
-            j = _scan_dquote(text, j)
-            continue
-        depth += (c == open_) - (c == close)
-        j += 1
-        if depth == 0:
-            return j
-    raise BashSyntaxError(f"unclosed `{open_}` from line {_line_of(text, i)}")
+def _scan(scanner: Callable[..., int], text: str, i: int, *args: str) -> int:
+    """One of the expander's scanners (`closing`, `closing_dquote`) over the whole script, its error said with the
+    line it started on."""
+    try:
+        return scanner(text, i, *args)
+    except ExpansionError:
+        what = "double quote" if scanner is closing_dquote else f"`{args[0]}`"
+        raise BashSyntaxError(f"unclosed {what} from line {_line_of(text, i)}") from None
 
 
 def lex(text: str) -> list[list[str]]:
@@ -109,11 +83,11 @@ def lex(text: str) -> list[list[str]]:
             buf.append(text[i : end + 1])
             i = end + 1
         elif c == '"':
-            end = _scan_dquote(text, i)
+            end = _scan(closing_dquote, text, i)
             buf.append(text[i:end])
             i = end
         elif c == "$" and text.startswith(("(", "{"), i + 1):
-            end = _scan_closing(text, i + 1, text[i + 1], ")" if text[i + 1] == "(" else "}")
+            end = _scan(closing, text, i + 1, text[i + 1], ")" if text[i + 1] == "(" else "}")
             buf.append(text[i:end])
             i = end
         elif c == "#" and not buf:
