@@ -12,7 +12,7 @@ import pytest
 from rlpipe.config.miles import import_miles
 from rlpipe.config.miles.expansion import ExpansionError, Variables, expand_words
 from rlpipe.config.miles.importer import UnsetVariables
-from rlpipe.config.miles.shell import Script
+from rlpipe.config.miles.shell import BashSyntaxError, Script
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -156,3 +156,12 @@ def test_a_flat_argv_imports_as_a_script_does() -> None:
     assert result.config["rollout"]["batch_size"] == 32 and result.config["optim"]["lr"] == 1e-6
     flags_only = import_miles("--rollout-batch-size 32 --n-samples-per-prompt 8\n", base_dir=None)
     assert flags_only.config["rollout"]["n_samples"] == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [('A=1\nB="abc\n', "unclosed double quote from line 2"), ("A=$(seq 1\n", "unclosed `(` from line 1")],
+)
+def test_an_unclosed_quote_or_substitution_names_its_line(text: str, message: str) -> None:
+    with pytest.raises(BashSyntaxError, match=message):
+        Script(None, CONF).read(text)
