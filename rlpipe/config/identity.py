@@ -24,7 +24,8 @@ RUN_FILE = "run.json"
 # Dotted prefixes that are not part of what a run computes (see the module docstring).
 NOT_THE_RUN = (
     "run_name", "output_dir", "resume", "log.", "eval.", "cluster.", "sglang.",
-    "perf.tensor_parallel", "perf.sequence_parallel", "perf.pipeline_parallel", "perf.context_parallel",
+    "perf.tensor_parallel", "perf.sequence_parallel", "perf.pipeline_parallel", "perf.decoder_",
+    "perf.context_parallel",
     "perf.expert_parallel", "perf.expert_tensor_parallel", "perf.recompute_", "perf.use_dynamic_batch_size",
     "perf.max_tokens_per_gpu", "perf.micro_batch_size", "perf.use_distributed_optimizer", "perf.bias_swiglu_fusion",
     "ckpt.load", "ckpt.save", "ckpt.save_interval", "ckpt.save_hf", "ckpt.keep_last", "ckpt.no_save_optim",

@@ -96,7 +96,7 @@ def sampling(r: Resolver) -> None:
 def parallel(r: Resolver) -> None:
     """Megatron asserts these deep inside model construction, after Ray has started every actor."""
     pf, model = r.d["perf"], r.d["model"]
-    tp, pp = pf["tensor_parallel"], pf["pipeline_parallel"]
+    tp = pf["tensor_parallel"]
     for field, what in (("num_attention_heads", "attention heads"), ("num_query_groups", "query groups")):
         count = model[field]
         if count and count % tp:
@@ -106,14 +106,61 @@ def parallel(r: Resolver) -> None:
                 f"perf.tensor_parallel to a divisor of {count}",
                 tp,
             )
-    layers = model["num_layers"]
-    if layers and layers % pp:
-        r.problem(
-            "perf.pipeline_parallel",
-            f"does not divide the model's {layers} layers (model.num_layers): every stage holds the same number",
-            f"perf.pipeline_parallel to a divisor of {layers}",
-            pp,
-        )
+    _pipeline_stages(r, model["num_layers"])
+
+
+def stage_layers(num_layers: int, pp: int, first: int | None, last: int | None) -> list[int] | None:
+    """Layers on each of `pp` pipeline stages, Megatron's split: `first` / `last` on the end stages when given,
+    the rest shared evenly by the others; None when that split does not exist."""
+    ends = [n for n in (first, last) if n is not None]
+    middle_stages, middle_layers = pp - len(ends), num_layers - sum(ends)
+    if pp == 1 and ends:
+        return None
+    if middle_stages == 0:
+        return ends if middle_layers == 0 else None
+    if middle_layers <= 0 or middle_layers % middle_stages:
+        return None
+    share = middle_layers // middle_stages
+    return [first or share] + [share] * (pp - 2) + [last or share] if pp > 1 else [share]
+
+
+def _pipeline_stages(r: Resolver, layers: int | None) -> None:
+    """Every stage holds whole layers: an even share, or Miles' uneven ends (--decoder-first/last-pipeline-num-
+    layers) with the middle stages sharing the rest evenly, as Megatron's TransformerConfig demands."""
+    pf = r.d["perf"]
+    pp, first, last = (
+        pf["pipeline_parallel"],
+        pf["decoder_first_pipeline_num_layers"],
+        pf["decoder_last_pipeline_num_layers"],
+    )
+    if not layers:
+        return
+    if stage_layers(layers, pp, first, last) is not None:
+        return
+    if first is None and last is None:
+        fix = f"perf.pipeline_parallel to a divisor of {layers}"
+        if uneven := [n for n in range(1, layers) if stage_layers(layers, pp, None, n)]:
+            last = min(uneven, key=lambda n: abs(n - layers / pp))
+            fix += f", or uneven stages: perf.decoder_last_pipeline_num_layers={last}"
+        r.problem("perf.pipeline_parallel", f"does not divide the model's {layers} layers (model.num_layers)", fix, pp)
+        return
+    on_first = first is not None
+    key = f"perf.decoder_{'first' if on_first else 'last'}_pipeline_num_layers"
+    given = first if on_first else last
+    if pp == 1:
+        r.problem(key, "sets one pipeline stage's layers, but pipeline_parallel is 1", f"{key}=null", given)
+        return
+    others = pp - (first is not None) - (last is not None)
+    rest = layers - (first or 0) - (last or 0)
+    fits = [n for n in range(1, layers) if stage_layers(layers, pp, *((n, last) if on_first else (first, n)))]
+    fix = f"{key}={min(fits, key=lambda n: abs(n - given))}" if fits else "perf.pipeline_parallel to fewer stages"
+    r.problem(
+        key,
+        f"leaves {rest} of the model's {layers} layers to the other {others} pipeline stage(s), which share them "
+        "evenly, at least one each",
+        fix,
+        given,
+    )
 
 
 def schedule(r: Resolver) -> None:

@@ -635,7 +635,9 @@ def _algo(r: Resolver) -> None:
             "loss_type=custom_loss needs the function",
             "algo.custom_loss_function_path=pkg.module.loss",
         )
-    if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None and al["loss_type"] != "sft_loss":
+    own_generate = "--custom-generate-function-path" in r.get("miles.extra_args")  # refused by support.py instead
+    no_reward = r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None
+    if no_reward and al["loss_type"] != "sft_loss" and not own_generate:
         r.problem("rollout.rm_type", "no reward is configured", "rollout.rm_type=math (see the reward hub's list)")
 
 
@@ -721,7 +723,14 @@ def _dotted_paths(r: Resolver) -> None:
                 n_args, expected = REWARD_ARGS, reward_signature(r.get("rollout.group_rm"))
             checks[key] = (path, n_args, expected)
     for key, error in check_dotted_paths(checks).items():
-        r.problem(key, error, "fix the dotted path (module.function) or the function's parameters", r.get(key))
+        if "not found (is it on PYTHONPATH?)" in error:  # the user's own module, maybe only on the run's machine
+            fix = (
+                "put its folder on PYTHONPATH; a Miles/slime plug-in is written against Miles' Python API: port it to "
+                f"rlpipe's signature {checks[key][2]}"
+            )
+            r.path_problem(key, error, fix, r.get(key))
+        else:
+            r.problem(key, error, "fix the dotted path (module.function) or the function's parameters", r.get(key))
 
 
 def _reward_type(r: Resolver) -> None:

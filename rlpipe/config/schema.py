@@ -240,6 +240,16 @@ class PerfConfig(Group):
         None, "Shard activations along the sequence under TP (None: derived).", "--sequence-parallel"
     )
     pipeline_parallel: PositiveInt = F(1, "Pipeline-parallel size (stages).", "--pipeline-model-parallel-size")
+    decoder_first_pipeline_num_layers: PositiveInt | None = F(
+        None,
+        "Layers on the first pipeline stage when stages are uneven (None: an even share).",
+        "--decoder-first-pipeline-num-layers",
+    )
+    decoder_last_pipeline_num_layers: PositiveInt | None = F(
+        None,
+        "Layers on the last pipeline stage when stages are uneven (None: an even share).",
+        "--decoder-last-pipeline-num-layers",
+    )
     context_parallel: PositiveInt = F(
         1, "Context-parallel size (GPUs sharing one sequence).", "--context-parallel-size"
     )

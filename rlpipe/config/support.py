@@ -9,6 +9,7 @@ exporting to Miles: when the config is only printed (`--cfg job`, `--miles`) bot
 from __future__ import annotations
 
 import importlib.util
+import re
 
 from rlpipe.config.state import Resolver
 
@@ -26,9 +27,12 @@ UNTRAINABLE_FLAGS: dict[str, str] = {
     "--linear-attention-backend": "linear attention (Gated DeltaNet, Qwen3-Next)",
     "--qwen-gdn-backend": "Gated DeltaNet attention (Qwen3-Next)",
     "--moe-shared-expert-intermediate-size": "shared MoE experts",
-    "--moe-layer-freq": "MoE on some layers only (rlpipe builds every layer alike)",
     "--fp8-format": "FP8 training (rlpipe trains in bf16 or fp32; FP8 rollout is ckpt.hf_checkpoint's business)",
     "--fp16": "fp16 training (rlpipe trains in bf16 or fp32)",
+    "--custom-generate-function-path": "a custom generate function (the rollout is the script's own Python against "
+    "Miles' API, often multi-turn with its reward inside; rlpipe runs rollout.rollout_function_path plug-ins)",
+    "--use-opd": "Miles' on-policy distillation term (a teacher KL added to the base estimator's advantages; "
+    "rlpipe's algo.advantage_estimator=on_policy_distillation is pure distillation)",
 }
 
 
@@ -65,6 +69,20 @@ def supported(r: Resolver) -> None:
     _untrainable(r)
 
 
+def moe_on_every_layer(value: list[str]) -> bool:
+    """Whether Megatron's --moe-layer-freq value puts MoE on every layer: `1`, or a pattern such as
+    `[1,1,1]` or `[0]*0+[1]*48` of ones only (terms `[a,b,...]` or `[a]*n` joined by `+`, as Megatron evaluates)."""
+    text = "".join(value).replace(" ", "").strip("'\"")
+    if text.isdigit():
+        return int(text) == 1
+    pattern: list[str] = []
+    for term in text.split("+"):
+        if not (m := re.fullmatch(r"\[([\d,]*)\](?:\*(\d+))?", term)):
+            return False
+        pattern += [d for d in m[1].split(",") if d] * (int(m[2]) if m[2] is not None else 1)
+    return bool(pattern) and set(pattern) == {"1"}
+
+
 def _untrainable(r: Resolver) -> None:
     """Flags an imported script keeps (miles.extra_args) that name a model or mode rlpipe cannot train."""
     words = r.get("miles.extra_args")
@@ -75,6 +93,14 @@ def _untrainable(r: Resolver) -> None:
                 "miles.extra_args",
                 f"--position-embedding-type {words[i + 1]}: rlpipe's models use RoPE only",
                 "train this recipe with Miles (--miles writes its script), or import a RoPE model's script",
+            )
+        if word == "--moe-layer-freq" and not moe_on_every_layer(words[i + 1 : i + 2]):
+            r.path_problem(
+                "miles.extra_args",
+                f"--moe-layer-freq {' '.join(words[i + 1 : i + 2])}: MoE on some layers only, which rlpipe's trainer "
+                "does not build (every layer alike)",
+                "train this recipe with Miles (--miles writes its script), or import a script whose MoE is on every "
+                "layer",
             )
     for flag in flags:
         if flag in UNTRAINABLE_FLAGS:

@@ -65,6 +65,8 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         attention_dropout=0.0,  # RL training uses no dropout; the rollout model has none either
         tensor_model_parallel_size=spec.tensor_parallel,
         pipeline_model_parallel_size=spec.pipeline_parallel,
+        num_layers_in_first_pipeline_stage=spec.decoder_first_pipeline_num_layers,
+        num_layers_in_last_pipeline_stage=spec.decoder_last_pipeline_num_layers,
         context_parallel_size=spec.context_parallel,
         expert_model_parallel_size=spec.expert_parallel,
         expert_tensor_parallel_size=spec.expert_tensor_parallel,

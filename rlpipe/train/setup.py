@@ -16,6 +16,8 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         hf_checkpoint=Path(cfg.ckpt.hf_checkpoint),
         tensor_parallel=pf.tensor_parallel,
         pipeline_parallel=pf.pipeline_parallel,
+        decoder_first_pipeline_num_layers=pf.decoder_first_pipeline_num_layers,
+        decoder_last_pipeline_num_layers=pf.decoder_last_pipeline_num_layers,
         context_parallel=pf.context_parallel,
         sequence_parallel=pf.sequence_parallel,
         expert_parallel=pf.expert_parallel,

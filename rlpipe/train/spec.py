@@ -28,6 +28,8 @@ class TrainerSpec:
     hf_checkpoint: Path  # HF folder: config.json (architecture) and *.safetensors (weights for load_hf)
     tensor_parallel: int
     pipeline_parallel: int
+    decoder_first_pipeline_num_layers: int | None  # uneven stages: the first stage's layers (None: even share)
+    decoder_last_pipeline_num_layers: int | None  # ... the last stage's
     context_parallel: int
     sequence_parallel: bool  # shard activations outside attention/MLP over the TP group (needs TP > 1)
     expert_parallel: int  # MoE: experts split over this many ranks
@@ -78,6 +80,8 @@ def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec
         hf_checkpoint=hf_checkpoint,
         tensor_parallel=1,
         pipeline_parallel=1,
+        decoder_first_pipeline_num_layers=None,
+        decoder_last_pipeline_num_layers=None,
         context_parallel=1,
         sequence_parallel=False,
         expert_parallel=1,

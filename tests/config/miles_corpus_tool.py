@@ -300,16 +300,32 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tupl
         return None, err
 
 
+def models_dir(script: Path) -> Path | None:
+    """The `scripts/models` folder of a corpus script's repository snapshot (None outside the corpus): where a
+    user's checkout holds the model files a script sources from a path of its authors' machines."""
+    try:
+        return CORPUS_DIR / script.resolve().relative_to(CORPUS_DIR).parts[0] / "scripts" / "models"
+    except ValueError:
+        return None
+
+
+def model_args_output(command: str) -> str | None:
+    """What `python3 .../model_args_utils.py NAME` (the command text, as a script spells it) prints: the stub's
+    answer from miles-head/model_args.tsv; None for another command or an unknown model."""
+    if "model_args_utils.py" not in command:
+        return None
+    name = re.findall(r"[\w.+-]+", command.split("model_args_utils.py", 1)[1])[0]
+    table = (CORPUS_DIR / "miles-head" / "model_args.tsv").read_text().splitlines()
+    return next((line.split("\t", 1)[1] for line in table if line.split("\t", 1)[0] == name), None)
+
+
 def run_script(script: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] | None = None) -> BashRun:
     """Run `script` under real bash in a fresh sandbox (see the module docstring); never raises for the script."""
     script = script.resolve()
     args = _default_args(script) if args is None else args
     extra = dict(env or {})
-    try:  # the repository folder of a corpus script: a models file its `source` misses is read from there
-        top = script.relative_to(CORPUS_DIR).parts[0]
-        extra.setdefault("RLPIPE_MODELS_DIR", str(CORPUS_DIR / top / "scripts" / "models"))
-    except ValueError:
-        pass
+    if (models := models_dir(script)) is not None:  # a models file the script's `source` misses is read from there
+        extra.setdefault("RLPIPE_MODELS_DIR", str(models))
     unbound: list[str] = []
     with sandbox() as box:
         for _ in range(MAX_RERUNS + 1):

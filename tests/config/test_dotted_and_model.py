@@ -49,7 +49,13 @@ def test_dotted_path_that_does_not_work(key: str, path: str, words: str, recipe,
     (found,) = problems([*recipe, f"{key}={path}"])
     assert (found.key, found.value) == (key, path)
     assert words in found.message, found.render()
-    assert "dotted path" in found.fix
+    missing_module = "not found (is it on PYTHONPATH?)" in found.message  # the user's module may be elsewhere
+    assert ("put its folder on PYTHONPATH" if missing_module else "fix the dotted path") in found.fix
+
+
+def test_a_module_not_here_is_a_warning_when_only_printing(recipe) -> None:
+    run = load([*recipe, "rollout.custom_rm_path=cfgtest_no_such_reward.score"], check_paths=False)
+    assert any(w.startswith("rollout.custom_rm_path: does not import") for w in run.warnings)
 
 
 def test_filter_with_wrong_signature(tmp_path, monkeypatch, recipe, problems) -> None:

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from miles_corpus_tool import CORPUS_DIR, DEFAULT_ENV, corpus
+from miles_corpus_tool import CORPUS_DIR, DEFAULT_ENV, corpus, models_dir
 
 from rlpipe.config.miles import import_miles, to_experiment_yaml
 from rlpipe.config.miles.expansion import MISSING
@@ -30,7 +30,13 @@ def test_the_corpus_is_there() -> None:
 def test_every_script_imports_or_says_what_it_needs(path: Path) -> None:
     text = path.read_text()
     try:
-        result = import_miles(text, base_dir=path.parent, variables=dict(DEFAULT_ENV), script_name=path.name)
+        result = import_miles(  # as a user would: --source-dir their checkout's scripts/models
+            text,
+            base_dir=path.parent,
+            variables=dict(DEFAULT_ENV),
+            script_name=path.name,
+            source_dirs=(models_dir(path),),
+        )
     except UnsetVariables as err:
         assert err.missing and MISSING not in str(err)  # named, and shown as ${NAME} or the word itself
         return

@@ -35,7 +35,7 @@ def load_imported(text: str, tmp_path: Path, check_paths: bool = False, **kwargs
 def test_flags_rlpipe_does_not_model_are_kept_and_exported_again(tmp_path: Path) -> None:
     kept = [
         "--spec", "miles_plugins.models.glm4", "get_glm_spec", "--no-rope-fusion",
-        "--decoder-last-pipeline-num-layers", "2", "--moe-token-dispatcher-type", "alltoall",
+        "--moe-router-score-function", "softmax", "--moe-token-dispatcher-type", "alltoall",
         "--attention-backend", "flash",
     ]  # fmt: skip
     run = load_imported(TRAIN + " ".join(kept) + "\n", tmp_path)
@@ -44,6 +44,17 @@ def test_flags_rlpipe_does_not_model_are_kept_and_exported_again(tmp_path: Path)
     start = misc.index("--spec")
     assert misc[start : start + len(kept)] == kept  # verbatim, in order
     assert "rlpipe runs without (kept for --miles)" in " ".join(run.warnings)
+
+
+def test_uneven_pipeline_stages_import_resolve_and_export_again(tmp_path: Path) -> None:
+    model = "--num-layers 61 --hidden-size 64 --num-attention-heads 4 --ffn-hidden-size 128 "
+    flags = "--pipeline-model-parallel-size 4 --decoder-last-pipeline-num-layers 13\n"
+    run = load_imported(TRAIN + model + flags, tmp_path)
+    assert run.cfg.perf.decoder_last_pipeline_num_layers == 13  # 16 + 16 + 16 + 13 = 61
+    perf = miles_arrays(run)["PERF_ARGS"]
+    assert perf[perf.index("--decoder-last-pipeline-num-layers") + 1] == "13"
+    with pytest.raises(ConfigError, match="decoder_last_pipeline_num_layers"):
+        load_imported(TRAIN + model + flags.replace("13", "12"), tmp_path)
 
 
 def test_token_in_a_flag_name_is_not_a_secret() -> None:
@@ -115,6 +126,10 @@ def test_update_weight_buffer_size_is_bytes_in_miles(tmp_path: Path) -> None:
         ("--hybrid-override-pattern M-M-M*-", "Mamba"),
         ("--position-embedding-type none", "RoPE only"),
         ("--fp8-format e4m3", "FP8 training"),
+        ("--moe-layer-freq [0]*1+[1]*35", "MoE on some layers only"),
+        ("--moe-layer-freq 2", "MoE on some layers only"),
+        ("--custom-generate-function-path generate_with_tau.generate", "custom generate function"),
+        ("--use-opd --opd-type megatron --opd-teacher-load /root/teacher", "on-policy distillation term"),
     ],
 )
 def test_a_model_rlpipe_cannot_train_is_refused_but_can_be_printed_and_exported(
@@ -127,6 +142,12 @@ def test_a_model_rlpipe_cannot_train_is_refused_but_can_be_printed_and_exported(
         load_imported(TRAIN + flags + "\n", tmp_path, check_paths=True)
     problem = next(p for p in info.value.problems if p.key == "miles.extra_args")
     assert what in problem.message and "--miles" in problem.fix
+
+
+@pytest.mark.parametrize("value", ["1", "[1]*36", "'[1,1,1,1]'", "[0]*0+[1]*36"])
+def test_moe_on_every_layer_is_what_rlpipe_builds(value: str, tmp_path: Path) -> None:
+    run = load_imported(TRAIN + f"--moe-layer-freq {value}\n", tmp_path)
+    assert not any("MoE on some layers" in w for w in run.warnings)
 
 
 @pytest.mark.parametrize("package", ["slime", "miles"])

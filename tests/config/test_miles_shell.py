@@ -12,7 +12,7 @@ import pytest
 
 from rlpipe.config.miles import import_miles
 from rlpipe.config.miles.expansion import ExpansionError, Variables, expand_words
-from rlpipe.config.miles.importer import UnsetVariables
+from rlpipe.config.miles.importer import MissingSources, UnsetVariables
 from rlpipe.config.miles.shell import BashSyntaxError, Script
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -145,6 +145,47 @@ def test_a_train_line_with_a_variable_nobody_gave_is_refused_listing_it() -> Non
         import_miles('python3 train.py --hf-checkpoint "$MODEL_DIR/x" --load ${CKPT}\n', base_dir=None)
     assert info.value.missing == {"MODEL_DIR": "${MODEL_DIR}/x", "CKPT": "${CKPT}"}
     assert "--set MODEL_DIR=... --set CKPT=..." in str(info.value)
+
+
+def test_read_ra_of_a_here_string_splits_as_bash_does(tmp_path: Path) -> None:
+    text = (
+        'LINE="--num-layers 4  --hidden-size \'8\'"\nread -ra MODEL_ARGS <<< "${LINE}"\n'
+        "python3 train.py ${MODEL_ARGS[@]} --x 1\n"
+    )
+    done = subprocess.run(["bash", "-c", STUB + text], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    script = Script(tmp_path, CONF)
+    script.read(text)
+    assert script.train is not None and ["train.py", *script.train[1]] == done.stdout.split("\0")[:-1]
+    assert script.train[1] == ["--num-layers", "4", "--hidden-size", "'8'", "--x", "1"]
+
+
+HELPER_SCRIPT = """
+MODEL_ARGS_LINE="$(python3 "${SCRIPT_DIR}/miles/utils/external_utils/model_args_utils.py" "qwen3-4B")" || exit 1
+read -ra MODEL_ARGS <<< "${MODEL_ARGS_LINE}"
+python3 train.py ${MODEL_ARGS[@]} --hf-checkpoint /root/Qwen3-4B
+"""
+
+
+def test_model_flags_a_helper_prints_are_asked_for_naming_the_command() -> None:
+    with pytest.raises(UnsetVariables) as info:
+        import_miles(HELPER_SCRIPT, base_dir=None)
+    assert list(info.value.missing) == ["MODEL_ARGS_LINE"]
+    assert "model_args_utils.py" in info.value.printed_by["MODEL_ARGS_LINE"]
+    assert "the output of" in str(info.value) and "--set MODEL_ARGS_LINE=..." in str(info.value)
+    given = {"MODEL_ARGS_LINE": "--num-layers 36 --hidden-size 2560"}
+    result = import_miles(HELPER_SCRIPT, base_dir=None, variables=given)
+    assert result.config["model"]["num_layers"] == 36 and result.config["model"]["hidden_size"] == 2560
+
+
+def test_a_sourced_models_file_missing_here_is_asked_for_then_found_by_name(tmp_path: Path) -> None:
+    text = 'source "/root/slime/scripts/models/my-model.sh"\npython3 train.py ${MODEL_ARGS[@]}\n'
+    with pytest.raises(MissingSources) as info:
+        import_miles(text, base_dir=tmp_path)
+    assert info.value.sources == ["/root/slime/scripts/models/my-model.sh"] and "--source-dir" in str(info.value)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "my-model.sh").write_text("MODEL_ARGS=(--num-layers 3)\n")
+    result = import_miles(text, base_dir=tmp_path, source_dirs=(tmp_path / "models",))
+    assert result.config["model"]["num_layers"] == 3
 
 
 def test_a_flat_argv_imports_as_a_script_does() -> None:

@@ -328,6 +328,32 @@ GOOD = [
 ]
 
 
+GOOD += [
+    Good(
+        "pipeline-uneven-last-stage",
+        [
+            "cluster.accelerator=cuda",
+            "ckpt.hf_checkpoint={tmp}/seven-layers",
+            "model.num_layers=7",
+            "perf.pipeline_parallel=3",
+            "cluster.actor_num_gpus_per_node=3",
+            "perf.decoder_last_pipeline_num_layers=1",
+        ],
+    ),
+    Good(
+        "pipeline-uneven-both-ends",
+        [
+            "cluster.accelerator=cuda",
+            "ckpt.hf_checkpoint={tmp}/seven-layers",
+            "model.num_layers=7",
+            "perf.pipeline_parallel=3",
+            "cluster.actor_num_gpus_per_node=3",
+            "perf.decoder_first_pipeline_num_layers=2",
+            "perf.decoder_last_pipeline_num_layers=2",
+        ],
+    ),
+]
+
 BAD = [
     # ---- four knobs
     Bad(
@@ -499,6 +525,66 @@ BAD = [
                 "multiple",
             )
         ],
+    ),
+    # ---- pipeline stages: an even share of the layers, or Miles' uneven ends with the rest shared evenly
+    Bad(
+        "pipeline-stages-uneven-without-ends",
+        [
+            "cluster.accelerator=cuda",
+            "ckpt.hf_checkpoint={tmp}/seven-layers",
+            "model.num_layers=7",
+            "perf.pipeline_parallel=3",
+            "cluster.actor_num_gpus_per_node=3",
+        ],
+        [
+            (
+                "perf.pipeline_parallel",
+                "does not divide the model's 7 layers",
+                "uneven stages: perf.decoder_last_pipeline_num_layers=3",
+            )
+        ],
+    ),
+    Bad(
+        "pipeline-end-leaves-uneven-middle",
+        [
+            "cluster.accelerator=cuda",
+            "ckpt.hf_checkpoint={tmp}/seven-layers",
+            "model.num_layers=7",
+            "perf.pipeline_parallel=3",
+            "cluster.actor_num_gpus_per_node=3",
+            "perf.decoder_last_pipeline_num_layers=2",
+        ],
+        [
+            (
+                "perf.decoder_last_pipeline_num_layers",
+                "leaves 5 of the model's 7 layers to the other 2 pipeline stage(s)",
+                "perf.decoder_last_pipeline_num_layers=1",
+            )
+        ],
+    ),
+    Bad(
+        "pipeline-ends-fill-every-layer",
+        [
+            "cluster.accelerator=cuda",
+            "ckpt.hf_checkpoint={tmp}/seven-layers",
+            "model.num_layers=7",
+            "perf.pipeline_parallel=3",
+            "cluster.actor_num_gpus_per_node=3",
+            "perf.decoder_first_pipeline_num_layers=3",
+            "perf.decoder_last_pipeline_num_layers=4",
+        ],
+        [
+            (
+                "perf.decoder_first_pipeline_num_layers",
+                "leaves 0 of the model's 7 layers to the other 1 pipeline stage(s)",
+                "perf.decoder_first_pipeline_num_layers=2",
+            )
+        ],
+    ),
+    Bad(
+        "pipeline-end-without-pipeline",
+        ["perf.decoder_first_pipeline_num_layers=1"],
+        [("perf.decoder_first_pipeline_num_layers", "pipeline_parallel is 1", "=null")],
     ),
     Bad(
         "global-batch-not-divisible-by-dp",
@@ -673,12 +759,13 @@ BAD = [
 @pytest.fixture
 def overrides(recipe: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Expand `{tmp}` and add the files a few rows point at (an FP8 folder, a quantized ref, a .csv, a teacher
-    with another tokenizer)."""
+    with another tokenizer, a 7-layer model for pipeline stages)."""
     write_hf_folder(tmp_path / "Qwen3-4B-FP8", TINY_CONFIG)
     write_hf_folder(tmp_path / "ref-quantized", TINY_CONFIG | {"quantization_config": {"quant_method": "fp8"}})
     (tmp_path / "prompts.csv").write_text("prompt,label\nq,a\n")
     write_hf_folder(tmp_path / "teacher-other-tokenizer", TINY_CONFIG, tokenizer='{"model": "another"}')
     write_hf_folder(tmp_path / "no-config", None)
+    write_hf_folder(tmp_path / "seven-layers", TINY_CONFIG | {"num_hidden_layers": 7})
 
     # The rules judge GPU layouts the same on any machine: the cuda rows see a GPU and an installed sglang (the
     # checks of the machine itself are rows of tests/config/test_bad_input_table.py).

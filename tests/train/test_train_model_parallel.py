@@ -30,6 +30,7 @@ CASES = {  # name -> (model_type, model overrides, spec overrides)
     "post_norms_partial_rope": ("glm4", {}, {}),
     "moe": ("qwen3_moe", {}, {}),
     "critic_packed": ("qwen2", {}, PACKED),
+    "three_layers": ("qwen3", {"num_hidden_layers": 3}, {}),
 }
 LAYOUTS = {  # name -> (world size, the spec's and the process groups' parallel sizes)
     "tp2": (2, {"tensor_parallel": 2}),
@@ -37,6 +38,8 @@ LAYOUTS = {  # name -> (world size, the spec's and the process groups' parallel 
     "cp2": (2, {"context_parallel": 2}),
     "cp2_tp2_sp": (4, {"context_parallel": 2, "tensor_parallel": 2, "sequence_parallel": True}),
     "cp2_pp2": (4, {"context_parallel": 2, "pipeline_parallel": 2}),
+    # Miles' uneven stages (--decoder-last-pipeline-num-layers): 1 layer on the first stage, 2 on the last
+    "pp2_uneven": (2, {"pipeline_parallel": 2, "decoder_last_pipeline_num_layers": 2}),
     "ep2_dp2": (2, {"expert_parallel": 2}),
     "tp2_sp_ep2_etp1": (2, {"tensor_parallel": 2, "sequence_parallel": True, "expert_parallel": 2}),
 }
@@ -46,9 +49,15 @@ ONLY = {  # layouts that run some cases: the four-process ones (twice the proces
     "cp2_pp2": ("qk_norm_tied_packed", "padded"),
     "ep2_dp2": ("moe",),
     "tp2_sp_ep2_etp1": ("moe",),
+    "pp2_uneven": ("three_layers",),
 }
 # Megatron refuses to train a MoE layer at TP > 1 without SP (and so does the config layer).
-PAIRS = [(layout, case) for layout in LAYOUTS for case in ONLY.get(layout, CASES) if (layout, case) != ("tp2", "moe")]
+PAIRS = [
+    (layout, case)
+    for layout in LAYOUTS
+    for case in ONLY.get(layout, [c for c in CASES if c != "three_layers"])  # three_layers: uneven stages only
+    if (layout, case) != ("tp2", "moe")
+]
 DP_SHARES = [[0, 1, 2], [3, 4]]  # sample indices each data-parallel rank trains on, when there are two
 SGD = {"optimizer": "sgd", "lr": 0.5, "micro_batch_size": 2}
 

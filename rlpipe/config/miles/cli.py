@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from rlpipe.config.miles.importer import UnsetVariables, import_miles, to_experiment_yaml
+from rlpipe.config.miles.importer import MissingSources, UnsetVariables, import_miles, to_experiment_yaml
 from rlpipe.config.miles.shell import BashSyntaxError
 
 
@@ -32,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a value for a variable the script expects from its environment (repeatable; the environment is read too)",
     )
+    imp.add_argument(
+        "--source-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="where a file the script sources is looked for by name when it is not at its path (repeatable)",
+    )
     sub.add_parser("export", help="the Miles script of a config: export [overrides...] (= launch.py --miles)")
     args = parser.parse_args(argv)
     given = dict(pair.partition("=")[::2] for pair in args.set)
@@ -41,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             base_dir=args.script.resolve().parent,
             variables={**os.environ, **given},
             script_name=args.script.name,
+            source_dirs=tuple(args.source_dir),
         )
-    except (OSError, BashSyntaxError, UnsetVariables) as exc:
+    except (OSError, BashSyntaxError, UnsetVariables, MissingSources) as exc:
         print(f"rlpipe: cannot import {args.script}: {exc}", file=sys.stderr)
         return 2
     name = args.name or (args.output or args.script).name.removesuffix(".yaml").removesuffix(".sh")

@@ -279,19 +279,40 @@ def _nest(flat: dict[Key, Any]) -> dict[str, Any]:
 class UnsetVariables(ValueError):
     """The train line uses variables that have no value: name -> a flag that uses it. Give them and import again."""
 
-    def __init__(self, missing: dict[str, str]) -> None:
+    def __init__(self, missing: dict[str, str], printed_by: Mapping[str, str] | None = None) -> None:
         self.missing = missing
+        self.printed_by = printed_by = dict(printed_by or {})
         names = [name for name in missing if name.isidentifier()]
         words = [word for word in missing if not word.isidentifier()]
         parts = []
         if names:
-            uses = "; ".join(f"{name} (in {missing[name]})" for name in names)
+            uses = "; ".join(
+                f"{name} (in {missing[name]}; the script sets it to the output of {printed_by[name]}, a command rlpipe "
+                "does not run: run it where the script runs and give what it prints)"
+                if name in printed_by
+                else f"{name} (in {missing[name]})"
+                for name in names
+            )
             asks = " ".join(f"--set {name}=..." for name in names)
             parts.append(f"uses variables with no value here: {uses}. Give each one: {asks} (or export it)")
         if words:
             shown = "; ".join(words)
             parts.append(f"has words only a command rlpipe does not run can compute: {shown}. Edit the script")
         super().__init__("the script's train line " + "; and it ".join(parts))
+
+
+class MissingSources(ValueError):
+    """The train line uses arrays nothing defined, and the script sources files not found here (the model's flags,
+    usually): give the folder holding them and import again."""
+
+    def __init__(self, sources: list[str], arrays: list[str]) -> None:
+        self.sources = sources
+        used = ", ".join(f"${{{name}[@]}}" for name in arrays)
+        super().__init__(
+            f"the script sources {', '.join(sources)}, not found here, and its train line uses {used}, which "
+            "nothing defined (they are likely set there). Give the folder holding the file: --source-dir DIR "
+            "(e.g. your slime/Miles checkout's scripts/models)"
+        )
 
 
 def import_miles(
@@ -301,6 +322,7 @@ def import_miles(
     conf_dir: Path = CONF_DIR,
     variables: Mapping[str, str] | None = None,
     script_name: str = "launch.sh",
+    source_dirs: tuple[Path, ...] = (),
 ) -> ImportResult:
     """Read a Miles/slime launch script, or a flat command line (`ray job submit ... -- python3 train.py ...`, or
     train.py's flags alone), into an rlpipe experiment (see the module docstring).
@@ -308,11 +330,16 @@ def import_miles(
     base_dir: the script's folder (`${BASH_SOURCE[0]}` is base_dir/script_name, `source` paths are relative to it);
     variables: the environment the script runs in (the variables it expects from outside, `--set NAME=VALUE`); as in
     bash, the script's own assignments replace them and `${X:-default}` keeps them. A train line that still uses a
-    variable with no value raises UnsetVariables: nothing unexpanded reaches the experiment."""
-    script = Script(base_dir, conf_dir, dict(variables or {}), base_dir / script_name if base_dir else None)
+    variable with no value raises UnsetVariables: nothing unexpanded reaches the experiment; `source_dirs`: where a
+    sourced file missing at its path is looked for by name (MissingSources when it is nowhere and the train line
+    needs what it defines)."""
+    script_path = base_dir / script_name if base_dir else None
+    script = Script(base_dir, conf_dir, dict(variables or {}), script_path, source_dirs)
     script.read(text)
     if script.missing:
-        raise UnsetVariables(script.missing)
+        raise UnsetVariables(script.missing, script.printed_by)
+    if script.lost_sources and script.train_undefined:
+        raise MissingSources(script.lost_sources, script.train_undefined)
     if script.train is not None:
         words = script.train[1]
     elif script.arrays:

@@ -159,13 +159,17 @@ class Script:
     conf_dir: Path
     given: dict[str, str] = field(default_factory=dict)  # the environment it runs in (and --set NAME=VALUE)
     script_path: Path | None = None
+    source_dirs: tuple[Path, ...] = ()  # where a sourced file missing at its path is looked for, by file name
     variables: Variables = field(init=False)
     train: tuple[str, list[str]] | None = None  # (train.py | train_async.py, the words after it)
     model: str | None = None
     functions: dict[str, list[list[str]]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # marker token -> the word rlpipe could not compute
+    printed_by: dict[str, str] = field(default_factory=dict)  # variable -> the command whose output it holds
     missing: dict[str, str] = field(default_factory=dict)
     unresolved: list[Unmapped] = field(default_factory=list)
+    lost_sources: list[str] = field(default_factory=list)  # sourced files found nowhere
+    train_undefined: list[str] = field(default_factory=list)  # arrays the train line uses that nothing defined
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -301,8 +305,23 @@ class Script:
             self.variables.positional = self.expand(words[2:]) if words[0] == "set" else self.variables.positional[1:]
         elif words[0] in ("source", ".") and len(words) > 1:
             self.source(self.expand_one(words[1]), depth)
+        elif words[0] == "read" and any(w.startswith("-") and "a" in w for w in words[1:]):
+            self.read_array(words[1:])
         else:
             self.command(words, depth)
+
+    def read_array(self, words: list[str]) -> None:
+        """`read -ra NAME <<< "$LINE"` (Miles' HEAD scripts read their model flags so): NAME becomes the here-string
+        split on whitespace; a line rlpipe cannot compute stays one unknown word, asked for by its variable."""
+        options, rest = [w for w in words if w.startswith("-")], [w for w in words if not w.startswith("-")]
+        name = next((w for w in rest if re.fullmatch(r"[A-Za-z_]\w*", w)), None)
+        feed = [w.lstrip("<") for w in rest[rest.index(name) + 1 :] if w.lstrip("<")] if name else []
+        if name is None or not feed or any("a" in o and o.index("a") < len(o) - 1 for o in options):
+            self.notes.append(f"skipped `read {' '.join(words)}` (only `read -ra NAME <<< WORD` is followed)")
+            return
+        line = self.expand_one(feed[0])
+        self.arrays[name] = line.split()
+        self.variables.scalars.pop(name, None)
 
     def assign(self, name: str, raw: str, append: bool) -> None:
         """NAME=value (NAME+=value appends); a value that needs a command rlpipe does not run is unknown."""
@@ -313,6 +332,7 @@ class Script:
                 self.variables.scalars[name] = self.given[name]
                 return
             self.notes.append(f"{name} is unknown: {err}")
+            self.printed_by[name] = raw
             value = f"{MISSING}{name}{MISSING}"  # asked for by name: --set NAME=VALUE
         self.variables.scalars[name] = (self.variables.scalar(name) or "") + value if append else value
 
@@ -338,10 +358,8 @@ class Script:
         for word in flags:
             for name in missing_names(word):
                 self.missing.setdefault(self.failed.get(name, name), show_missing(word, self.failed))
-        self.notes += [
-            f"${{{name}[@]}} is used but never defined; it adds no flags"
-            for name in sorted(self.variables.undefined_arrays)
-        ]
+        self.train_undefined = sorted(self.variables.undefined_arrays)
+        self.notes += [f"${{{name}[@]}} is used but never defined; it adds no flags" for name in self.train_undefined]
 
     def expand(self, raws: list[str]) -> list[str]:
         out = []
@@ -372,6 +390,8 @@ class Script:
         if not file.is_absolute() and self.base_dir is not None:
             file = self.base_dir / file
         stem = Path(rel).name.removesuffix(".sh")
+        if not file.is_file() and MISSING not in rel:
+            file = next((d / file.name for d in self.source_dirs if (d / file.name).is_file()), file)
         if (self.conf_dir / "model" / f"{stem}.yaml").is_file():
             self.model = stem
         if MISSING not in rel and file.is_file() and depth < 8:
@@ -379,6 +399,7 @@ class Script:
         elif self.model != stem:
             where = f"conf/model/{show_missing(stem)}.yaml does not exist either"
             self.unresolved.append(Unmapped("source", (show_missing(path),), "unresolved", f"file not found; {where}"))
+            self.lost_sources.append(show_missing(path))
 
 
 _NUMERIC = {
