@@ -7,17 +7,16 @@ checks that the exported text holds exactly the words `miles_arrays` meant, and 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from miles_helpers import load_imported, same_run
 
-from rlpipe.config import CONF_DIR, Resolved, load
+from rlpipe.config import Resolved, load
 from rlpipe.config.miles import (
-    MEGATRON_MODEL_SWITCHES,
     ImportResult,
     export_miles,
     import_miles,
@@ -117,38 +116,6 @@ def bash_words(script: str, expr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def glm4() -> Resolved:
     return load(["experiment=glm4-9b-dapo"], check_paths=False)
-
-
-def _load_imported(result: ImportResult, tmp_path: Path, name: str = "imported") -> Resolved:
-    """Write the imported experiment into a copy of conf/ and load it the way users would."""
-    conf = tmp_path / "conf"
-    if not conf.exists():
-        shutil.copytree(CONF_DIR, conf)
-    (conf / "experiment" / f"{name}.yaml").write_text(to_experiment_yaml(result, name))
-    return load([f"experiment={name}"], conf_dir=conf, check_paths=False)
-
-
-def _same_run(got: Resolved, want: Resolved, skip: tuple[str, ...] = (), differ: dict[str, Any] | None = None) -> None:
-    """Every resolved value equal, except names, `skip`ped groups, the `differ` keys (which must hold the given
-    values), and a model switch the original left to the HF checkpoint (None), which Megatron's flags can only
-    state as Megatron's default."""
-    a, b = got.cfg.model_dump(), want.cfg.model_dump()
-    for key in ("run_name", "miles", *skip):  # miles.extra_args: what an import keeps for the export only
-        a.pop(key), b.pop(key)
-    a["model"].pop("name"), b["model"].pop("name")
-    for key, value in (differ or {}).items():
-        *parents, leaf = key.split(".")
-        node_a, node_b = a, b
-        for part in parents:
-            node_a, node_b = node_a[part], node_b[part]
-        assert node_a[leaf] == value, key
-        node_a[leaf] = node_b[leaf]
-    for name, default in MEGATRON_MODEL_SWITCHES.items():
-        if b["model"][name] is None and a["model"][name] is not None:
-            assert a["model"][name] == default, name
-            a["model"][name] = None
-    assert a == b
-    assert got.topology == want.topology
 
 
 # -------------------------------------------------------------------------------------------------- export
@@ -268,7 +235,7 @@ def test_import_of_a_miles_script_reads_every_array(fixture_import: ImportResult
 
 def test_imported_fixture_is_the_glm4_recipe(fixture_import: ImportResult, glm4: Resolved, tmp_path: Path) -> None:
     extra = {"sglang.extra": {"cuda_graph_max_bs_decode": 256}}
-    _same_run(_load_imported(fixture_import, tmp_path), glm4, skip=("log",), differ=extra)
+    same_run(load_imported(fixture_import, tmp_path), glm4, skip=("log",), differ=extra)
 
 
 def test_missing_models_file_still_names_the_model_group(glm4: Resolved, tmp_path: Path) -> None:
@@ -277,7 +244,7 @@ def test_missing_models_file_still_names_the_model_group(glm4: Resolved, tmp_pat
     assert result.config["model"] == {"attention_dropout": 0.0, "hidden_dropout": 0.0}  # the group has the rest
     assert ("--spec", "megatron") not in {(u.flag, u.kind) for u in result.unmapped}
     extra = {"sglang.extra": {"cuda_graph_max_bs_decode": 256}}
-    _same_run(_load_imported(result, tmp_path), glm4, skip=("log",), differ=extra)
+    same_run(load_imported(result, tmp_path), glm4, skip=("log",), differ=extra)
 
 
 def test_unresolvable_source_unknown_and_invalid_flags_are_listed() -> None:
@@ -319,7 +286,7 @@ def test_round_trip(experiment: str, tmp_path: Path) -> None:
     run = load([f"experiment={experiment}"], check_paths=False)
     result = import_miles(export_miles(run), base_dir=None)
     assert result.unmapped == [] and result.notes == []
-    _same_run(_load_imported(result, tmp_path), run)
+    same_run(load_imported(result, tmp_path), run)
 
 
 def test_cli_import_writes_yaml_and_lists_unmapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -357,7 +324,7 @@ def test_import_is_light() -> None:
 
 
 def test_secret_flag_values_are_never_written_out() -> None:
-    from rlpipe.config.miles import import_miles, to_experiment_yaml
+    from rlpipe.config.miles import import_miles
 
     script = "python3 train.py --wandb-key sk-live-1234 --use-wandb --rollout-batch-size 4\n"
     result = import_miles(script, base_dir=None)

@@ -5,15 +5,19 @@ comes to bash's own expansion, is measured by bench/miles_corpus.py: bash runs e
 
 from __future__ import annotations
 
+import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
-from miles_corpus_tool import CORPUS_DIR, DEFAULT_ENV, corpus, models_dir
+from miles_corpus_tool import CORPUS_DIR, DEFAULT_ENV, corpus, model_args_output, models_dir
+from miles_helpers import load_imported, same_run
 
-from rlpipe.config.miles import import_miles, to_experiment_yaml
+from rlpipe.config import ConfigError
+from rlpipe.config.miles import ImportResult, export_miles, import_miles, to_experiment_yaml
 from rlpipe.config.miles.expansion import MISSING
-from rlpipe.config.miles.importer import UnsetVariables
+from rlpipe.config.miles.importer import MissingSources, UnsetVariables
 from rlpipe.config.miles.shell import BashSyntaxError, Script
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -57,3 +61,48 @@ def test_a_printed_launcher_argv_is_read_word_for_word(path: Path) -> None:
     assert script.train is not None
     start = next(i for i, w in enumerate(words) if Path(w).name == script.train[0])
     assert script.train[1] == words[start + 1 :]
+
+
+def _import_as_a_user(path: Path) -> ImportResult | None:
+    """Import a corpus entry giving what a user gives: --source-dir their checkout's models, and --set for what the
+    importer asks (the output of Miles' model-args helper where the script reads it, else empty, as bash reads an
+    unset variable); None when the train line needs a word only another command computes."""
+    text, variables = path.read_text(), dict(DEFAULT_ENV)
+    kwargs = {"base_dir": path.parent, "script_name": path.name, "source_dirs": (models_dir(path),)}
+    try:
+        return import_miles(text, variables=variables, **kwargs)
+    except UnsetVariables as err:
+        if not all(name.isidentifier() for name in err.missing):
+            return None
+        given = {name: model_args_output(err.printed_by.get(name, "")) or "" for name in err.missing}
+        try:
+            return import_miles(text, variables={**variables, **given}, **kwargs)
+        except MissingSources:  # a models file named by a variable given empty
+            return None
+
+
+@pytest.mark.parametrize("path", ENTRIES, ids=[p.relative_to(CORPUS_DIR).as_posix() for p in ENTRIES])
+def test_a_script_that_resolves_round_trips_through_the_export(path: Path, conf_copy: Path) -> None:
+    """import -> resolve -> --miles -> import -> resolve is the same run, extra flags included, word for word; a
+    script that does not resolve says why, key and fix, for each problem."""
+    result = _import_as_a_user(path)
+    if result is None:
+        return
+    try:
+        run = load_imported(result, conf_copy.parent, "corpus")
+    except ConfigError as err:
+        assert err.problems and all(p.key and p.fix for p in err.problems), err
+        return
+    exported = export_miles(run)  # a secret is a required environment variable there (`${NAME:?}`): give one
+    secrets = dict.fromkeys(re.findall(r"\$\{(RLPIPE_SECRET_\w+):\?\}", exported), "given")
+    again = load_imported(import_miles(exported, base_dir=None, variables=secrets), conf_copy.parent, "again")
+    same_run(again, run)
+    assert again.cfg.miles.extra_args == run.cfg.miles.extra_args
+
+
+@pytest.fixture(scope="module")
+def conf_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of conf/ for the module's imports (each test writes its experiment files there)."""
+    conf = tmp_path_factory.mktemp("corpus") / "conf"
+    shutil.copytree(CONF, conf)
+    return conf

@@ -126,8 +126,8 @@ def miles_arrays(run: Resolved) -> dict[str, list[str]]:
         group = key.split(".")[0] if "." in key else ""
         if flag is None or group == "cluster":
             continue  # rlpipe-only, or a train-line flag (miles_cluster_args)
-        if group == "log" and key != "log.tensorboard" and not cfg.log.wandb:
-            continue  # wandb settings mean nothing with wandb off
+        if group == "log" and key != "log.tensorboard" and not cfg.log.wandb and field_value(cfg, key) == info.default:
+            continue  # wandb's defaults mean nothing with wandb off; a setting given anyway is kept (a round trip)
         arrays[KEY_ARRAY.get(key, GROUP_ARRAY[group])] += _field_args(cfg, key, flag)
     if not cfg.eval.before_train:
         arrays["EVAL_ARGS"].append("--skip-eval-before-train")
