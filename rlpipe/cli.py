@@ -1,6 +1,6 @@
 """`python launch.py`: CLI overrides in, a resolved run out, then the job (or a sweep of jobs).
 
-    python launch.py [key=value | group=option | +experiment=name ...] [--cfg job] [--miles] [-m] [--traceback]
+    python launch.py [key=value | group=option | +experiment=name ...] [--cfg job] [--miles] [--plan] [-m] [--traceback]
 
 Config problems print one message per problem and exit with code 2 before anything heavy is imported.
 """
@@ -20,6 +20,8 @@ USAGE = __doc__.split("\n\n")[1]
 FLAGS_HELP = """flags:
   --cfg job     print the resolved config (derived values with their reasons) and exit
   --miles       print the equivalent Miles launch arrays and exit
+  --plan        print the preflight plan (placement, memory per GPU and phase, time per rollout) and exit;
+                --plan=json for tools
   -m, --multirun  expand comma-separated overrides into a sweep; every point is validated first
   --traceback   show Python tracebacks for config errors
   -h, --help    this message"""
@@ -44,6 +46,8 @@ def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
     for word in words:
         if word == "--cfg":
             flags.add("cfg:" + next(words, "job"))
+        elif word in ("--plan", "--plan=md", "--plan=json"):
+            flags.add("plan:" + (word.partition("=")[2] or "md"))
         elif word in ("-m", "--multirun"):
             flags.add("multirun")
         elif word.startswith("-"):
@@ -101,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     if flags & {"-h", "--help"}:
         print(f"{USAGE}\n{_groups_help()}\n{FLAGS_HELP}")
         return 0
-    unknown = flags - {"cfg:job", "--miles", "multirun", "--traceback"}
+    unknown = flags - {"cfg:job", "--miles", "plan:md", "plan:json", "multirun", "--traceback"}
     if unknown:
         print(f"rlpipe: unknown flag(s) {', '.join(sorted(unknown))}\n{FLAGS_HELP}", file=sys.stderr)
         return 2
     try:
         if "multirun" in flags:
             return _multirun(overrides)
-        printing = bool(flags & {"cfg:job", "--miles"})
+        printing = bool(flags & {"cfg:job", "--miles", "plan:md", "plan:json"})
         run: Resolved = load(overrides, check_paths=not printing)
     except ConfigError as exc:
         if "--traceback" in flags:
@@ -119,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         from rlpipe.config.render import to_yaml
 
         print(to_yaml(run), end="")
+        return 0
+    if flags & {"plan:md", "plan:json"}:
+        from rlpipe.plan import plan_of
+        from rlpipe.plan.render import to_json, to_markdown
+
+        plan = plan_of(run)
+        print(to_json(plan) if "plan:json" in flags else to_markdown(plan), end="")
         return 0
     if "--miles" in flags:
         from rlpipe.config.miles import export_miles

@@ -789,6 +789,14 @@ def _fp8_rollout(r: Resolver) -> None:
         r.warn("ckpt.hf_checkpoint", "FP8 rollout without algo.use_tis: the precision mismatch is uncorrected")
 
 
+def _plan_fits(r: Resolver) -> None:
+    """A run whose preflight plan overflows a GPU is refused here, before Ray or torch (rlpipe.plan.check_fit)."""
+    from rlpipe.plan import check_fit
+
+    if not r.problems:  # the plan needs a consistent layout
+        check_fit(r)
+
+
 RULES: tuple[Callable[[Resolver], None], ...] = (
     limits.numbers,
     _accelerator,
@@ -822,6 +830,7 @@ RULES: tuple[Callable[[Resolver], None], ...] = (
     _sglang_extra,
     _fp8_rollout,
     supported,
+    _plan_fits,
     same_run,
 )
 

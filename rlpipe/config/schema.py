@@ -400,6 +400,12 @@ class ClusterConfig(Group):
     offload_rollout: bool | None = F(
         None, "Release rollout weights/KV cache between phases (None: = colocate).", "--offload-rollout"
     )
+    gpu: Literal["a100-40g", "a100-80g", "l40s", "h100", "h200", "b200"] | None = F(
+        None, "GPU model the plan sizes memory and time for (None: read from nvidia-smi when the run is on CUDA)."
+    )
+    launch_over_plan: bool = F(
+        False, "Launch even when the plan (--plan) says a phase overflows a GPU's memory (it is an estimate)."
+    )
     weight_sync: Literal["auto", "tensor", "broadcast"] = F(
         "auto",
         "How new weights reach the engines once per rollout: tensor (handed over in-process / through Ray's "
