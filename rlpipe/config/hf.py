@@ -22,6 +22,7 @@ HF_MODEL_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "rms_norm_eps": ("norm_epsilon", float),
     "tie_word_embeddings": ("untie_embeddings_and_output_weights", lambda tied: not tied),
     "num_experts": ("num_experts", int),
+    "num_local_experts": ("num_experts", int),  # how transformers 5 writes Qwen3-MoE's num_experts
     "num_experts_per_tok": ("moe_router_topk", int),
     "moe_intermediate_size": ("moe_ffn_hidden_size", int),
     "partial_rotary_factor": ("rotary_percent", float),

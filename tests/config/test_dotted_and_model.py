@@ -159,3 +159,11 @@ def test_model_auto_with_an_explicit_field_checks_it(tmp_path, recipe, problems)
     ckpt = _checkpoint(tmp_path)
     (found,) = problems([*recipe, "model=auto", f"ckpt.hf_checkpoint={ckpt}", "model.hidden_size=1024"])
     assert (found.key, found.value, found.fix) == ("model.hidden_size", 1024, "model.hidden_size=896")
+
+
+def test_experts_read_from_either_spelling_of_config_json() -> None:
+    """transformers 5 saves Qwen3-MoE's expert count as num_local_experts; the hub's files say num_experts."""
+    from rlpipe.config.hf import hf_architecture
+
+    assert hf_architecture({"model_type": "qwen3_moe", "num_local_experts": 4})["num_experts"] == 4
+    assert hf_architecture({"model_type": "qwen3_moe", "num_experts": 128})["num_experts"] == 128
