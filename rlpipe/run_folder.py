@@ -1,5 +1,6 @@
-"""The run folder at the start of a run: the earlier run moved aside (resume=false), the resolved config and the
-run's identity written, so the next launch can tell a resume from a collision (`rlpipe.config.identity`)."""
+"""The run folder at the start of a run: the earlier run moved aside (resume=false), the resolved config, its
+preflight plan (plan.md, plan.json) and the run's identity written, so the next launch can tell a resume from a
+collision (`rlpipe.config.identity`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from rlpipe.config import Resolved
 from rlpipe.config.files import TRACKER_FILE
 from rlpipe.config.identity import has_progress, write_identity
 from rlpipe.config.render import to_yaml
+from rlpipe.plan import plan_of
+from rlpipe.plan.render import to_json, to_markdown
 
 
 def prepare_run_folder(run: Resolved) -> Path:
@@ -28,6 +31,9 @@ def prepare_run_folder(run: Resolved) -> Path:
             print(f"rlpipe: resume=false: the earlier run in {folder} is now in {aside}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "resolved_config.yaml").write_text(to_yaml(run))
+    plan = plan_of(run)  # what --plan prints, kept beside the config it was made from
+    (run_dir / "plan.md").write_text(to_markdown(plan))
+    (run_dir / "plan.json").write_text(to_json(plan))
     config = cfg.model_dump()
     write_identity(run_dir, config)
     if save is not None:

@@ -61,6 +61,19 @@ def derived_rows(run: Resolved) -> list[tuple[str, str, str]]:
     return [(key, ", ".join(inherited[key]) if key in inherited else value, why) for key, value, why in rows]
 
 
+def plan_summary(run: Resolved) -> str:
+    """The preflight plan in one line: each phase's bytes on its GPU, and the time per rollout (plan.md has it all)."""
+    from rlpipe.plan import plan_of
+    from rlpipe.plan.memory import human_bytes
+
+    plan = plan_of(run)
+    phases = ", ".join(f"{p.name} {human_bytes(p.total)}" for p in plan.phases)
+    if plan.gpu is None:
+        return f"{phases} per trainer process (no GPU to check against)"
+    line = f"{phases} of a {plan.gpu.name}'s {human_bytes(plan.gpu.memory)}"
+    return line + (f"; ~{plan.timing.rollout_s:,.0f} s per rollout" if plan.timing else "")
+
+
 def print_summary(run: Resolved) -> None:
     """The start-of-run table: the headline values, every derived value with its reason, then warnings; secrets
     redacted (the table goes to the terminal and to job logs)."""
@@ -81,6 +94,7 @@ def print_summary(run: Resolved) -> None:
         "rollout.num_rollout": cfg.rollout.num_rollout,
         "placement": f"{topo.device}, {topo.actor_gpus} trainer rank(s), DP {topo.data_parallel}, "
         f"{cfg.rollout.engine} engine x {topo.num_engines}, {cfg.cluster.backend}",
+        "plan": plan_summary(run),
     }
     for key, value in headline.items():
         table.add_row(key, redact_text(str(value)), redact_text(run.reason(key) or ""))

@@ -11,7 +11,7 @@ from typing import Any
 from rlpipe.config import Resolved
 from rlpipe.config.limits import stage_layers
 from rlpipe.plan.gpus import GPUS, RUNTIME_OVERHEAD, Gpu, detect_gpu
-from rlpipe.plan.memory import MemoryPlan, gib, memory_plan
+from rlpipe.plan.memory import MemoryPlan, human_bytes, memory_plan
 from rlpipe.plan.params import ParamCount, count_params
 from rlpipe.plan.placement import Slot, placement
 from rlpipe.plan.timing import Timing, timing
@@ -86,7 +86,7 @@ def _phases(cfg: dict[str, Any], memory: MemoryPlan) -> list[Phase]:
         "gradients": t.grads,
         "optimizer": t.optimizer,
         "activations": t.activations,
-        "log-prob head": t.logits,
+        ("log-prob head" if t.logits >= t.recompute else "recomputed layers"): t.transient,
         "CUDA runtime": t.overhead,
     }
     sync = {"weights": t.weights, "gradients": t.grads, "optimizer": t.optimizer, "sync bucket": memory.bucket}
@@ -146,7 +146,7 @@ def ranked_fixes(cfg: dict[str, Any], topology: dict[str, Any], gpu_key: str, ph
             continue
         after = next((p for p in make_plan(new_cfg, new_topology, gpu_key).phases if p.name == phase.name), None)
         if after is not None and after.total < phase.total:
-            found.append((phase.total - after.total, f"{key}={value} (-{gib(phase.total - after.total)})"))
+            found.append((phase.total - after.total, f"{key}={value} (-{human_bytes(phase.total - after.total)})"))
     return [text for _, text in sorted(found, key=lambda f: -f[0])]
 
 
@@ -217,8 +217,8 @@ def check_fit(r: Any) -> None:
     for phase in plan.overflows():
         gpu = GPUS[gpu_key]
         message = (
-            f"the {phase.name} phase needs {gib(phase.total)} on the {phase.where} of a {gpu.name} "
-            f"({gib(gpu.memory)}): " + ", ".join(f"{k} {gib(v)}" for k, v in phase.parts.items() if v)
+            f"the {phase.name} phase needs {human_bytes(phase.total)} on the {phase.where} of a {gpu.name} "
+            f"({human_bytes(gpu.memory)}): " + ", ".join(f"{k} {human_bytes(v)}" for k, v in phase.parts.items() if v)
         )
         if r.get("cluster.launch_over_plan") or not r.check_paths:  # an override, or only printing (--plan)
             r.warn("cluster.gpu", message + (" (launching anyway)" if r.check_paths else ""))

@@ -3,11 +3,12 @@
 Trainer (one pipeline stage's rank; the plan takes the busiest stage): weights in the training dtype, gradients in
 fp32 (Megatron's DDP buffer, grad_reduce_in_fp32), optimizer state (Adam: fp32 master copy under bf16 plus two
 moments; the distributed optimizer shards it over data- x context-parallel ranks, experts over expert-data-parallel
-ranks),
-activations saved for the backward of the largest micro-batch (what each layer of the local spec keeps, sharded
-by TP and, for the replicated tensors, by sequence parallelism; full recompute keeps only each layer's input plus
-one chunk while it is recomputed; 1F1B pipelining holds PP - stage micro-batches), and the log-prob head (the
-logits it saves, their gradient, and one fp32 chunk: `rlpipe.train.logprobs`).
+ranks), the activations each layer saves for its backward (`layer_activation_bytes`: the inventory of tensors
+rlpipe's local-spec layer keeps, as torch's memory profiler lists them at the step's peak in
+bench/plan_vs_measured.py; sharded by TP, the replicated ones by sequence parallelism; full recompute keeps only each
+chunk's input; 1F1B pipelining holds PP - stage micro-batches), and on top of them the step's largest transient:
+the log-prob head's (the [tokens, V/TP] logits it saves, their gradient and two fp32 chunks of
+`rlpipe.train.logprobs`) or, under recompute, one chunk of layers rebuilt for its backward.
 
 Engine (one GPU of an SGLang engine): weights / engine TP, and the KV pool SGLang sizes at start
 (model_runner.profile_max_num_token): rest = free after weights - total x (1 - mem_fraction_static), i.e.
@@ -27,7 +28,7 @@ from rlpipe.plan.params import ParamCount, count_params
 
 LOGPROB_CHUNK_BYTES = (1 << 26) * 4  # rlpipe.train.logprobs.CHUNK_ELEMENTS fp32 elements per temporary
 ASSUMED_PROMPT = 1024  # prompt tokens when rollout.max_prompt_len is unset (the plan says so)
-LOGPROB_CHUNK_TEMPORARIES = 3  # fp32 [chunk] tensors alive at once in its forward/backward (exp, products, grad)
+LOGPROB_CHUNK_TEMPORARIES = 2  # fp32 [chunk] tensors alive at once in its backward (measured: bench/plan_vs_measured)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ class TrainMemory:
     weights: int
     grads: int
     optimizer: int
-    activations: int
-    logits: int
+    activations: int  # saved for the backward, every micro-batch in flight
+    logits: int  # the log-prob head's transient at its peak (last stage only)
+    recompute: int  # one chunk of layers rebuilt for its backward (full recompute only)
     overhead: int
 
     @property
@@ -51,7 +53,12 @@ class TrainMemory:
 
     @property
     def total(self) -> int:
-        return self.state + self.activations + self.logits + self.overhead
+        return self.state + self.activations + self.transient + self.overhead
+
+    @property
+    def transient(self) -> int:
+        """The step's largest passing allocation: the log-prob head's backward, or a recomputed chunk's."""
+        return max(self.logits, self.recompute)
 
 
 @dataclass(frozen=True)
@@ -119,9 +126,14 @@ def train_memory(cfg: dict[str, Any], topology: dict[str, Any], overhead: int = 
         else:
             optimizer = params * state_bytes
         in_flight = min(pp - stage, _micro_batches(cfg, topology)) if pp > 1 else 1
-        acts = in_flight * _stage_activations(cfg, count, layers, tokens, a)
+        per_layer = layer_activation_bytes(cfg, count, tokens, a)
+        saved, recompute = _saved_activations(cfg, layers, tokens, a, per_layer)
         logits = _logit_bytes(cfg, count, tokens, a) if last else 0
-        out.append(TrainMemory(stage, layers, params, params * a, params * 4, optimizer, acts, logits, overhead))
+        out.append(
+            TrainMemory(
+                stage, layers, params, params * a, params * 4, optimizer, in_flight * saved, logits, recompute, overhead
+            )
+        )
     return out
 
 
@@ -157,7 +169,12 @@ def _optimizer_bytes_per_param(cfg: dict[str, Any]) -> int:
 
 
 def layer_activation_bytes(cfg: dict[str, Any], count: ParamCount, tokens: int, a: int) -> int:
-    """What one decoder layer saves for its backward, for `tokens` tokens of this GPU, in bytes."""
+    """What one decoder layer saves for its backward, for `tokens` tokens of this GPU, in bytes: five hidden-size
+    tensors (the two norms' inputs and normalised copies, the first linear's input), three of the query width (the
+    rotated queries, the attention output and its contiguous copy for the output projection), the fused QKV output
+    (its value view keeps it alive), the rotated keys, the fc1 output and three MLP-width tensors (SiLU, product,
+    and the SiLU input's copy); GLM4 adds its two post-norms' tensors and partial RoPE one query-width join; MoE
+    layers save the MLP part per routed copy of a token, plus the router's scores."""
     model, pf = cfg["model"], cfg["perf"]
     tp = pf["tensor_parallel"]
     sp = tp if pf["sequence_parallel"] else 1
@@ -165,35 +182,36 @@ def layer_activation_bytes(cfg: dict[str, Any], count: ParamCount, tokens: int, 
     head_dim = model["kv_channels"] or h // model["num_attention_heads"]
     q = model["num_attention_heads"] * head_dim
     kv = 2 * (model["num_query_groups"] or model["num_attention_heads"]) * head_dim
-    # inputs of the two norms and of the two linear blocks (QKV, fc1); GLM4's post-norms add two more
-    replicated = (4 + 2 * int(model["post_self_attn_layernorm"])) * h / sp
-    # rotated q, k, v and the attention output (SDPA keeps it; the output projection saves the same tensor)
-    attention = (q + kv + q) / tp
+    post_norms = int(model["post_self_attn_layernorm"]) + int(model["post_mlp_layernorm"])
+    replicated = (5 + 2 * post_norms) * h / sp  # GLM4's post-norms: each one's input and normalised copy
+    attention = (3 * q + (q + kv) + kv / 2) / tp
+    if model["rotary_percent"] < 1:
+        attention += q / tp  # partial RoPE: the rotated part joined back to the rest
     if model["qk_layernorm"]:
-        attention += (q + kv / 2) / tp  # q and k before their norms
+        attention += (q + kv / 2) / tp  # queries and keys before their norms
     if model["num_experts"]:
         f = model["moe_ffn_hidden_size"] or model["ffn_hidden_size"]
         etp = pf["expert_tensor_parallel"] or tp
-        k = model["moe_router_topk"] or 1
-        mlp = k * (h + 3 * f / etp) + model["num_experts"] * 2  # each routed copy: input, fc1 out (2f), fc2 in (f)
+        mlp = (model["moe_router_topk"] or 1) * (h + 5 * f / etp) + 2 * model["num_experts"]
     else:
-        mlp = 3 * model["ffn_hidden_size"] / tp  # fc1 output (gate and up) and the SwiGLU output
+        mlp = 5 * model["ffn_hidden_size"] / tp
     return math.ceil(tokens * (replicated + attention + mlp) * a)
 
 
-def _stage_activations(cfg: dict[str, Any], count: ParamCount, layers: int, tokens: int, a: int) -> int:
+def _saved_activations(cfg: dict[str, Any], layers: int, tokens: int, a: int, per_layer: int) -> tuple[int, int]:
+    """(saved through the step, one recomputed chunk): every layer's inventory, or under full recompute each chunk's
+    input with one chunk rebuilt at a time."""
     pf = cfg["perf"]
-    per_layer = layer_activation_bytes(cfg, count, tokens, a)
-    if pf["recompute_granularity"] == "full":
-        chunk = pf["recompute_num_layers"] or 1
-        sp = pf["tensor_parallel"] if pf["sequence_parallel"] else 1
-        layer_input = math.ceil(tokens * cfg["model"]["hidden_size"] / sp * a)
-        return math.ceil(layers / chunk) * layer_input + min(chunk, layers) * per_layer
-    return layers * per_layer
+    if pf["recompute_granularity"] != "full":
+        return layers * per_layer, 0
+    chunk = pf["recompute_num_layers"] or 1
+    sp = pf["tensor_parallel"] if pf["sequence_parallel"] else 1
+    layer_input = math.ceil(tokens * cfg["model"]["hidden_size"] / sp * a)
+    return math.ceil(layers / chunk) * layer_input, min(chunk, layers) * per_layer
 
 
 def _logit_bytes(cfg: dict[str, Any], count: ParamCount, tokens: int, a: int) -> int:
-    """The log-prob head: the [tokens, V/TP] logits it saves, their gradient, and its fp32 chunk temporaries."""
+    """The log-prob head's backward: the [tokens, V/TP] logits it saved, their gradient, and fp32 chunk temporaries."""
     tp = cfg["perf"]["tensor_parallel"]
     logits = tokens * (count.embedding // cfg["model"]["hidden_size"]) // tp * a
     chunk = min(LOGPROB_CHUNK_BYTES, logits // a * 4)
@@ -256,5 +274,6 @@ def memory_plan(cfg: dict[str, Any], topology: dict[str, Any], gpu: Gpu | None) 
     return MemoryPlan(train, engine, bucket, notes)
 
 
-def gib(n: float) -> str:
-    return f"{n / GIB:.1f} GiB"
+def human_bytes(n: float) -> str:
+    """GiB with one decimal, MiB below a tenth of one."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / (1 << 20):.1f} MiB"

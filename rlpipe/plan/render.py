@@ -7,12 +7,7 @@ import json
 from typing import Any
 
 from rlpipe.plan import Plan
-from rlpipe.plan.gpus import GIB
-from rlpipe.plan.memory import gib
-
-
-def _b(n: float) -> str:
-    return gib(n) if n >= GIB / 10 else f"{n / (1 << 20):.1f} MiB"
+from rlpipe.plan.memory import human_bytes
 
 
 def _count(n: int) -> str:
@@ -20,7 +15,7 @@ def _count(n: int) -> str:
 
 
 def to_markdown(plan: Plan) -> str:
-    gpu = f"{plan.gpu.name}, {gib(plan.gpu.memory)}" if plan.gpu else "none given (cluster.gpu)"
+    gpu = f"{plan.gpu.name}, {human_bytes(plan.gpu.memory)}" if plan.gpu else "none given (cluster.gpu)"
     lines = [f"# rlpipe plan ({gpu})", ""]
     p = plan.params
     lines += [
@@ -42,17 +37,18 @@ def to_markdown(plan: Plan) -> str:
     lines += ["| phase | GPU | total | " + ("fits" if plan.gpu else "") + " | parts |", "|---|---|---:|---|---|"]
     for phase in plan.phases:
         fits = "" if plan.gpu is None else ("yes" if phase.total <= plan.gpu.memory else "**no**")
-        parts = ", ".join(f"{k} {_b(v)}" for k, v in phase.parts.items() if v)
-        lines.append(f"| {phase.name} | {phase.where} | {_b(phase.total)} | {fits} | {parts} |")
+        parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in phase.parts.items() if v)
+        lines.append(f"| {phase.name} | {phase.where} | {human_bytes(phase.total)} | {fits} | {parts} |")
     lines.append("")
     lines.append(
-        "Trainer stages: " + "; ".join(f"stage {t.stage}: {t.layers} layers, {_b(t.total)}" for t in plan.memory.train)
+        "Trainer stages: "
+        + "; ".join(f"stage {t.stage}: {t.layers} layers, {human_bytes(t.total)}" for t in plan.memory.train)
     )
     if (e := plan.memory.engine) is not None:
         source = "SGLang's default for this GPU" if e.mem_fraction_derived else "sglang.mem_fraction_static"
         lines += [
             "",
-            f"Engine: mem_fraction_static {e.mem_fraction_static} ({source}); KV pool {_b(e.kv_pool)} = "
+            f"Engine: mem_fraction_static {e.mem_fraction_static} ({source}); KV pool {human_bytes(e.kv_pool)} = "
             f"{e.kv_tokens:,} tokens; a sample is {e.sequence_tokens:,} tokens, so {e.concurrent:,} run at once; "
             f"a rollout sends {e.sent:,} to each engine.",
         ]

@@ -74,10 +74,11 @@ def test_train_memory_terms_hand_computed() -> None:
     assert stage.params == params
     assert (stage.weights, stage.grads) == (2 * params, 4 * params)
     assert stage.optimizer == -(-params * 12 // 2)  # fp32 master + two moments, over DP 2
-    per_token = (4 * h + (28 * 128 * 2 + 2 * 4 * 128) / 2 + 3 * f / 2) * 2  # no SP: norms' inputs whole
+    q, kv = 28 * 128, 2 * 4 * 128
+    per_token = (5 * h + (3 * q + (q + kv) + kv / 2) / 2 + 5 * f / 2) * 2  # no SP: the hidden-size tensors whole
     assert stage.activations == layers * -(-4096 * per_token // 1)
     chunk = min(1 << 28, 4096 * (v // 2) * 4)  # one fp32 chunk: 256 MB at most (rlpipe.train.logprobs)
-    assert stage.logits == 2 * 4096 * (v // 2) * 2 + 3 * chunk  # saved logits and their gradient, bf16
+    assert stage.logits == 2 * 4096 * (v // 2) * 2 + 2 * chunk  # saved logits and their gradient, bf16
 
 
 def test_full_recompute_keeps_layer_inputs_and_one_layer() -> None:
@@ -89,7 +90,8 @@ def test_full_recompute_keeps_layer_inputs_and_one_layer() -> None:
     cfg, topology = run.cfg.model_dump(), run.topology.model_dump()
     (stage,) = train_memory(cfg, topology)
     per_layer = layer_activation_bytes(cfg, count_params(cfg["model"]), 8192, 2)  # bf16
-    assert stage.activations == 28 * 8192 * 1536 * 2 + per_layer  # the recipe recomputes every layer (chunks of 1)
+    assert stage.activations == 28 * 8192 * 1536 * 2  # the recipe recomputes every layer (chunks of 1)
+    assert stage.recompute == per_layer and stage.transient == max(per_layer, stage.logits)
 
 
 def test_sglang_default_mem_fraction_is_sglang_s_arithmetic() -> None:
