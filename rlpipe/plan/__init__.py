@@ -85,11 +85,13 @@ def _phases(cfg: dict[str, Any], memory: MemoryPlan) -> list[Phase]:
         "weights": t.weights,
         "gradients": t.grads,
         "optimizer": t.optimizer,
+        "critic state": t.critic,
         "activations": t.activations,
         ("log-prob head" if t.logits >= t.recompute else "recomputed layers"): t.transient,
         "CUDA runtime": t.overhead,
     }
-    sync = {"weights": t.weights, "gradients": t.grads, "optimizer": t.optimizer, "sync bucket": memory.bucket}
+    sync = {"weights": t.weights, "gradients": t.grads, "optimizer": t.optimizer, "critic state": t.critic}
+    sync["sync bucket"] = memory.bucket
     sync["CUDA runtime"] = t.overhead
     if e is None:
         return [Phase("train", trainer, train), Phase("weight sync", trainer, sync)]
@@ -109,6 +111,7 @@ def _phases(cfg: dict[str, Any], memory: MemoryPlan) -> list[Phase]:
     rollout = dict(engine)
     if not offload_train:
         rollout |= {"trainer weights": t.weights, "trainer gradients": t.grads, "trainer optimizer": t.optimizer}
+        rollout["critic state"] = t.critic
     if not offload_rollout:
         train |= {"engine weights": e.weights, "KV cache": e.kv_pool}
     sync |= {"engine weights": e.weights}

@@ -45,11 +45,12 @@ class TrainMemory:
     logits: int  # the log-prob head's transient at its peak (last stage only)
     recompute: int  # one chunk of layers rebuilt for its backward (full recompute only)
     overhead: int
+    critic: int = 0  # ppo: the critic's weights, gradients and optimizer on the same rank (its step comes after)
 
     @property
     def state(self) -> int:
-        """What stays between steps: weights, gradients, optimizer (what offload_train moves to the host)."""
-        return self.weights + self.grads + self.optimizer
+        """What stays between steps: weights, gradients, optimizer, the critic's (what offload_train moves out)."""
+        return self.weights + self.grads + self.optimizer + self.critic
 
     @property
     def total(self) -> int:
@@ -86,6 +87,7 @@ class MemoryPlan:
     train: list[TrainMemory]  # one per pipeline stage
     engine: EngineMemory | None  # None for the in-process HF engine
     bucket: int  # bytes of one weight-sync bucket (gathered over TP)
+    host: dict[str, int] = field(default_factory=dict)  # host bytes per trainer rank, by what holds them
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -126,12 +128,27 @@ def train_memory(cfg: dict[str, Any], topology: dict[str, Any], overhead: int = 
         else:
             optimizer = params * state_bytes
         in_flight = min(pp - stage, _micro_batches(cfg, topology)) if pp > 1 else 1
+        critic = 0
+        if cfg["algo"]["advantage_estimator"] == "ppo":  # the policy's layout with a [1, h] value head for the output
+            head = (count.output or (count.embedding if pp > 1 or last else 0)) // tp if last else 0
+            critic_params = params - head + (model["hidden_size"] if last else 0)
+            critic = critic_params * (a + 4) + (optimizer * critic_params) // max(1, params)
         per_layer = layer_activation_bytes(cfg, count, tokens, a)
         saved, recompute = _saved_activations(cfg, layers, tokens, a, per_layer)
         logits = _logit_bytes(cfg, count, tokens, a) if last else 0
         out.append(
             TrainMemory(
-                stage, layers, params, params * a, params * 4, optimizer, in_flight * saved, logits, recompute, overhead
+                stage,
+                layers,
+                params,
+                params * a,
+                params * 4,
+                optimizer,
+                in_flight * saved,
+                logits,
+                recompute,
+                overhead,
+                critic,
             )
         )
     return out
@@ -268,10 +285,28 @@ def memory_plan(cfg: dict[str, Any], topology: dict[str, Any], gpu: Gpu | None) 
     train = train_memory(cfg, topology, overhead=RUNTIME_OVERHEAD if gpu else 0)
     engine = engine_memory(cfg, topology, gpu) if gpu is not None and cfg["rollout"]["engine"] == "sglang" else None
     bucket = cfg["cluster"]["weight_sync_bucket_mb"] << 20
+    host = host_memory(cfg, max(train, key=lambda t: t.params))
     notes = []
     if cfg["rollout"]["max_prompt_len"] is None:
         notes.append(f"prompts counted at {ASSUMED_PROMPT} tokens (rollout.max_prompt_len is unset)")
-    return MemoryPlan(train, engine, bucket, notes)
+    return MemoryPlan(train, engine, bucket, host, notes)
+
+
+def host_memory(cfg: dict[str, Any], stage: TrainMemory) -> dict[str, int]:
+    """Host bytes per trainer rank: the frozen reference (KL) and teacher (on-policy distillation) weights are kept
+    there and swapped in for their log-probs, with the policy's weights copied out meanwhile
+    (rlpipe.train.trainer._frozen_log_probs); offload_train moves the train state there between phases."""
+    al, cl = cfg["algo"], cfg["cluster"]
+    host = {}
+    if cfg["ckpt"]["ref_load"] and (al["use_kl_loss"] or al["kl_coef"]):
+        host["reference weights"] = stage.weights
+    if al["advantage_estimator"] == "on_policy_distillation":
+        host["teacher weights"] = stage.weights
+    if host:
+        host["policy copy while swapped"] = stage.weights
+    if cl["offload_train"] if cl["offload_train"] is not None else cl["colocate"]:
+        host["offloaded train state"] = stage.state
+    return host
 
 
 def human_bytes(n: float) -> str:

@@ -44,6 +44,9 @@ def to_markdown(plan: Plan) -> str:
         "Trainer stages: "
         + "; ".join(f"stage {t.stage}: {t.layers} layers, {human_bytes(t.total)}" for t in plan.memory.train)
     )
+    if plan.memory.host:
+        held = ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.memory.host.items())
+        lines.append(f"Host memory per trainer rank: {held}.")
     if (e := plan.memory.engine) is not None:
         source = "SGLang's default for this GPU" if e.mem_fraction_derived else "sglang.mem_fraction_static"
         lines += [

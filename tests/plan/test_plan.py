@@ -201,3 +201,16 @@ def test_plan_flag_prints_markdown_and_json_without_torch(tmp_path: Path) -> Non
             body = json.loads(done.stdout)
             assert body["fits"] is True and body["params"]["total"] == 9_400_279_040
             assert {p["name"] for p in body["phases"]} == {"rollout", "train", "weight sync"}
+
+
+def test_ppo_holds_a_critic_and_the_reference_lives_on_the_host() -> None:
+    grpo = load(GLM4, check_paths=False)
+    ppo = load([*GLM4, "algo.advantage_estimator=ppo"], check_paths=False)
+    (actor,) = train_memory(grpo.cfg.model_dump(), grpo.topology.model_dump())
+    (both,) = train_memory(ppo.cfg.model_dump(), ppo.topology.model_dump())
+    h, v = 4096, 151552  # GLM4-9B: the critic swaps the [V/TP, h] output layer for a [1, h] value head
+    critic_params = actor.params - v * h // 2 + h
+    assert both.critic == critic_params * (2 + 4) + actor.optimizer * critic_params // actor.params
+    assert both.total - actor.total == both.critic
+    host = plan_of(grpo).memory.host  # use_kl_loss with a ref_load: the reference's shard, and the swap's copy
+    assert host == {"reference weights": actor.weights, "policy copy while swapped": actor.weights}
