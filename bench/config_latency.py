@@ -43,6 +43,25 @@ def cases(files: Path) -> dict[str, tuple[list[str], int]]:
         "unknown key `rollout.n_sample=8`": (["launch.py", "rollout.n_sample=8"], 2),
         "bad value `rollout.batch_size=0`": (["launch.py", "rollout.batch_size=0"], 2),
         "`--cfg job` (default experiment)": (["launch.py", "--cfg", "job"], 0),
+        "`--cfg job` (GLM4-9B recipe, 8 H100)": (
+            ["launch.py", "experiment=glm4-9b-dapo", "cluster.gpu=h100", "--cfg", "job"],
+            0,
+        ),
+        "`--plan` (GLM4-9B recipe, 8 H100)": (
+            ["launch.py", "experiment=glm4-9b-dapo", "cluster.gpu=h100", "--plan"],
+            0,
+        ),
+        "`--plan=json` of a plan that overflows (GLM4-9B at TP 1)": (
+            [
+                "launch.py",
+                "experiment=glm4-9b-dapo",
+                "cluster.gpu=h100",
+                "perf.tensor_parallel=1",
+                "perf.sequence_parallel=false",
+                "--plan=json",
+            ],
+            0,
+        ),
         f"a {PROMPT_ROWS}-row prompt file, every prompt over max_prompt_len (all read, all counted)": (recipe, 2),
     }
 
