@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="the run's overrides, as for launch.py")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        run = load(args.overrides, check_paths=False)  # the files live on the cluster, checked when the job starts
+        # as the job will run it (on Ray); its files live on the cluster, checked when the job starts there
+        run = load([*args.overrides, "cluster.backend=ray"], check_paths=False)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2

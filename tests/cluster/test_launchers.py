@@ -50,7 +50,12 @@ def three_nodes() -> Any:
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
     port = _free_port()
-    head = {"num_cpus": 2, "port": port, "include_dashboard": False, "dashboard_agent_listen_port": _free_port()}
+    head = {
+        "num_cpus": 2,
+        "gcs_server_port": port,
+        "include_dashboard": False,
+        "dashboard_agent_listen_port": _free_port(),
+    }
     cluster = Cluster(initialize_head=True, head_node_args=head)
     for _ in range(2):
         cluster.add_node(num_cpus=2)
@@ -73,16 +78,15 @@ def test_slurm_script_starts_ray_on_every_node_and_trains_there(tmp_path: Path, 
     for name, body in STUBS.items():
         (stubs / name).write_text("#!/bin/bash\n" + body)
         (stubs / name).chmod(0o755)
-    (stubs / "python").symlink_to(sys.executable)
     overrides = _overrides(tmp_path)
-    run = load(overrides, check_paths=False)
+    run = load([*overrides, "cluster.backend=ray"], check_paths=False)
     script = tmp_path / "job.sbatch"
     script.write_text(slurm_script(run, overrides, cpus_per_node=2).replace("#SBATCH", "# (sbatch)"))
     log = tmp_path / "srun.log"
     env = {
-        **os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "RLPIPE_STUB_LOG": str(log),
-        "RLPIPE_RAY_PORT": str(port), "SLURM_JOB_NODELIST": "node[0-2]", "RAY_AUTH_MODE": "disabled",
-        "RLPIPE_JOIN_TIMEOUT_S": "60",
+        **os.environ, "PATH": f"{stubs}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RLPIPE_STUB_LOG": str(log), "RLPIPE_RAY_PORT": str(port), "SLURM_JOB_NODELIST": "node[0-2]",
+        "RAY_AUTH_MODE": "disabled", "RLPIPE_JOIN_TIMEOUT_S": "60",
     }  # fmt: skip
     done = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
