@@ -33,6 +33,14 @@ def _prepare_process(device: str) -> None:
         torch.cuda.set_device(0)  # Ray narrowed CUDA_VISIBLE_DEVICES to this actor's GPU
 
 
+def where_am_i() -> dict[str, Any]:
+    """This actor's node (Ray's id and IP) and the GPUs Ray gave it."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "gpus": ray.get_gpu_ids()}
+
+
 class TrainerActor:
     """One trainer rank. Two-phase start: construct every rank, then `init` them together (it blocks until
     all ranks join the process group)."""
@@ -70,6 +78,9 @@ class TrainerActor:
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.role, method)(*args)
+
+    def where(self) -> dict[str, Any]:
+        return where_am_i()
 
     def engine_weights_digest(self) -> str:
         """Digest of the weights the engine serves (Miles' --check-weight-update-equal, on demand)."""
@@ -156,6 +167,9 @@ class RolloutActor:
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.role, method)(*args)
+
+    def where(self) -> dict[str, Any]:
+        return where_am_i()
 
     def engine_weights_digest(self) -> str:
         """Digest of the weights the engine serves (Miles' --check-weight-update-equal, on demand)."""

@@ -11,6 +11,7 @@ timeout with what was asked and what the cluster has, instead of waiting forever
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,3 +78,22 @@ def reserve(plan: PlacementPlan, timeout_s: float = 30.0) -> Any:
             f"it has {have}. Lower cluster.actor_num_gpus_per_node / cluster.rollout_num_gpus, or add nodes."
         )
     return group
+
+
+def node_ordered(plan: PlacementPlan, group: Any) -> PlacementPlan:
+    """The plan with its bundles taken in node order: Ray's PACK strategy may number a node's bundles out of order,
+    so logical slot i (trainer rank i, then the engines) gets the i-th bundle after sorting bundles by their node
+    (nodes in the order of their first bundle) and index. Consecutive ranks then share a node, which keeps tensor-
+    parallel groups inside one, and data/pipeline-parallel ranks span nodes in rank order."""
+    from ray.util.placement_group import placement_group_table
+
+    on_node = placement_group_table(group)["bundles_to_node_id"]
+    first = {}
+    for bundle in sorted(on_node):
+        first.setdefault(on_node[bundle], bundle)
+    order = sorted(on_node, key=lambda b: (first[on_node[b]], b))
+    return dataclasses.replace(
+        plan,
+        trainer_bundles=tuple(order[i] for i in plan.trainer_bundles),
+        rollout_bundles=tuple(order[i] for i in plan.rollout_bundles),
+    )

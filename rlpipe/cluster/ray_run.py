@@ -3,13 +3,14 @@ hand them to the same loop the in-process mode uses."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import urllib.parse
 from pathlib import Path
 
 from rlpipe.cluster.groups import RolloutGroup, TrainerGroup
-from rlpipe.cluster.placement import plan_placement, reserve
+from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import Resolved
 from rlpipe.loop import Loop, Summary
 
@@ -71,8 +72,10 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
     group = reserve(plan)
     rollout = None
     try:
+        plan = node_ordered(plan, group)
         trainer = TrainerGroup(run, plan, group)
         rollout = RolloutGroup(run, plan, group, run_dir / "logs")
+        _record_placement(trainer, rollout, run_dir)
         if run.cfg.cluster.weight_sync == "broadcast":
             trainer.connect_broadcast(rollout, run)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
@@ -84,3 +87,20 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
         remove_placement_group(group)
         if started_here:
             ray.shutdown()
+
+
+def _record_placement(trainer: TrainerGroup, rollout: RolloutGroup, run_dir: Path) -> None:
+    """Where every role landed, in the run folder (placement.json) and the job's log."""
+    import ray
+
+    ranks = ray.get([actor.where.remote() for actor in trainer.actors])
+    manager = ray.get(rollout.actor.where.remote())
+    nodes = list(dict.fromkeys(r["node_id"] for r in [*ranks, manager]))
+    (run_dir / "placement.json").write_text(json.dumps({"trainer_ranks": ranks, "rollout_manager": manager}, indent=1))
+    by_node = {n: [i for i, r in enumerate(ranks) if r["node_id"] == n] for n in nodes}
+    shown = "; ".join(
+        f"node {k} ({ranks[v[0]]['node_ip'] if v else manager['node_ip']}): trainer ranks {v or '-'}"
+        + (", rollout manager" if manager["node_id"] == n else "")
+        for k, (n, v) in enumerate(by_node.items())
+    )
+    print(f"rlpipe: placement: {shown}", flush=True)
