@@ -1,0 +1,55 @@
+"""A job submitted through Ray's Jobs API (what `ray job submit --working-dir . -- python launch.py ...` does) to a
+running Ray head on loopback: the working folder travels as the job's runtime env, the job finds the cluster through
+the RAY_ADDRESS Ray sets, trains to the end, and its logs say where every role ran and where the run folder is."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB_DEADLINE_S = 900  # a stuck job fails the test at this deadline instead of hanging it
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_job_submitted_to_a_running_cluster_trains_to_the_end(tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    dashboard = _free_port()
+    head = {"num_cpus": 4, "gcs_server_port": _free_port(), "include_dashboard": True, "dashboard_port": dashboard,
+            "dashboard_host": "127.0.0.1", "dashboard_agent_listen_port": _free_port()}  # fmt: skip
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
+        overrides = [
+            "cluster.backend=ray", "rollout.num_rollout=2", "run_name=jobs-api", f"output_dir={tmp_path / 'out'}",
+            f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null", "ckpt.load=null", "eval.interval=null",
+            "eval.before_train=false",
+        ]  # fmt: skip
+        job = client.submit_job(
+            entrypoint=" ".join([sys.executable, "launch.py", *overrides]),
+            runtime_env={"working_dir": str(ROOT), "env_vars": {"RAY_AUTH_MODE": "disabled"}},
+        )
+        deadline = time.monotonic() + JOB_DEADLINE_S
+        while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            assert time.monotonic() < deadline, f"job still {status} after {JOB_DEADLINE_S} s"
+            time.sleep(1)
+        logs = client.get_job_logs(job)
+        assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    finally:
+        cluster.shutdown()
+    assert "rlpipe: placement:" in logs and str(tmp_path / "out" / "jobs-api") in logs
+    records = [json.loads(line) for line in (tmp_path / "out" / "jobs-api" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["phase"] == "train" for r in records) == 2
