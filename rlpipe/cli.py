@@ -7,11 +7,7 @@ Config problems print one message per problem and exit with code 2 before anythi
 
 from __future__ import annotations
 
-import itertools
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rlpipe.config import ConfigError, Resolved, load
@@ -23,6 +19,8 @@ FLAGS_HELP = """flags:
   --plan        print the preflight plan (placement, memory per GPU and phase, time per rollout) and exit;
                 --plan=json for tools
   -m, --multirun  expand comma-separated overrides into a sweep; every point is validated first
+  --launcher=ray  with -m: run the points as Ray jobs on a cluster (cluster.address / $RAY_ADDRESS, else a
+                  local Ray), as many at once as its resources hold; --launcher=local (default): one by one
   --traceback   show Python tracebacks for config errors
   -h, --help    this message"""
 
@@ -48,6 +46,8 @@ def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
             flags.add("cfg:" + next(words, "job"))
         elif word in ("--plan", "--plan=md", "--plan=json"):
             flags.add("plan:" + (word.partition("=")[2] or "md"))
+        elif word in ("--launcher=ray", "--launcher=local"):
+            flags.add("launcher:" + word.partition("=")[2])
         elif word in ("-m", "--multirun"):
             flags.add("multirun")
         elif word.startswith("-"):
@@ -58,60 +58,22 @@ def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
     return overrides, flags
 
 
-def sweep_points(overrides: list[str]) -> list[list[str]]:
-    """The cartesian product of comma-separated sweep overrides (Hydra's basic-sweeper grammar)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for text, override in zip(overrides, parsed, strict=True):
-        if override.is_sweep_override():
-            key = text.split("=", 1)[0]
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            choices.append([text])
-    return [list(point) for point in itertools.product(*choices)]
-
-
-def _multirun(overrides: list[str]) -> int:
-    """Validate every point as it will run, then run them one after another, each in its own output folder:
-    <the given output_dir, else multirun/<date>/<time>>/<i>."""
-    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "output_dir"]
-    stamp = given[0].split("=", 1)[1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
-    points = [
-        [*(o for o in point if o not in given), f"output_dir={stamp}/{i}"]
-        for i, point in enumerate(sweep_points(overrides))
-    ]
-    problems = []
-    for point in points:  # every point before the first job starts
-        try:
-            load(point)
-        except ConfigError as exc:
-            problems.append(f"sweep point {' '.join(point[:-1])}:\n{exc.render()}")
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
-        return 2
-    print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/", flush=True)
-    failed = 0
-    for i, point in enumerate(points):
-        print(f"[{i + 1}/{len(points)}] {' '.join(point[:-1])}", flush=True)
-        failed += subprocess.call([sys.executable, str(Path(sys.argv[0]).resolve()), *point], env=os.environ) != 0
-    print(f"rlpipe: sweep done, {len(points) - failed} succeeded, {failed} failed")
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     overrides, flags = _split_args(sys.argv[1:] if argv is None else argv)
     if flags & {"-h", "--help"}:
         print(f"{USAGE}\n{_groups_help()}\n{FLAGS_HELP}")
         return 0
-    unknown = flags - {"cfg:job", "--miles", "plan:md", "plan:json", "multirun", "--traceback"}
+    unknown = flags - {"cfg:job", "--miles", "plan:md", "plan:json", "multirun", "launcher:ray", "launcher:local",
+                       "--traceback"}  # fmt: skip
     if unknown:
         print(f"rlpipe: unknown flag(s) {', '.join(sorted(unknown))}\n{FLAGS_HELP}", file=sys.stderr)
         return 2
     try:
         if "multirun" in flags:
-            return _multirun(overrides)
+            from rlpipe.sweep import multirun
+
+            launcher = "ray" if "launcher:ray" in flags else "local"
+            return multirun(overrides, launcher, Path(sys.argv[0]).resolve())
         printing = bool(flags & {"cfg:job", "--miles", "plan:md", "plan:json"})
         run: Resolved = load(overrides, check_paths=not printing)
     except ConfigError as exc:

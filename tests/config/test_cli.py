@@ -15,9 +15,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from rlpipe.cli import main, sweep_points
+from rlpipe.cli import main
 from rlpipe.config import ConfigError, load, schema
 from rlpipe.config.render import to_yaml
+from rlpipe.sweep import sweep_points
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "ray", "megatron", "sglang", "transformers")
@@ -157,7 +158,7 @@ def test_sweep_points_are_validated_in_the_folders_they_run_in(tmp_path: Path, m
     write_identity(tmp_path / "outputs" / "tiny-reverse", earlier.model_dump())
     (tmp_path / "outputs" / "tiny-reverse" / "metrics.jsonl").write_text('{"phase": "train", "rollout_id": 0}\n')
     started: list[list[str]] = []
-    monkeypatch.setattr("rlpipe.cli.subprocess.call", lambda cmd, env: started.append(cmd) or 0)
+    monkeypatch.setattr("rlpipe.sweep.subprocess.call", lambda cmd, env: started.append(cmd) or 0)
     assert main(["-m", "optim.lr=1e-3,3e-3", "demo.cache_dir=cache"]) == 0, capsys.readouterr().err
     assert [cmd[-3:] for cmd in started] == [
         ["optim.lr=0.001", "demo.cache_dir=cache", started[0][-1]],
