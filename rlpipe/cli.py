@@ -20,7 +20,8 @@ FLAGS_HELP = """flags:
                 --plan=json for tools
   -m, --multirun  expand comma-separated overrides into a sweep; every point is validated first
   --launcher=ray  with -m: run the points as Ray jobs on a cluster (cluster.address / $RAY_ADDRESS, else a
-                  local Ray), as many at once as its resources hold; --launcher=local (default): one by one
+                  local Ray), as many at once as its resources hold (--max-concurrent=N: at most N);
+                  --launcher=local (default): one by one
   --traceback   show Python tracebacks for config errors
   -h, --help    this message"""
 
@@ -48,6 +49,8 @@ def _split_args(argv: list[str]) -> tuple[list[str], set[str]]:
             flags.add("plan:" + (word.partition("=")[2] or "md"))
         elif word in ("--launcher=ray", "--launcher=local"):
             flags.add("launcher:" + word.partition("=")[2])
+        elif word.startswith("--max-concurrent=") and word.partition("=")[2].isdigit():
+            flags.add(word)
         elif word in ("-m", "--multirun"):
             flags.add("multirun")
         elif word.startswith("-"):
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if flags & {"-h", "--help"}:
         print(f"{USAGE}\n{_groups_help()}\n{FLAGS_HELP}")
         return 0
-    unknown = flags - {"cfg:job", "--miles", "plan:md", "plan:json", "multirun", "launcher:ray", "launcher:local",
-                       "--traceback"}  # fmt: skip
+    known = {"cfg:job", "--miles", "plan:md", "plan:json", "multirun", "launcher:ray", "launcher:local", "--traceback"}
+    unknown = {f for f in flags - known if not f.startswith("--max-concurrent=")}
     if unknown:
         print(f"rlpipe: unknown flag(s) {', '.join(sorted(unknown))}\n{FLAGS_HELP}", file=sys.stderr)
         return 2
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             from rlpipe.sweep import multirun
 
             launcher = "ray" if "launcher:ray" in flags else "local"
-            return multirun(overrides, launcher, Path(sys.argv[0]).resolve())
+            limit = next((int(f.partition("=")[2]) for f in flags if f.startswith("--max-concurrent=")), None)
+            return multirun(overrides, launcher, Path(sys.argv[0]).resolve(), max_concurrent=limit)
         printing = bool(flags & {"cfg:job", "--miles", "plan:md", "plan:json"})
         run: Resolved = load(overrides, check_paths=not printing)
     except ConfigError as exc:

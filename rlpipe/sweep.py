@@ -90,7 +90,15 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
 
     from rlpipe.cluster.placement import plan_placement
 
-    context = ray.init(address=address, include_dashboard=address is None, log_to_driver=False)
+    if address:
+        context = ray.init(address=address, log_to_driver=False)
+    else:  # a local Ray whose job server takes the submissions, on ports the OS gives (never a fixed one)
+        from rlpipe.rollout.sglang.process import free_ports
+
+        (dashboard,) = free_ports(1)
+        context = ray.init(
+            include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard, log_to_driver=False
+        )
     client = JobSubmissionClient(f"http://{context.dashboard_url}")
     capacity = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
     for point in points:
@@ -99,18 +107,14 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
     cwd = os.getcwd()
     try:
         while waiting or running:
-            in_use = {k: sum(p.needs.get(k, 0.0) for p in running.values()) for k in capacity}
-            while waiting and (max_concurrent is None or len(running) < max_concurrent):
-                point = waiting[0]
-                fits = all(in_use[k] + point.needs.get(k, 0.0) <= capacity[k] for k in capacity)
-                if running and not fits:
-                    break  # wait for a running point to free what this one needs (alone, it gets its chance)
-                waiting.pop(0)
+            while waiting and admissible(
+                waiting[0].needs, [p.needs for p in running.values()], capacity, max_concurrent
+            ):
+                point = waiting.pop(0)
                 command = shlex.join([sys.executable, str(launch), *point.overrides])
                 job = client.submit_job(entrypoint=f"cd {shlex.quote(cwd)} && {command}")
                 point.seconds = time.monotonic()
                 running[job] = point
-                in_use = {k: in_use[k] + point.needs.get(k, 0.0) for k in capacity}
                 print(f"[{point.index + 1}/{len(points)}] {point.label}: Ray job {job}", flush=True)
             time.sleep(POLL_S)
             for job, point in list(running.items()):
@@ -118,10 +122,21 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
                 if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
                     point.returncode = 0 if status == JobStatus.SUCCEEDED else 1
                     point.seconds = time.monotonic() - point.seconds
+                    point.run_dir.parent.mkdir(parents=True, exist_ok=True)
                     (point.run_dir.parent / f"job-{point.index}.log").write_text(client.get_job_logs(job))
                     del running[job]
     finally:
         ray.shutdown()
+
+
+def admissible(
+    needs: dict[str, float], running: list[dict[str, float]], capacity: dict[str, float], max_concurrent: int | None
+) -> bool:
+    """Whether a point needing `needs` may start beside the `running` ones: within max_concurrent, and within the
+    cluster's capacity of each resource; a point alone always may (if it can never fit, its job says so)."""
+    if max_concurrent is not None and len(running) >= max_concurrent:
+        return False
+    return not running or all(sum(r.get(k, 0.0) for r in running) + needs.get(k, 0.0) <= capacity[k] for k in capacity)
 
 
 def summarize(points: list[Point], folder: Path) -> str:
@@ -172,7 +187,9 @@ def _plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
     plt.close(fig)
 
 
-def multirun(overrides: list[str], launcher: str, launch: Path, address: str | None = None) -> int:
+def multirun(
+    overrides: list[str], launcher: str, launch: Path, address: str | None = None, max_concurrent: int | None = None
+) -> int:
     """`launch.py -m ...`: validate every point, run them (`launcher`: local or ray), summarise."""
     stamp, points, problems = prepare(overrides, on_ray=launcher == "ray")
     if problems:
@@ -181,7 +198,8 @@ def multirun(overrides: list[str], launcher: str, launch: Path, address: str | N
     where = "as Ray jobs" if launcher == "ray" else "one after another"
     print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/, {where}", flush=True)
     if launcher == "ray":
-        run_on_ray(points, launch, address or points[0].run.cfg.cluster.address or os.environ.get("RAY_ADDRESS"))
+        address = address or points[0].run.cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+        run_on_ray(points, launch, address, max_concurrent)
     else:
         run_locally(points, launch)
     print(summarize(points, Path(stamp)), end="")
