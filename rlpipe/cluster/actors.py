@@ -123,13 +123,13 @@ class RolloutActor:
     """The rollout manager: owns the engine(s), the prompt data and the rewards. With SGLang it starts the
     servers and the router as its subprocesses and stops them in `close`."""
 
-    def __init__(self, run: Resolved, log_dir: str) -> None:
+    def __init__(self, run: Resolved, log_dir: str, first_gpu: int | None = None) -> None:
         _prepare_process(run.topology.device)
         from rlpipe.rollout.engines import started_engine
         from rlpipe.rollout.role import RolloutRole
 
         self._engines = contextlib.ExitStack()
-        engine = self._engines.enter_context(started_engine(run, Path(log_dir)))
+        engine = self._engines.enter_context(started_engine(run, Path(log_dir), first_gpu))
         self.role = RolloutRole(run.cfg, engine)
 
     def close(self) -> None:

@@ -121,14 +121,16 @@ class TrainerGroup:
 class RolloutGroup:
     """The rollout manager actor behind RolloutRole's calls."""
 
-    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path) -> None:
+    def __init__(
+        self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path, first_gpu: int | None = None
+    ) -> None:
         # With SGLang the manager starts the servers itself, on the node's GPUs after the trainer's: it must
         # see them all, so Ray does not narrow CUDA_VISIBLE_DEVICES for it (and it holds no GPU share).
         sglang = run.cfg.rollout.engine == "sglang"
         actor = _on_bundle(RolloutActor, group, plan.rollout_bundles[0], 0.0 if sglang else plan.rollout_gpus)
         if sglang:
             actor = actor.options(runtime_env={"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}})
-        self.actor = actor.remote(run, str(log_dir))
+        self.actor = actor.remote(run, str(log_dir), first_gpu)
 
     def close(self) -> None:
         _get(self.actor.close.remote(), "rollout manager")

@@ -10,7 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 from rlpipe.cluster.groups import RolloutGroup, TrainerGroup
-from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
+from rlpipe.cluster.placement import PlacementError, PlacementPlan, node_ordered, plan_placement, reserve
 from rlpipe.config import Resolved
 from rlpipe.loop import Loop, Summary
 
@@ -74,8 +74,9 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
     try:
         plan = node_ordered(plan, group)
         trainer = TrainerGroup(run, plan, group)
-        rollout = RolloutGroup(run, plan, group, run_dir / "logs")
-        _record_placement(trainer, rollout, run_dir)
+        ranks = ray.get([actor.where.remote() for actor in trainer.actors])
+        rollout = RolloutGroup(run, plan, group, run_dir / "logs", engines_first_gpu(run, plan, group, ranks))
+        _record_placement(ranks, rollout, run_dir)
         if run.cfg.cluster.weight_sync == "broadcast":
             trainer.connect_broadcast(rollout, run)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
@@ -89,11 +90,11 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
             ray.shutdown()
 
 
-def _record_placement(trainer: TrainerGroup, rollout: RolloutGroup, run_dir: Path) -> None:
-    """Where every role landed, in the run folder (placement.json) and the job's log."""
+def _record_placement(ranks: list[dict], rollout: RolloutGroup, run_dir: Path) -> None:
+    """Where every role landed (`ranks`: each trainer rank's TrainerActor.where), in the run folder
+    (placement.json) and the job's log."""
     import ray
 
-    ranks = ray.get([actor.where.remote() for actor in trainer.actors])
     manager = ray.get(rollout.actor.where.remote())
     nodes = list(dict.fromkeys(r["node_id"] for r in [*ranks, manager]))
     (run_dir / "placement.json").write_text(json.dumps({"trainer_ranks": ranks, "rollout_manager": manager}, indent=1))
@@ -104,3 +105,23 @@ def _record_placement(trainer: TrainerGroup, rollout: RolloutGroup, run_dir: Pat
         for k, (n, v) in enumerate(by_node.items())
     )
     print(f"rlpipe: placement: {shown}", flush=True)
+
+
+def engines_first_gpu(run: Resolved, plan: PlacementPlan, group: object, ranks: list[dict]) -> int | None:
+    """The GPU of the rollout manager's node its SGLang engines start from: the one after the trainer ranks' GPUs on
+    that node (none there: 0), from where each trainer rank runs (`ranks`: TrainerActor.where). Engines on GPUs of
+    their own must all be on that node (the manager starts them)."""
+    from ray.util.placement_group import placement_group_table
+
+    if run.cfg.rollout.engine != "sglang" or run.cfg.cluster.colocate:
+        return None
+    on_node = placement_group_table(group)["bundles_to_node_id"]
+    manager = on_node[plan.rollout_bundles[0]]
+    engine_nodes = {on_node[b] for b in plan.rollout_bundles}
+    if engine_nodes != {manager}:
+        raise PlacementError(
+            f"the engines' GPUs landed on {len(engine_nodes)} nodes; rlpipe's rollout manager starts every engine on "
+            "its own node, so cluster.rollout_num_gpus must fit one node beside the trainer ranks there (or colocate)"
+        )
+    here = [gpu for r in ranks if r["node_id"] == manager for gpu in r["gpus"]]
+    return max(here) + 1 if here else 0

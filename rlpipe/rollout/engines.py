@@ -14,8 +14,9 @@ from rlpipe.rollout.engine import RolloutEngine
 
 
 @contextlib.contextmanager
-def started_engine(run: Resolved, log_dir: Path) -> Iterator[RolloutEngine]:
-    """The engine for `rollout.engine`, stopped (router first, then the servers) when the block exits."""
+def started_engine(run: Resolved, log_dir: Path, first_gpu: int | None = None) -> Iterator[RolloutEngine]:
+    """The engine for `rollout.engine`, stopped (router first, then the servers) when the block exits; SGLang engines
+    take this node's GPUs from `first_gpu` on (`engine_slots`)."""
     cfg = run.cfg
     assert cfg.ckpt.hf_checkpoint is not None  # resolved
     if cfg.rollout.engine == "hf":
@@ -32,7 +33,7 @@ def started_engine(run: Resolved, log_dir: Path) -> Iterator[RolloutEngine]:
 
     # One call for every port, so none is handed out twice: (router HTTP, router metrics, engine 0, engine 1, ...).
     router_port, metrics_port, *engine_ports = free_ports(2 + run.topology.num_engines)
-    slots = engine_slots(run, ports=engine_ports)
+    slots = engine_slots(run, ports=engine_ports, first_gpu=first_gpu)
     servers = [SGLangServer.from_config(run, slot, log_dir) for slot in slots]
     router = SGLangRouter(log_dir / "router.log", port=router_port, prometheus_port=metrics_port)
     try:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from simulated import simulated_cluster
 
 from rlpipe.config import load
 from rlpipe.launch import ClusterShape, UnsupportedLayout
@@ -38,28 +37,11 @@ STUBS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def three_nodes() -> Any:
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
-    port = _free_port()
-    head = {
-        "num_cpus": 2,
-        "gcs_server_port": port,
-        "include_dashboard": False,
-        "dashboard_agent_listen_port": _free_port(),
-    }
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    for _ in range(2):
-        cluster.add_node(num_cpus=2)
-    yield port, cluster
+    """A simulated 3-node cluster: (its GCS port, the cluster)."""
+    cluster = simulated_cluster(3, 2)
+    yield int(cluster.address.rsplit(":", 1)[1]), cluster
     cluster.shutdown()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,29 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from simulated import simulated_cluster
 
 from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import load
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cluster(nodes: int, cpus: int, gpus: int) -> object:
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
-    head = {"num_cpus": cpus, "num_gpus": gpus, "gcs_server_port": _free_port(), "include_dashboard": False,
-            "dashboard_agent_listen_port": _free_port()}  # fmt: skip
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    for _ in range(nodes - 1):
-        cluster.add_node(num_cpus=cpus, num_gpus=gpus)
-    return cluster
 
 
 @pytest.fixture
@@ -48,7 +30,7 @@ def connected() -> Iterator[callable]:
     made = []
 
     def start(nodes: int, cpus: int, gpus: int) -> object:
-        cluster = _cluster(nodes, cpus, gpus)
+        cluster = simulated_cluster(nodes, cpus, gpus)
         made.append(cluster)
         ray.init(address=cluster.address, log_to_driver=False)
         return cluster
@@ -122,7 +104,7 @@ def _rewards(tmp_path: Path, name: str, *extra: str) -> tuple[list[float], dict]
 
 def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:
     """One CPU per raylet: the two trainer ranks and the rollout manager cannot share a node."""
-    cluster = _cluster(3, 1, 0)
+    cluster = simulated_cluster(3, 1)
     try:
         spread, placement = _rewards(tmp_path, "spread", f"cluster.address={cluster.address}")
     finally:
@@ -132,3 +114,36 @@ def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:
     assert len(set(nodes)) == 3
     assert len({r["node_id"] for r in one["trainer_ranks"]} | {one["rollout_manager"]["node_id"]}) == 1
     assert len(spread) == 6 and spread == together  # where the roles run changes nothing of what they compute
+
+
+@pytest.mark.parametrize(
+    ("overrides", "nodes", "first_gpu"),
+    [
+        (DISAGGREGATED, 3, 0),  # the engines' node holds no trainer rank: they start at its GPU 0
+        (["experiment=glm4-9b-dapo"], 1, 4),  # one 8-GPU node: 4 trainer ranks on GPUs 0-3, engines from GPU 4
+    ],
+    ids=["own-node", "shared-node"],
+)
+def test_engines_start_after_the_trainer_gpus_of_their_node(connected, overrides, nodes, first_gpu) -> None:
+    import ray
+    from ray.util import remove_placement_group
+
+    from rlpipe.cluster.actors import TrainerActor
+    from rlpipe.cluster.groups import _on_bundle
+    from rlpipe.cluster.ray_run import engines_first_gpu
+
+    connected(nodes, 8, 8)
+    run = load(overrides, check_paths=False)
+    plan = plan_placement(run)
+    group = reserve(plan, timeout_s=300)
+    try:
+        ordered = node_ordered(plan, group)
+        world = len(ordered.trainer_bundles)  # trainer actors, not started (their `init` builds the model)
+        actors = [
+            _on_bundle(TrainerActor, group, bundle, ordered.trainer_gpus).remote(run.cfg, rank, world, "cuda")
+            for rank, bundle in enumerate(ordered.trainer_bundles)
+        ]
+        ranks = ray.get([actor.where.remote() for actor in actors])
+        assert engines_first_gpu(run, ordered, group, ranks) == first_gpu
+    finally:
+        remove_placement_group(group)

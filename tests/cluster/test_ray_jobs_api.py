@@ -5,34 +5,22 @@ the RAY_ADDRESS Ray sets, trains to the end, and its logs say where every role r
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from simulated import simulated_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_DEADLINE_S = 900  # a stuck job fails the test at this deadline instead of hanging it
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_job_submitted_to_a_running_cluster_trains_to_the_end(tmp_path: Path) -> None:
-    from ray.cluster_utils import Cluster
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    dashboard = _free_port()
-    head = {"num_cpus": 4, "gcs_server_port": _free_port(), "include_dashboard": True, "dashboard_port": dashboard,
-            "dashboard_host": "127.0.0.1", "dashboard_agent_listen_port": _free_port()}  # fmt: skip
-    cluster = Cluster(initialize_head=True, head_node_args=head)
+    cluster = simulated_cluster(1, 4, job_server=True)
     try:
-        client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
+        client = JobSubmissionClient(f"http://{cluster.webui_url}")
         overrides = [
             "cluster.backend=ray", "rollout.num_rollout=2", "run_name=jobs-api", f"output_dir={tmp_path / 'out'}",
             f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null", "ckpt.load=null", "eval.interval=null",

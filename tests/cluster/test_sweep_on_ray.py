@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from simulated import simulated_cluster
 
 from rlpipe.sweep import admissible
 
@@ -25,20 +25,8 @@ def test_admission_by_resources_and_limit() -> None:
     assert admissible({"CPU": 9.0}, [], capacity, None)  # alone it always starts (its job says why it cannot run)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_point_sweep_as_ray_jobs_completes_with_its_summary(tmp_path: Path) -> None:
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    head = {"num_cpus": 2, "gcs_server_port": _free_port(), "include_dashboard": True, "dashboard_port": _free_port(),
-            "dashboard_host": "127.0.0.1", "dashboard_agent_listen_port": _free_port()}  # fmt: skip
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    cluster.add_node(num_cpus=2)
+    cluster = simulated_cluster(2, 2, job_server=True)
     try:
         args = [
             "-m", "--launcher=ray", "optim.lr=1e-3,3e-3", f"cluster.address={cluster.address}", "output_dir=sweep",

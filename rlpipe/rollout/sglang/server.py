@@ -2,9 +2,9 @@
 
 One engine per `topology.num_engines`, each `sglang.rollout_num_gpus_per_engine` GPUs wide (its tp_size). On a
 single node the trainer holds GPUs [0, actor_gpus); colocated engines share those, disaggregated engines take
-the GPUs after them. (Multi-node placement belongs to the Ray layer, which sets CUDA_VISIBLE_DEVICES per engine
-and passes base_gpu_id 0.) Each engine's HTTP port is a free one the OS gives when its slots are laid out, never a
-fixed one another job on the machine may hold.
+the GPUs after them; across nodes the Ray layer says which GPU of the manager's node the engines start from.
+Each engine's HTTP port is a free one the OS gives when its slots are laid out, never a fixed one another job on
+the machine may hold.
 
 Command line: `python -m sglang.launch_server` with the fields rlpipe owns, then every `sglang.extra` key
 verbatim as `--key-with-dashes value` (True: a bare flag; False/None: left out, i.e. SGLang's default; a list:
@@ -41,13 +41,15 @@ class EngineSlot:
 
 
 def engine_slots(
-    resolved: Resolved, *, host: str = "127.0.0.1", ports: Sequence[int] | None = None
+    resolved: Resolved, *, host: str = "127.0.0.1", ports: Sequence[int] | None = None, first_gpu: int | None = None
 ) -> list[EngineSlot]:
-    """One slot per engine of the resolved topology (single-node GPU numbering, see the module docstring), each
-    on its own port: `ports` in engine order, or by default distinct free ones from the OS (`free_ports`)."""
+    """One slot per engine of the resolved topology, each on its own port: `ports` in engine order, or by default
+    distinct free ones from the OS (`free_ports`). GPUs from `first_gpu` of this node on (the Ray layer passes the
+    GPU after the trainer ranks on the rollout manager's node), else single-node numbering (module docstring)."""
     cfg, topo = resolved.cfg, resolved.topology
     per_engine = cfg.sglang.rollout_num_gpus_per_engine
-    first_gpu = 0 if cfg.cluster.colocate else topo.actor_gpus
+    if first_gpu is None:
+        first_gpu = 0 if cfg.cluster.colocate else topo.actor_gpus
     ports = free_ports(topo.num_engines, host) if ports is None else list(ports)
     if len(ports) != topo.num_engines or len(set(ports)) != len(ports):
         raise ValueError(f"engine_slots: need {topo.num_engines} distinct ports, one per engine; got {ports}")
