@@ -18,9 +18,9 @@ class UnsupportedLayout(ValueError):
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """Nodes the run needs, all alike. rlpipe's rollout manager starts its SGLang engines on its own node, on the
-    GPUs after the trainer's (rlpipe.rollout.sglang.server): disaggregated engines share the trainer's single node,
-    which then holds both roles' GPUs, as in Miles' one-node examples."""
+    """Nodes the run needs, all alike. rlpipe's rollout manager starts its SGLang engines on its own node
+    (rlpipe.cluster.ray_run.engines_first_gpu): with one trainer node, disaggregated engines share it, which then
+    holds both roles' GPUs (Miles' one-node layout); with more, they take one node of their own after the trainer's."""
 
     nodes: int
     gpus_per_node: int
@@ -30,13 +30,16 @@ class ClusterShape:
     def of(cls, run: Resolved, cpus_per_node: int) -> ClusterShape:
         cl, topo = run.cfg.cluster, run.topology
         per_node = 0 if topo.device == "cpu" else cl.actor_num_gpus_per_node
-        own_engines = run.cfg.rollout.engine == "sglang" and not cl.colocate
-        if own_engines and cl.actor_num_nodes > 1:
+        if run.cfg.rollout.engine != "sglang" or cl.colocate:
+            return cls(cl.actor_num_nodes, per_node, cpus_per_node)
+        if cl.actor_num_nodes == 1:
+            return cls(1, per_node + topo.rollout_gpus, cpus_per_node)
+        if topo.rollout_gpus > per_node:
             raise UnsupportedLayout(
-                f"cluster.actor_num_nodes={cl.actor_num_nodes} with SGLang engines on GPUs of their own: rlpipe starts "
-                "engines on the rollout manager's node only, so multi-node runs need cluster.colocate=true for now"
+                f"cluster.rollout_num_gpus={topo.rollout_gpus} is more than one node of {per_node} GPUs: rlpipe starts "
+                "every engine on the rollout manager's node, so the engines must fit one node (or colocate)"
             )
-        return cls(cl.actor_num_nodes, per_node + (topo.rollout_gpus if own_engines else 0), cpus_per_node)
+        return cls(cl.actor_num_nodes + 1, per_node, cpus_per_node)
 
 
 def job_command(overrides: list[str]) -> str:
