@@ -33,12 +33,24 @@ def _prepare_process(device: str) -> None:
         torch.cuda.set_device(0)  # Ray narrowed CUDA_VISIBLE_DEVICES to this actor's GPU
 
 
+DRIVER_CWD = "RLPIPE_DRIVER_CWD"  # the folder the run was launched from, which every role works in
+
+
+def _follow_driver() -> None:
+    """Work in the driver's folder, so a config's relative paths (.cache/rlpipe/..., outputs/...) mean the same here
+    as where the run was launched; Ray starts workers elsewhere (a Ray job's temp folder, the session folder)."""
+    folder = os.environ.get(DRIVER_CWD)
+    if folder and os.path.isdir(folder):
+        os.chdir(folder)
+
+
 def where_am_i() -> dict[str, Any]:
-    """This actor's node (Ray's id and IP) and the GPUs Ray gave it."""
+    """This actor's node (Ray's id and IP), the GPUs Ray gave it, and the folder it works in."""
     import ray
 
     context = ray.get_runtime_context()
-    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "gpus": ray.get_gpu_ids()}
+    node = {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    return node | {"gpus": ray.get_gpu_ids(), "cwd": os.getcwd()}
 
 
 class TrainerActor:
@@ -46,6 +58,7 @@ class TrainerActor:
     all ranks join the process group)."""
 
     def __init__(self, cfg: RunConfig, rank: int, world_size: int, device: str) -> None:
+        _follow_driver()
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.role: Any = None
 
@@ -124,6 +137,7 @@ class RolloutActor:
     servers and the router as its subprocesses and stops them in `close`."""
 
     def __init__(self, run: Resolved, log_dir: str, first_gpu: int | None = None) -> None:
+        _follow_driver()
         _prepare_process(run.topology.device)
         from rlpipe.rollout.engines import started_engine
         from rlpipe.rollout.role import RolloutRole

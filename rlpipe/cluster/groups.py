@@ -8,11 +8,12 @@ actor resolves itself. A dead actor surfaces as `ActorDied` naming its role and 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlpipe.cluster.actors import RolloutActor, TrainerActor
+from rlpipe.cluster.actors import DRIVER_CWD, RolloutActor, TrainerActor
 from rlpipe.cluster.placement import PlacementPlan
 from rlpipe.config import Resolved
 
@@ -42,13 +43,18 @@ def _get(refs: Any, role: str) -> Any:
         raise exc.as_instanceof_cause() from None
 
 
-def _on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float) -> Any:
+def _on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float, env: dict[str, str] | None = None) -> Any:
+    """`actor_cls` as a Ray actor on `bundle`, working in the driver's folder (DRIVER_CWD: a config's relative paths
+    mean the same there, on a shared filesystem), with `env` added to its environment."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=bundle)
+    runtime_env = {"env_vars": {DRIVER_CWD: os.getcwd(), **(env or {})}}
     # CPU 0.5: two roles may share a CPU bundle under colocate; Ray's CPU counts are for scheduling only.
-    return ray.remote(actor_cls).options(num_cpus=0.5, num_gpus=num_gpus, scheduling_strategy=strategy)
+    return ray.remote(actor_cls).options(
+        num_cpus=0.5, num_gpus=num_gpus, scheduling_strategy=strategy, runtime_env=runtime_env
+    )
 
 
 class TrainerGroup:
@@ -127,9 +133,8 @@ class RolloutGroup:
         # With SGLang the manager starts the servers itself, on the node's GPUs after the trainer's: it must
         # see them all, so Ray does not narrow CUDA_VISIBLE_DEVICES for it (and it holds no GPU share).
         sglang = run.cfg.rollout.engine == "sglang"
-        actor = _on_bundle(RolloutActor, group, plan.rollout_bundles[0], 0.0 if sglang else plan.rollout_gpus)
-        if sglang:
-            actor = actor.options(runtime_env={"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}})
+        env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"} if sglang else {}
+        actor = _on_bundle(RolloutActor, group, plan.rollout_bundles[0], 0.0 if sglang else plan.rollout_gpus, env)
         self.actor = actor.remote(run, str(log_dir), first_gpu)
 
     def close(self) -> None:

@@ -111,6 +111,8 @@ def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:
         cluster.shutdown()
     together, one = _rewards(tmp_path, "together")
     nodes = [r["node_id"] for r in placement["trainer_ranks"]] + [placement["rollout_manager"]["node_id"]]
+    roles = [*placement["trainer_ranks"], placement["rollout_manager"]]
+    assert {r["cwd"] for r in roles} == {str(tmp_path)}  # every role works in the folder the run was launched from
     assert len(set(nodes)) == 3
     assert len({r["node_id"] for r in one["trainer_ranks"]} | {one["rollout_manager"]["node_id"]}) == 1
     assert len(spread) == 6 and spread == together  # where the roles run changes nothing of what they compute
