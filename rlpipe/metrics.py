@@ -92,34 +92,43 @@ class MetricsLogger:
 
     def plot(self) -> Path:
         """Reward per rollout (and eval reward) as a PNG beside metrics.jsonl."""
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display: render to a file
-        import matplotlib.pyplot as plt
-
         records = self.read(self.path)
-        fig, ax = plt.subplots(figsize=(7, 4))
         train = [r for r in records if r["phase"] == "train"]
-        ax.plot([r["rollout_id"] for r in train], [r["reward_mean"] for r in train], label="sampled reward (train)")
+        curves = {"sampled reward (train)": [(r["rollout_id"], r["reward_mean"]) for r in train]}
         evals = [r for r in records if r["phase"] == "eval"]
         for key in sorted({k for r in evals for k in r if k.endswith("/reward_mean")}):
-            points = [(r["rollout_id"], r[key]) for r in evals if key in r]
-            ax.plot(*zip(*points, strict=True), marker="o", label=f"eval {key.split('/')[0]}")
-        ax.set_xlabel("rollout")
-        ax.set_ylabel("mean reward")
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(self.plot_path, dpi=110)
-        plt.close(fig)
-        return self.plot_path
+            curves[f"eval {key.split('/')[0]}"] = [(r["rollout_id"], r[key]) for r in evals if key in r]
+        return save_curves(self.plot_path, curves, marked={label for label in curves if label.startswith("eval ")})
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def save_curves(path: Path, curves: dict[str, list[tuple[int, float]]], marked: set[str] | None = None) -> Path:
+    """Mean reward per rollout, one line per curve (`marked` ones with dots), as a PNG at `path`: a run's
+    reward_curve.png and a sweep's rewards.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to a file
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if label in (marked or set()) else None, label=label)
+    ax.set_xlabel("rollout")
+    ax.set_ylabel("mean reward")
+    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    ax.grid(alpha=0.3)
+    if any(curves.values()):
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -11,7 +11,6 @@ admits points by the resources each needs; the Ray one also ships jobs through i
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shlex
 import subprocess
@@ -19,9 +18,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rlpipe.config import ConfigError, Resolved, load
+from rlpipe.metrics import MetricsLogger, save_curves
 
 POLL_S = 1.0  # how often the Ray launcher asks for its jobs' status
 
@@ -145,7 +144,7 @@ def summarize(points: list[Point], folder: Path) -> str:
     rows = ["| point | status | final reward | eval | seconds |", "|---|---|---:|---|---:|"]
     curves = {}
     for point in points:
-        records = _records(point.run_dir / "metrics.jsonl")
+        records = MetricsLogger.read(point.run_dir / "metrics.jsonl")
         train = [r for r in records if r.get("phase") == "train"]
         evals = [r for r in records if r.get("phase") == "eval"]
         last_eval = ", ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in (evals[-1] if evals else {}).items()
@@ -157,34 +156,8 @@ def summarize(points: list[Point], folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     table = "\n".join(rows) + "\n"
     (folder / "summary.md").write_text(table)
-    _plot(curves, folder / "rewards.png")
+    save_curves(folder / "rewards.png", curves)
     return table
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, points in curves.items():
-        if points:
-            ax.plot(*zip(*points, strict=True), label=label)
-    ax.set_xlabel("rollout")
-    ax.set_ylabel("mean sampled reward")
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def multirun(

@@ -78,8 +78,6 @@ def _phases(cfg: dict[str, Any], memory: MemoryPlan) -> list[Phase]:
     cl = cfg["cluster"]
     t, e = memory.busiest, memory.engine
     colocated = cl["colocate"] and e is not None
-    offload_train = cl["offload_train"] if cl["offload_train"] is not None else cl["colocate"]
-    offload_rollout = cl["offload_rollout"] if cl["offload_rollout"] is not None else cl["colocate"]
     trainer = f"trainer GPU (pipeline stage {t.stage}, {t.layers} layers)"
     train = {
         "weights": t.weights,
@@ -109,10 +107,10 @@ def _phases(cfg: dict[str, Any], memory: MemoryPlan) -> list[Phase]:
         ]
     shared = "shared GPU (colocated)"
     rollout = dict(engine)
-    if not offload_train:
+    if not cl["offload_train"]:  # both derived by the resolver (= colocate unless set)
         rollout |= {"trainer weights": t.weights, "trainer gradients": t.grads, "trainer optimizer": t.optimizer}
         rollout["critic state"] = t.critic
-    if not offload_rollout:
+    if not cl["offload_rollout"]:
         train |= {"engine weights": e.weights, "KV cache": e.kv_pool}
     sync |= {"engine weights": e.weights}
     return [Phase("rollout", shared, rollout), Phase("train", shared, train), Phase("weight sync", shared, sync)]

@@ -3,6 +3,7 @@ factors that turn peaks into seconds, with where each comes from."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ def gpu_by_name(product: str) -> str | None:
     return None
 
 
+@functools.cache
 def detect_gpu() -> str | None:
-    """The table key of GPU 0 on this machine, from nvidia-smi (no torch, no CUDA init); None without one."""
+    """The table key of GPU 0 on this machine, from nvidia-smi (no torch, no CUDA init); None without one. Asked
+    once per process: a launch plans in the config phase, the start-of-run table and the run folder."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:

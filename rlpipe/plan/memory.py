@@ -304,7 +304,7 @@ def host_memory(cfg: dict[str, Any], stage: TrainMemory) -> dict[str, int]:
         host["teacher weights"] = stage.weights
     if host:
         host["policy copy while swapped"] = stage.weights
-    if cl["offload_train"] if cl["offload_train"] is not None else cl["colocate"]:
+    if cl["offload_train"]:  # derived by the resolver (= colocate unless set)
         host["offloaded train state"] = stage.state
     return host
 

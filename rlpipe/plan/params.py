@@ -4,7 +4,7 @@ The same layer inventory as `rlpipe.train.layer_spec` / megatron's GPTModel (loc
 RMSNorm, fused QKV (with bias when add_qkv_bias), per-head Q/K norms (qk_layernorm), the output projection, GLM4's
 post-attention and post-MLP norms, the pre-MLP norm and either a SwiGLU MLP (fc1 = gate and up) or a MoE block (a
 router and E experts); then the final norm; the embedding and, unless tied, the output layer, both with the
-vocabulary padded as Megatron pads it (`padded_vocab`). Tests check the totals against the built models.
+vocabulary padded as Megatron pads it (`padded_vocab_size`). Tests check the totals against the built models.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def padded_vocab(vocab_size: int, tensor_parallel: int, divisible_by: int = 128) -> int:
-    """Megatron's padding: the vocabulary rounded up to a multiple of 128 x TP (an even split over TP ranks)."""
-    multiple = divisible_by * tensor_parallel
+def padded_vocab_size(vocab_size: int, tp_size: int, divisible_by: int = 128) -> int:
+    """Megatron's padding: round the vocab up to a multiple of divisible_by * tp_size (even TP split). Torch-free,
+    so the plan and the trainer (rlpipe.train.weights) share it."""
+    multiple = divisible_by * tp_size
     return -(-vocab_size // multiple) * multiple
 
 
@@ -65,7 +66,7 @@ def count_params(model: dict[str, Any], tensor_parallel: int = 1) -> ParamCount:
         active = (model["moe_router_topk"] or 1) / experts
     else:
         mlp_dense, router, expert_weights, active = _mlp(h, model["ffn_hidden_size"], model), 0, 0, 1.0
-    vocab = padded_vocab(model["vocab_size"], tensor_parallel)
+    vocab = padded_vocab_size(model["vocab_size"], tensor_parallel)
     return ParamCount(
         embedding=vocab * h,
         output=vocab * h if model["untie_embeddings_and_output_weights"] else 0,

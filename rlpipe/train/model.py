@@ -16,10 +16,10 @@ from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from rlpipe.plan.params import padded_vocab_size
 from rlpipe.train.families import family_of, has_qkv_bias, rope_settings, supported_model_types
 from rlpipe.train.layer_spec import block_spec
 from rlpipe.train.spec import TrainerSpec
-from rlpipe.train.weights import padded_vocab_size
 
 SUPPORTED_MODEL_TYPES = supported_model_types()
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from rlpipe.plan.params import padded_vocab_size
 from rlpipe.train.families import Family, family_of
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
@@ -57,12 +58,6 @@ def read_hf_state(folder: Path) -> dict[str, torch.Tensor]:
     if not state:
         raise FileNotFoundError(f"no *.safetensors weights in {folder}")
     return state
-
-
-def padded_vocab_size(vocab_size: int, tp_size: int, divisible_by: int = 128) -> int:
-    """Megatron's padding: round the vocab up to a multiple of divisible_by * tp_size (even TP split)."""
-    multiple = divisible_by * tp_size
-    return -(-vocab_size // multiple) * multiple
 
 
 @dataclass(frozen=True)

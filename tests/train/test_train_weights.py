@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from train_helpers import assert_round_trip_exact, make_tiny_qwen2
 from transformers import AutoConfig
 
-from rlpipe.train.weights import hf_to_megatron, padded_vocab_size
+from rlpipe.plan.params import padded_vocab_size
+from rlpipe.train.weights import hf_to_megatron
 
 
 def test_padded_vocab_size() -> None:
