@@ -1,10 +1,14 @@
 """Simulated Ray clusters for tests and benchmarks: several raylets on this machine (ray.cluster_utils), each with
-its own logical CPUs and fake GPUs, every port one the OS gives."""
+its own logical CPUs and fake GPUs, every port one the OS gives; and the tiny job run as a user would, on Ray."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from rlpipe.rollout.sglang.process import free_ports
@@ -25,3 +29,28 @@ def simulated_cluster(nodes: int, cpus: int, gpus: int = 0, job_server: bool = F
     for _ in range(nodes - 1):
         cluster.add_node(num_cpus=cpus, num_gpus=gpus)
     return cluster
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_tiny_job(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`launch.py` of the tiny job as `run_name=name` under tmp_path (no checkpoints, no eval, no progress bar), with
+    `overrides`; fails the test unless it exits 0. Ray's socket paths stay short: a temp folder under /tmp."""
+    words = [
+        f"run_name={name}", f"output_dir={tmp_path}", f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null",
+        "ckpt.load=null", "log.progress=false", "eval.interval=null", "eval.before_train=false", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *words], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def train_rewards(run_dir: Path) -> list[float]:
+    """The sampled reward of every train record in a run's metrics.jsonl."""
+    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r["reward_mean"] for r in records if r["phase"] == "train"]

@@ -6,15 +6,11 @@ exactly as on one."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from simulated import simulated_cluster
+from simulated import run_tiny_job, simulated_cluster, train_rewards
 
 from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import load
@@ -84,22 +80,12 @@ def test_ranks_fill_nodes_in_order(connected, overrides: list[str], nodes: int) 
 
 
 def _rewards(tmp_path: Path, name: str, *extra: str) -> tuple[list[float], dict]:
-    overrides = [
-        "cluster.backend=ray", "cluster.actor_num_gpus_per_node=2", "rollout.global_batch_size=64",
-        "rollout.num_rollout=6", f"run_name={name}", f"output_dir={tmp_path}", f"demo.cache_dir={tmp_path / 'cache'}",
-        "ckpt.save=null", "ckpt.load=null", "log.progress=false", "eval.interval=null", "eval.before_train=false",
-        *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *overrides], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_tiny_job(
+        tmp_path, name, "cluster.backend=ray", "cluster.actor_num_gpus_per_node=2", "rollout.global_batch_size=64",
+        "rollout.num_rollout=6", *extra,
+    )  # fmt: skip
     assert "rlpipe: placement:" in done.stdout
-    records = map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
-    placement = json.loads((tmp_path / name / "placement.json").read_text())
-    return [r["reward_mean"] for r in records if r["phase"] == "train"], placement
+    return train_rewards(tmp_path / name), json.loads((tmp_path / name / "placement.json").read_text())
 
 
 def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:

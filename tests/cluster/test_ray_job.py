@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from simulated import run_tiny_job, train_rewards
 
 
 def _rewards(tmp_path: Path, backend: str, *extra: str) -> list[float]:
-    overrides = [
-        f"cluster.backend={backend}", "rollout.num_rollout=12", f"run_name={backend}", f"output_dir={tmp_path}", *extra,
-        f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null", "ckpt.load=null", "log.progress=false",
-        "eval.interval=null", "eval.before_train=false",
-    ]  # fmt: skip
-    # Ray's socket paths must stay under 108 bytes: a short temp folder, not pytest's deep one.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *overrides], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    records = map(json.loads, (tmp_path / backend / "metrics.jsonl").read_text().splitlines())
-    return [r["reward_mean"] for r in records if r["phase"] == "train"]
+    run_tiny_job(tmp_path, backend, f"cluster.backend={backend}", "rollout.num_rollout=12", *extra)
+    return train_rewards(tmp_path / backend)
 
 
 @pytest.mark.parametrize("layout", ["disaggregated", "colocated"])
