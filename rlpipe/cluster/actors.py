@@ -133,17 +133,17 @@ class TrainerActor:
 
 
 class RolloutActor:
-    """The rollout manager: owns the engine(s), the prompt data and the rewards. With SGLang it starts the
-    servers and the router as its subprocesses and stops them in `close`."""
+    """The rollout manager: owns the engine(s), the prompt data and the rewards. With SGLang it starts the router
+    over the servers the EngineHostActors started (`engine_urls`) as its subprocess, and stops it in `close`."""
 
-    def __init__(self, run: Resolved, log_dir: str, first_gpu: int | None = None) -> None:
+    def __init__(self, run: Resolved, log_dir: str, engine_urls: list[str] | None = None) -> None:
         _follow_driver()
         _prepare_process(run.topology.device)
         from rlpipe.rollout.engines import started_engine
         from rlpipe.rollout.role import RolloutRole
 
         self._engines = contextlib.ExitStack()
-        engine = self._engines.enter_context(started_engine(run, Path(log_dir), first_gpu))
+        engine = self._engines.enter_context(started_engine(run, Path(log_dir), engine_urls))
         self.role = RolloutRole(run.cfg, engine)
 
     def close(self) -> None:
@@ -190,3 +190,47 @@ class RolloutActor:
         from rlpipe.cluster.digest import named_tensor_digest
 
         return named_tensor_digest(self.role.engine.model.named_parameters())
+
+
+class EngineHostActor:
+    """One SGLang server process (an EnginePart) on the node this actor runs on: it asks this node for free ports,
+    starts the server seeing only the part's GPUs, reports whether it lives and answers, and stops it."""
+
+    def __init__(self, cfg: RunConfig, part: Any, log_dir: str) -> None:
+        _follow_driver()
+        self.cfg, self.part, self.log_dir = cfg, part, Path(log_dir)
+        self.process: Any = None
+
+    def free_ports(self, count: int) -> list[int]:
+        from rlpipe.rollout.sglang.process import free_ports
+
+        return free_ports(count, self.part.node_ip)
+
+    def start(self, port: int, dist_init_addr: str | None) -> str:
+        """Launch the server (not waiting for it); its HTTP address (only node rank 0 serves one)."""
+        from rlpipe.rollout.sglang.process import ManagedProcess
+        from rlpipe.rollout.sglang.server import EngineSlot, server_command
+
+        part = self.part
+        slot = EngineSlot(part.engine, 0, part.node_ip, port, part.nnodes, part.node_rank, dist_init_addr)
+        name = f"sglang_engine_{part.engine}" + (f"_node{part.node_rank}" if part.nnodes > 1 else "")
+        env = {"CUDA_VISIBLE_DEVICES": part.cuda_visible_devices}
+        log = self.log_dir / f"{name}.log"
+        self.process = ManagedProcess(server_command(self.cfg, slot), slot.url + "/health", log, env)
+        self.process.start()
+        return slot.url
+
+    def state(self) -> tuple[int | None, bool]:
+        """(exit code, or None while it runs; whether it answers /health, which only node rank 0 does)."""
+        code = self.process.proc.poll()
+        return code, code is None and self.part.serves_http and self.process.is_healthy()
+
+    def log_tail(self) -> str:
+        return self.process.log_tail()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def where(self) -> dict[str, Any]:
+        return where_am_i()

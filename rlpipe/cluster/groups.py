@@ -31,7 +31,8 @@ class ActorDied(RuntimeError):
     """A role's actor (process) died; the message says which and why."""
 
 
-def _get(refs: Any, role: str) -> Any:
+def fetch(refs: Any, role: str) -> Any:
+    """ray.get(refs), a dead actor reported as ActorDied naming `role`, a role's own error re-raised as itself."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -43,7 +44,7 @@ def _get(refs: Any, role: str) -> Any:
         raise exc.as_instanceof_cause() from None
 
 
-def _on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float, env: dict[str, str] | None = None) -> Any:
+def on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float, env: dict[str, str] | None = None) -> Any:
     """`actor_cls` as a Ray actor on `bundle`, working in the driver's folder (DRIVER_CWD: a config's relative paths
     mean the same there, on a shared filesystem), with `env` added to its environment."""
     import ray
@@ -64,15 +65,15 @@ class TrainerGroup:
         world = len(plan.trainer_bundles)
         device = run.topology.device
         self.actors = [
-            _on_bundle(TrainerActor, group, bundle, plan.trainer_gpus).remote(run.cfg, rank, world, device)
+            on_bundle(TrainerActor, group, bundle, plan.trainer_gpus).remote(run.cfg, rank, world, device)
             for rank, bundle in enumerate(plan.trainer_bundles)
         ]
-        init_method = _get(self.actors[0].rendezvous.remote(), "trainer rank 0")
-        _get([a.init.remote(init_method) for a in self.actors], "trainer")
+        init_method = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0")
+        fetch([a.init.remote(init_method) for a in self.actors], "trainer")
         self.broadcast: list | None = None  # the tensor specs, once connect_broadcast has run
 
     def _all(self, method: str, *args: Any) -> Any:
-        return _get([a.call.remote(method, *args) for a in self.actors], "trainer")[0]
+        return fetch([a.call.remote(method, *args) for a in self.actors], "trainer")[0]
 
     def init_weights(self) -> tuple[int, dict[str, Any]]:
         return self._all("init_weights")
@@ -94,16 +95,16 @@ class TrainerGroup:
             refs = [a.broadcast_weights.remote(self.bucket_bytes, self.flat) for a in self.actors]
             return Broadcast(self.broadcast, refs, self.bucket_bytes)
         refs = [a.weights.remote() for a in self.actors]
-        _get(refs[1:], "trainer")  # the other ranks only helped gather
+        fetch(refs[1:], "trainer")  # the other ranks only helped gather
         return refs[0]
 
     def connect_broadcast(self, rollout: RolloutGroup, run: Resolved) -> None:
         """Open the weight-sync group between trainer rank 0 and the rollout side (both join concurrently)."""
         cfg = run.cfg
-        address, port = _get(self.actors[0].rendezvous.remote(), "trainer rank 0").removeprefix("tcp://").split(":")
+        address, port = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0").removeprefix("tcp://").split(":")
         receivers = run.topology.rollout_gpus if cfg.rollout.engine == "sglang" else 1
         backend = "nccl" if run.topology.device == "cuda" else "gloo"
-        _get(
+        fetch(
             [
                 self.actors[0].open_weight_sync.remote(address, int(port), 1 + receivers, backend),
                 rollout.actor.open_weight_sync.remote(address, int(port), 1 + receivers, backend),
@@ -112,7 +113,7 @@ class TrainerGroup:
         )
         self.bucket_bytes = cfg.cluster.weight_sync_bucket_mb * 2**20
         self.flat = cfg.rollout.engine != "sglang"  # SGLang receives tensor by tensor
-        self.broadcast = _get([a.weight_specs.remote() for a in self.actors], "trainer")[0]
+        self.broadcast = fetch([a.weight_specs.remote() for a in self.actors], "trainer")[0]
 
     def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
         self._all("save", next_rollout, loop_state)
@@ -128,25 +129,23 @@ class RolloutGroup:
     """The rollout manager actor behind RolloutRole's calls."""
 
     def __init__(
-        self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path, first_gpu: int | None = None
+        self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path, engine_urls: list[str] | None = None
     ) -> None:
-        # With SGLang the manager starts the servers itself, on the node's GPUs after the trainer's: it must
-        # see them all, so Ray does not narrow CUDA_VISIBLE_DEVICES for it (and it holds no GPU share).
-        sglang = run.cfg.rollout.engine == "sglang"
-        env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"} if sglang else {}
-        actor = _on_bundle(RolloutActor, group, plan.rollout_bundles[0], 0.0 if sglang else plan.rollout_gpus, env)
-        self.actor = actor.remote(run, str(log_dir), first_gpu)
+        # With SGLang the manager only routes to the servers (`engine_urls`): it holds no GPU share of its own.
+        gpus = 0.0 if run.cfg.rollout.engine == "sglang" else plan.rollout_gpus
+        actor = on_bundle(RolloutActor, group, plan.rollout_bundles[0], gpus)
+        self.actor = actor.remote(run, str(log_dir), engine_urls)
 
     def close(self) -> None:
-        _get(self.actor.close.remote(), "rollout manager")
+        fetch(self.actor.close.remote(), "rollout manager")
 
     def update_weights(self, weights: Any) -> int:
         if isinstance(weights, Broadcast):  # receive while the trainer sends
             ref = self.actor.receive_weights.remote(weights.specs, weights.bucket_bytes)
-            return _get([*weights.senders, ref], "weight sync")[-1]
-        return _get(self.actor.call.remote("update_weights", weights), "rollout manager")
+            return fetch([*weights.senders, ref], "weight sync")[-1]
+        return fetch(self.actor.call.remote("update_weights", weights), "rollout manager")
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
             raise AttributeError(method)
-        return lambda *args: _get(self.actor.call.remote(method, *args), "rollout manager")
+        return lambda *args: fetch(self.actor.call.remote(method, *args), "rollout manager")

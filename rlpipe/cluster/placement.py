@@ -1,7 +1,7 @@
 """Where each role runs: a placement plan from the resolved config, and the Ray placement group for it.
 
-    disaggregated   bundles [trainer GPUs ... | rollout GPUs ...]: trainer rank r on bundle r, engine e on the
-                    first bundle of its rollout_num_gpus_per_engine GPUs, after the trainer's
+    disaggregated   bundles [trainer GPUs ... | rollout GPUs ...]: trainer rank r on bundle r, engine e on its
+                    rollout_num_gpus_per_engine bundles after the trainer's (the manager on engine 0's first)
     colocated       one bundle per actor GPU, both roles on every bundle (fractional GPU shares, time-sliced)
     CPU             one bundle per trainer process and one for the rollout manager (its in-process engine)
 
@@ -31,6 +31,7 @@ class PlacementPlan:
     trainer_gpus: float  # GPU share each trainer actor asks for (0 on CPU)
     rollout_gpus: float  # GPU share each rollout actor asks for
     colocated: bool
+    engine_bundles: tuple[tuple[int, ...], ...] = ()  # every bundle of each SGLang engine (its GPUs), in order
 
     def total(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -46,17 +47,18 @@ def plan_placement(run: Resolved) -> PlacementPlan:
     if topo.device == "cpu":  # processes, not GPUs; the in-process HF engine needs one more slot
         bundles = tuple({"CPU": 1.0} for _ in range(trainers + 1))
         return PlacementPlan(bundles, tuple(range(trainers)), (trainers,), 0.0, 0.0, cfg.cluster.colocate)
-    per_engine = cfg.sglang.rollout_num_gpus_per_engine if cfg.rollout.engine == "sglang" else 1
-    engines = topo.num_engines
+    sglang = cfg.rollout.engine == "sglang"
+    per_engine = cfg.sglang.rollout_num_gpus_per_engine if sglang else 1
+    first = 0 if cfg.cluster.colocate else trainers  # colocated engines share the trainer's bundles
+    rollout = tuple(first + e * per_engine for e in range(topo.num_engines))
+    engines = tuple(tuple(range(b, b + per_engine)) for b in rollout) if sglang else ()
     if cfg.cluster.colocate:
         bundles = tuple({"GPU": 1.0, "CPU": 1.0} for _ in range(trainers))
-        rollout = tuple(e * per_engine for e in range(engines))
         return PlacementPlan(
-            bundles, tuple(range(trainers)), rollout, COLOCATED_TRAINER_GPU, COLOCATED_ROLLOUT_GPU, True
+            bundles, tuple(range(trainers)), rollout, COLOCATED_TRAINER_GPU, COLOCATED_ROLLOUT_GPU, True, engines
         )
     bundles = tuple({"GPU": 1.0, "CPU": 1.0} for _ in range(trainers + topo.rollout_gpus))
-    rollout = tuple(trainers + e * per_engine for e in range(engines))
-    return PlacementPlan(bundles, tuple(range(trainers)), rollout, 1.0, 1.0, False)
+    return PlacementPlan(bundles, tuple(range(trainers)), rollout, 1.0, 1.0, False, engines)
 
 
 class PlacementError(RuntimeError):
@@ -96,4 +98,5 @@ def node_ordered(plan: PlacementPlan, group: Any) -> PlacementPlan:
         plan,
         trainer_bundles=tuple(order[i] for i in plan.trainer_bundles),
         rollout_bundles=tuple(order[i] for i in plan.rollout_bundles),
+        engine_bundles=tuple(tuple(order[i] for i in engine) for engine in plan.engine_bundles),
     )

@@ -3,14 +3,16 @@ hand them to the same loop the in-process mode uses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import urllib.parse
 from pathlib import Path
 
+from rlpipe.cluster.engine_hosts import EngineHosts
 from rlpipe.cluster.groups import RolloutGroup, TrainerGroup
-from rlpipe.cluster.placement import PlacementError, PlacementPlan, node_ordered, plan_placement, reserve
+from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import Resolved
 from rlpipe.loop import Loop, Summary
 
@@ -70,19 +72,24 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
                 include_dashboard=False,
             )
     group = reserve(plan)
-    rollout = None
+    rollout = engines = None
     try:
         plan = node_ordered(plan, group)
         trainer = TrainerGroup(run, plan, group)
         ranks = ray.get([actor.where.remote() for actor in trainer.actors])
-        rollout = RolloutGroup(run, plan, group, run_dir / "logs", engines_first_gpu(run, plan, group, ranks))
-        _record_placement(ranks, rollout, run_dir)
+        if plan.engine_bundles:  # SGLang servers, each started on the node of its GPUs
+            engines = EngineHosts(run, plan, group, run_dir / "logs")
+            engines.start()
+        rollout = RolloutGroup(run, plan, group, run_dir / "logs", engines.urls if engines else None)
+        _record_placement(ranks, rollout, engines, run_dir)
         if run.cfg.cluster.weight_sync == "broadcast":
             trainer.connect_broadcast(rollout, run)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
         if rollout is not None:
             rollout.close()
+        if engines is not None:
+            engines.stop()
         from ray.util import remove_placement_group
 
         remove_placement_group(group)
@@ -90,38 +97,21 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
             ray.shutdown()
 
 
-def _record_placement(ranks: list[dict], rollout: RolloutGroup, run_dir: Path) -> None:
-    """Where every role landed (`ranks`: each trainer rank's TrainerActor.where), in the run folder
-    (placement.json) and the job's log."""
+def _record_placement(ranks: list[dict], rollout: RolloutGroup, engines: EngineHosts | None, run_dir: Path) -> None:
+    """Where every role landed (`ranks`: each trainer rank's TrainerActor.where; the SGLang server processes), in the
+    run folder (placement.json) and the job's log."""
     import ray
 
     manager = ray.get(rollout.actor.where.remote())
-    nodes = list(dict.fromkeys(r["node_id"] for r in [*ranks, manager]))
-    (run_dir / "placement.json").write_text(json.dumps({"trainer_ranks": ranks, "rollout_manager": manager}, indent=1))
-    by_node = {n: [i for i, r in enumerate(ranks) if r["node_id"] == n] for n in nodes}
-    shown = "; ".join(
-        f"node {k} ({ranks[v[0]]['node_ip'] if v else manager['node_ip']}): trainer ranks {v or '-'}"
-        + (", rollout manager" if manager["node_id"] == n else "")
-        for k, (n, v) in enumerate(by_node.items())
-    )
-    print(f"rlpipe: placement: {shown}", flush=True)
-
-
-def engines_first_gpu(run: Resolved, plan: PlacementPlan, group: object, ranks: list[dict]) -> int | None:
-    """The GPU of the rollout manager's node its SGLang engines start from: the one after the trainer ranks' GPUs on
-    that node (none there: 0), from where each trainer rank runs (`ranks`: TrainerActor.where). Engines on GPUs of
-    their own must all be on that node (the manager starts them)."""
-    from ray.util.placement_group import placement_group_table
-
-    if run.cfg.rollout.engine != "sglang" or run.cfg.cluster.colocate:
-        return None
-    on_node = placement_group_table(group)["bundles_to_node_id"]
-    manager = on_node[plan.rollout_bundles[0]]
-    engine_nodes = {on_node[b] for b in plan.rollout_bundles}
-    if engine_nodes != {manager}:
-        raise PlacementError(
-            f"the engines' GPUs landed on {len(engine_nodes)} nodes; rlpipe's rollout manager starts every engine on "
-            "its own node, so cluster.rollout_num_gpus must fit one node beside the trainer ranks there (or colocate)"
-        )
-    here = [gpu for r in ranks if r["node_id"] == manager for gpu in r["gpus"]]
-    return max(here) + 1 if here else 0
+    parts = [dataclasses.asdict(p) for p in engines.parts] if engines else []
+    record = {"trainer_ranks": ranks, "rollout_manager": manager, "engine_processes": parts}
+    (run_dir / "placement.json").write_text(json.dumps(record, indent=1))
+    ips = {r["node_id"]: r["node_ip"] for r in [*ranks, manager, *parts]}
+    shown = []
+    for k, (node, ip) in enumerate(ips.items()):
+        here = [f"trainer ranks {[i for i, r in enumerate(ranks) if r['node_id'] == node] or '-'}"]
+        here += [f"engine {p['engine']}" + (f" (node rank {p['node_rank']})" if p["nnodes"] > 1 else "")
+                 for p in parts if p["node_id"] == node]  # fmt: skip
+        here += ["rollout manager"] if manager["node_id"] == node else []
+        shown.append(f"node {k} ({ip}): " + ", ".join(here))
+    print(f"rlpipe: placement: {'; '.join(shown)}", flush=True)

@@ -16,11 +16,15 @@ class UnsupportedLayout(ValueError):
     """A layout rlpipe's Ray placement does not run yet."""
 
 
+ONE_NODE_GPUS = 8  # the GPUs of the usual node: a one-trainer-node run whose engines fit beside it stays on one
+
+
 @dataclass(frozen=True)
 class ClusterShape:
-    """Nodes the run needs, all alike. rlpipe's rollout manager starts its SGLang engines on its own node
-    (rlpipe.cluster.ray_run.engines_first_gpu): with one trainer node, disaggregated engines share it, which then
-    holds both roles' GPUs (Miles' one-node layout); with more, they take one node of their own after the trainer's."""
+    """Nodes the run needs, all alike. Ray fills nodes with the trainer ranks first, then the engines' GPUs
+    (rlpipe.cluster.placement): with one trainer node whose engines fit beside it on an 8-GPU node, that one node
+    holds both roles' GPUs (Miles' one-node layout); otherwise the engines take whole nodes of their own after the
+    trainer's, an engine larger than a node spanning several (SGLang's --nnodes)."""
 
     nodes: int
     gpus_per_node: int
@@ -32,14 +36,16 @@ class ClusterShape:
         per_node = 0 if topo.device == "cpu" else cl.actor_num_gpus_per_node
         if run.cfg.rollout.engine != "sglang" or cl.colocate:
             return cls(cl.actor_num_nodes, per_node, cpus_per_node)
-        if cl.actor_num_nodes == 1:
+        if cl.actor_num_nodes == 1 and per_node + topo.rollout_gpus <= ONE_NODE_GPUS:
             return cls(1, per_node + topo.rollout_gpus, cpus_per_node)
-        if topo.rollout_gpus > per_node:
+        per_engine = run.cfg.sglang.rollout_num_gpus_per_engine
+        if per_engine % per_node and per_node % per_engine:
             raise UnsupportedLayout(
-                f"cluster.rollout_num_gpus={topo.rollout_gpus} is more than one node of {per_node} GPUs: rlpipe starts "
-                "every engine on the rollout manager's node, so the engines must fit one node (or colocate)"
+                f"SGLang engines of {per_engine} GPUs (sglang.rollout_num_gpus_per_engine) do not tile nodes of "
+                f"{per_node} GPUs (cluster.actor_num_gpus_per_node): an engine would straddle two nodes unevenly. "
+                "Make one a multiple of the other."
             )
-        return cls(cl.actor_num_nodes + 1, per_node, cpus_per_node)
+        return cls(cl.actor_num_nodes + -(-topo.rollout_gpus // per_node), per_node, cpus_per_node)
 
 
 def job_command(overrides: list[str]) -> str:

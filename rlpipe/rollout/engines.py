@@ -1,5 +1,6 @@
 """Starting the configured rollout engine(s) and stopping them: the in-process HF engine, or SGLang servers
-behind sglang-router (one node: engines on the GPUs after the trainer's, or on the same ones under colocate).
+behind sglang-router (one node: engines on the GPUs after the trainer's, or on the same ones under colocate; on Ray
+the servers are started on their own nodes beforehand and only their URLs come here).
 Every port (each engine's, the router's, the router's metrics) is a free one the OS gives at launch."""
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from rlpipe.rollout.engine import RolloutEngine
 
 
 @contextlib.contextmanager
-def started_engine(run: Resolved, log_dir: Path, first_gpu: int | None = None) -> Iterator[RolloutEngine]:
-    """The engine for `rollout.engine`, stopped (router first, then the servers) when the block exits; SGLang engines
-    take this node's GPUs from `first_gpu` on (`engine_slots`)."""
+def started_engine(run: Resolved, log_dir: Path, engine_urls: list[str] | None = None) -> Iterator[RolloutEngine]:
+    """The engine for `rollout.engine`, stopped (router first, then the servers it started) when the block exits.
+    SGLang: the router over `engine_urls` (servers already running, see rlpipe.cluster.engine_hosts), or over
+    servers started here on this node's GPUs (`engine_slots`)."""
     cfg = run.cfg
     assert cfg.ckpt.hf_checkpoint is not None  # resolved
     if cfg.rollout.engine == "hf":
@@ -32,17 +34,18 @@ def started_engine(run: Resolved, log_dir: Path, first_gpu: int | None = None) -
     from rlpipe.rollout.sglang.server import SGLangServer, engine_slots
 
     # One call for every port, so none is handed out twice: (router HTTP, router metrics, engine 0, engine 1, ...).
-    router_port, metrics_port, *engine_ports = free_ports(2 + run.topology.num_engines)
-    slots = engine_slots(run, ports=engine_ports, first_gpu=first_gpu)
+    router_port, metrics_port, *engine_ports = free_ports(2 + (0 if engine_urls else run.topology.num_engines))
+    slots = [] if engine_urls else engine_slots(run, ports=engine_ports)
     servers = [SGLangServer.from_config(run, slot, log_dir) for slot in slots]
+    urls = engine_urls or [server.url for server in servers]
     router = SGLangRouter(log_dir / "router.log", port=router_port, prometheus_port=metrics_port)
     try:
         router.start()
         for server in servers:
             server.start()  # waits on /health; a failure names the server log's last lines
-        for slot in slots:
-            router.add_worker(slot.url)
-        yield SGLangEngine(router.url, [s.url for s in slots], tp_size=cfg.sglang.rollout_num_gpus_per_engine)
+        for url in urls:
+            router.add_worker(url)
+        yield SGLangEngine(router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine)
     finally:
         router.stop()
         for server in servers:

@@ -83,7 +83,7 @@ def test_slurm_script_starts_ray_on_every_node_and_trains_there(tmp_path: Path, 
     assert sum(json.loads(m)["phase"] == "train" for m in metrics) == 3
 
 
-def test_slurm_shape_one_node_or_engines_on_a_node_of_their_own() -> None:
+def test_slurm_shape_one_node_or_engines_on_nodes_of_their_own() -> None:
     run = load(["experiment=glm4-9b-dapo"], check_paths=False)  # 4 trainer + 4 engine GPUs
     assert ClusterShape.of(run, 16) == ClusterShape(1, 8, 16)
     text = slurm_script(run, ["experiment=glm4-9b-dapo"], partition="gpu", time_limit="1-00:00:00")
@@ -94,9 +94,15 @@ def test_slurm_shape_one_node_or_engines_on_a_node_of_their_own() -> None:
     assert ClusterShape.of(colocated, 16) == ClusterShape(4, 8, 16)
     two = load(["experiment=glm4-9b-dapo", "cluster.actor_num_nodes=2"], check_paths=False)
     assert ClusterShape.of(two, 16) == ClusterShape(3, 4, 16)  # the engines on a node of their own
-    with pytest.raises(UnsupportedLayout, match="must fit one node"):
-        wide = ["experiment=glm4-9b-dapo", "cluster.actor_num_nodes=2", "cluster.rollout_num_gpus=8"]
-        ClusterShape.of(load(wide, check_paths=False), 16)
+    wide = ["experiment=glm4-9b-dapo", "cluster.actor_num_nodes=2", "cluster.rollout_num_gpus=8"]
+    assert ClusterShape.of(load(wide, check_paths=False), 16) == ClusterShape(4, 4, 16)  # engines over two nodes
+    big = [*wide, "sglang.rollout_num_gpus_per_engine=8"]  # one engine larger than a node: it spans both
+    assert ClusterShape.of(load(big, check_paths=False), 16) == ClusterShape(4, 4, 16)
+    one = ["experiment=glm4-9b-dapo", "cluster.actor_num_gpus_per_node=8", "cluster.rollout_num_gpus=8"]
+    assert ClusterShape.of(load(one, check_paths=False), 16) == ClusterShape(2, 8, 16)  # 16 GPUs are not one node
+    with pytest.raises(UnsupportedLayout, match="straddle"):
+        odd = [*wide, "cluster.rollout_num_gpus=6", "sglang.rollout_num_gpus_per_engine=3"]
+        ClusterShape.of(load(odd, check_paths=False), 16)
 
 
 def _check(node: Any, schema: dict[str, Any], path: str) -> None:

@@ -1,10 +1,12 @@
 """Placement across nodes, on simulated clusters (ray.cluster_utils: several raylets on this machine, each with its
 own CPUs and fake GPUs): bundles taken in node order put consecutive trainer ranks on one node and the engines after
 them; the tiny job with two data-parallel trainer ranks on two raylets and the rollout manager on a third learns
-exactly as on one."""
+exactly as on one; SGLang engine processes start on the nodes of their GPUs, one per node for an engine larger than
+a node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from simulated import run_tiny_job, simulated_cluster, train_rewards
 
 from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
-from rlpipe.config import load
+from rlpipe.config import Resolved, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,34 +106,112 @@ def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:
     assert len(spread) == 6 and spread == together  # where the roles run changes nothing of what they compute
 
 
-@pytest.mark.parametrize(
-    ("overrides", "nodes", "first_gpu"),
-    [
-        (DISAGGREGATED, 3, 0),  # the engines' node holds no trainer rank: they start at its GPU 0
-        (["experiment=glm4-9b-dapo"], 1, 4),  # one 8-GPU node: 4 trainer ranks on GPUs 0-3, engines from GPU 4
-    ],
-    ids=["own-node", "shared-node"],
-)
-def test_engines_start_after_the_trainer_gpus_of_their_node(connected, overrides, nodes, first_gpu) -> None:
-    import ray
+SPANNING = ["experiment=glm4-9b-dapo", "cluster.rollout_num_gpus=8", "sglang.rollout_num_gpus_per_engine=8"]
+TWO_ENGINE_NODES = ["experiment=glm4-9b-dapo", "cluster.rollout_num_gpus=8", "sglang.rollout_num_gpus_per_engine=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", TinyModelSpec(seed=0))
+
+
+def _with_checkpoint(run: Resolved, checkpoint: Path) -> Resolved:
+    """`run` serving `checkpoint` (the fake server generates with it) instead of the recipe's hub model."""
+    ckpt = run.cfg.ckpt.model_copy(update={"hf_checkpoint": str(checkpoint)})
+    return dataclasses.replace(run, cfg=run.cfg.model_copy(update={"ckpt": ckpt}))
+
+
+@pytest.fixture
+def engines_on(connected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
+    """engines_on(overrides, nodes, gpus, checkpoint): the engine processes of `overrides` started on a simulated
+    cluster by rlpipe's EngineHosts, `python -m sglang.launch_server` being the fake server (tests/fakes); yields
+    (hosts, trainer bundles' nodes) and stops them afterwards."""
     from ray.util import remove_placement_group
 
-    from rlpipe.cluster.actors import TrainerActor
-    from rlpipe.cluster.groups import _on_bundle
-    from rlpipe.cluster.ray_run import engines_first_gpu
+    from rlpipe.cluster.engine_hosts import EngineHosts
 
-    connected(nodes, 8, 8)
-    run = load(overrides, check_paths=False)
-    plan = plan_placement(run)
-    group = reserve(plan, timeout_s=300)
-    try:
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'tests' / 'fakes' / 'sglang_launcher'}:{ROOT}")  # the raylets' env
+    made = []
+
+    def start(overrides: list[str], nodes: int, gpus: int, checkpoint: Path) -> tuple[EngineHosts, list[str]]:
+        connected(nodes, 8, gpus)
+        run = _with_checkpoint(load(overrides, check_paths=False), checkpoint)
+        plan = plan_placement(run)
+        group = reserve(plan, timeout_s=300)
         ordered = node_ordered(plan, group)
-        world = len(ordered.trainer_bundles)  # trainer actors, not started (their `init` builds the model)
-        actors = [
-            _on_bundle(TrainerActor, group, bundle, ordered.trainer_gpus).remote(run.cfg, rank, world, "cuda")
-            for rank, bundle in enumerate(ordered.trainer_bundles)
-        ]
-        ranks = ray.get([actor.where.remote() for actor in actors])
-        assert engines_first_gpu(run, ordered, group, ranks) == first_gpu
-    finally:
+        hosts = EngineHosts(run, ordered, group, tmp_path / "logs")
+        made.append((hosts, group))
+        return hosts, [_nodes_of(group)[b] for b in ordered.trainer_bundles]
+
+    yield start
+    for hosts, group in made:
+        hosts.stop()
         remove_placement_group(group)
+
+
+def _log(tmp_path: Path, part: object) -> str:
+    suffix = f"_node{part.node_rank}" if part.nnodes > 1 else ""
+    return (tmp_path / "logs" / f"sglang_engine_{part.engine}{suffix}.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "nodes", "gpus", "layout"),
+    [
+        # one 8-GPU node: 4 trainer ranks, then 2 engines of 2 GPUs each on the same node
+        (["experiment=glm4-9b-dapo"], 1, 8, [(0, 0, 1, "trainer"), (1, 0, 1, "trainer")]),
+        # 4-GPU nodes: trainer on one, one engine of 8 GPUs spanning the other two (node ranks 0 and 1)
+        (SPANNING, 3, 4, [(0, 0, 2, "A"), (0, 1, 2, "B")]),
+        # 4-GPU nodes: trainer on one, two engines of 4 GPUs, one per node
+        (TWO_ENGINE_NODES, 3, 4, [(0, 0, 1, "A"), (1, 0, 1, "B")]),
+    ],
+    ids=["beside-the-trainer", "engine-spans-two-nodes", "engines-on-two-nodes"],
+)
+def test_engine_processes_start_on_the_nodes_of_their_gpus(
+    engines_on, tiny_checkpoint: Path, tmp_path: Path, overrides: list[str], nodes: int, gpus: int, layout: list
+) -> None:
+    """Every server process on its own node seeing exactly its GPUs; an engine larger than a node runs one process per
+    node that rendezvous at node rank 0; the router reaches each engine there and generation works."""
+    from rlpipe.rollout.engine import SamplingParams
+    from rlpipe.rollout.engines import started_engine
+
+    hosts, trainer_nodes = engines_on(overrides, nodes, gpus, tiny_checkpoint)
+    urls = hosts.start(timeout_s=300)
+    got = [(p.engine, p.node_rank, p.nnodes) for p in hosts.parts]
+    assert got == [(e, r, n) for e, r, n, _ in layout]
+    named = {}  # the layout's node letters, each a distinct node, "trainer" the trainer's
+    for part, (*_, node) in zip(hosts.parts, layout, strict=True):
+        expected = trainer_nodes[0] if node == "trainer" else named.setdefault(node, part.node_id)
+        assert part.node_id == expected
+    assert len(set(named.values()) | {trainer_nodes[0]}) == len(named) + 1  # the engines' nodes are distinct
+    per_process = 8 // 4 if nodes == 1 else 4
+    for part in hosts.parts:
+        log = _log(tmp_path, part)
+        assert f"CUDA_VISIBLE_DEVICES={part.cuda_visible_devices} " in log and len(part.gpus) == per_process
+        assert ("all 2 node ranks joined" in log) == (part.nnodes == 2)
+        if part.nnodes == 2:
+            assert f"dist_init_addr={hosts.parts[0].node_ip}:" in log
+    gpus_of = {}
+    for part in hosts.parts:  # no GPU of a node is given twice, nor one the trainer has on a shared node
+        gpus_of.setdefault(part.node_id, []).extend(part.gpus)
+    assert all(len(g) == len(set(g)) for g in gpus_of.values())
+    if nodes == 1:
+        assert sorted(gpus_of[trainer_nodes[0]]) == ["4", "5", "6", "7"]  # Ray gave the trainer's ranks 0-3
+    assert len(urls) == len({p.engine for p in hosts.parts})
+    run = _with_checkpoint(load(overrides, check_paths=False), tiny_checkpoint)
+    with started_engine(run, tmp_path / "router", engine_urls=urls) as engine:
+        outs = engine.generate([[1, 5, 6], [2, 7]], SamplingParams(max_new_tokens=2, temperature=0.0))
+    assert [len(o) for o in outs] == [1, 1] and all(o[0].output_ids for o in outs)
+
+
+def test_an_engine_process_that_dies_while_starting_names_its_engine_and_node(engines_on, tmp_path: Path) -> None:
+    from rlpipe.rollout.sglang.process import ServerStartError
+
+    hosts, _ = engines_on(SPANNING, 3, 4, tmp_path / "no-such-checkpoint")
+    with pytest.raises(ServerStartError) as info:
+        hosts.start(timeout_s=300)
+    message = str(info.value)
+    part = next(p for p in hosts.parts if f"node rank {p.node_rank} of 2" in message)
+    assert "SGLang engine 0" in message and part.node_id[:12] in message and "exited with code" in message
+    assert "no-such-checkpoint" in message  # the server log's last lines say why

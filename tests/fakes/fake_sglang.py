@@ -8,7 +8,9 @@ lacks are rejected too (stricter than SGLang, which ignores them) so a client ty
 Every request is recorded (`requests`), and every decoded weight bucket (`received_weights`), for assertions.
 
 In-process: `FakeSGLang(ckpt).start()` serves from a thread. As a subprocess it takes launch_server's flags:
-`python -m tests.fakes.fake_sglang --model-path CKPT --port P [--host H] [other ServerArgs flags, recorded]`.
+`python -m tests.fakes.fake_sglang --model-path CKPT --port P [--host H] [other ServerArgs flags, recorded]`; given
+CUDA_VISIBLE_DEVICES it also checks the GPUs it sees and joins its other node ranks (`_join_nodes`). The folder
+tests/fakes/sglang_launcher puts it behind `python -m sglang.launch_server` for processes that launch SGLang themselves.
 NCCL cannot run here: init_weights_update_group / update_weights_from_distributed are checked and recorded only.
 """
 
@@ -18,13 +20,18 @@ import argparse
 import asyncio
 import base64
 import io
+import os
 import pickle
+import signal
+import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from aiohttp import web
+from torch.distributed import TCPStore
 
 from rlpipe.rollout.engine import GenerateOutput, SamplingParams
 from rlpipe.rollout.hf_engine import HFEngine
@@ -318,14 +325,44 @@ def _error(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
+def _join_nodes(args: argparse.Namespace) -> None:
+    """SGLang's multi-node start as far as the launcher can tell: every node rank rendezvouses at `--dist-init-addr`
+    (a TCP store node rank 0 hosts, as torch.distributed's tcp:// init does) before node rank 0 serves HTTP; the
+    other node ranks never serve and run until stopped. Each node must see the GPUs its share of the tensor-parallel
+    ranks takes from `--base-gpu-id` on (CUDA would fail on a missing device), and no more."""
+    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+    per_node = args.tp_size // args.nnodes
+    print(f"CUDA_VISIBLE_DEVICES={','.join(visible)} tp_size={args.tp_size} nnodes={args.nnodes} "
+          f"node_rank={args.node_rank} dist_init_addr={args.dist_init_addr}", flush=True)  # fmt: skip
+    if args.tp_size % args.nnodes or len(visible) != args.base_gpu_id + per_node:
+        sys.exit(f"tp_size {args.tp_size} over {args.nnodes} node(s) from GPU {args.base_gpu_id} on: {visible}")
+    if args.nnodes == 1:
+        return
+    host, port = args.dist_init_addr.rsplit(":", 1)
+    store = TCPStore(host, int(port), args.nnodes, args.node_rank == 0, timedelta(seconds=600), wait_for_workers=True)
+    store.set(f"node_rank_{args.node_rank}", str(os.getpid()))
+    store.wait([f"node_rank_{r}" for r in range(args.nnodes)])
+    print(f"all {args.nnodes} node ranks joined", flush=True)
+    if args.node_rank != 0:
+        signal.sigwait({signal.SIGTERM})
+
+
 def main() -> None:
-    """Serve like `python -m sglang.launch_server`: --model-path and --port used, every other flag recorded."""
+    """Serve like `python -m sglang.launch_server`: --model-path and --port used, the multi-node flags obeyed
+    (`_join_nodes`), every other flag recorded."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)  # the launcher always passes a free one; no fixed default
+    parser.add_argument("--tp-size", type=int, default=1)
+    parser.add_argument("--base-gpu-id", type=int, default=0)
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--dist-init-addr", default=None)
     args, rest = parser.parse_known_args()
     torch.set_num_threads(1)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # launched for GPUs (on Ray): hold the launcher to them
+        _join_nodes(args)
     fake = FakeSGLang(args.model_path, host=args.host, port=args.port)
     print(f"fake sglang serving {args.model_path} on {fake.url}; other flags: {rest}", flush=True)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)

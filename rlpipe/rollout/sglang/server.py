@@ -2,7 +2,8 @@
 
 One engine per `topology.num_engines`, each `sglang.rollout_num_gpus_per_engine` GPUs wide (its tp_size). On a
 single node the trainer holds GPUs [0, actor_gpus); colocated engines share those, disaggregated engines take
-the GPUs after them; across nodes the Ray layer says which GPU of the manager's node the engines start from.
+the GPUs after them. On Ray each server process is started on its own node (rlpipe.cluster.engine_hosts), seeing
+only its GPUs; an engine larger than a node runs one process per node (`--nnodes/--node-rank/--dist-init-addr`).
 Each engine's HTTP port is a free one the OS gives when its slots are laid out, never a fixed one another job on
 the machine may hold.
 
@@ -28,12 +29,16 @@ from rlpipe.rollout.sglang.process import ManagedProcess, free_ports
 
 @dataclass(frozen=True)
 class EngineSlot:
-    """Where one engine runs: its index, first GPU and HTTP address."""
+    """Where one engine's server process runs: its index, first GPU and HTTP address; for an engine spanning nodes,
+    this process's node rank of `nnodes` and node rank 0's `dist_init_addr` (host:port)."""
 
     index: int
     base_gpu_id: int
     host: str
     port: int
+    nnodes: int = 1
+    node_rank: int = 0
+    dist_init_addr: str | None = None
 
     @property
     def url(self) -> str:
@@ -41,15 +46,13 @@ class EngineSlot:
 
 
 def engine_slots(
-    resolved: Resolved, *, host: str = "127.0.0.1", ports: Sequence[int] | None = None, first_gpu: int | None = None
+    resolved: Resolved, *, host: str = "127.0.0.1", ports: Sequence[int] | None = None
 ) -> list[EngineSlot]:
-    """One slot per engine of the resolved topology, each on its own port: `ports` in engine order, or by default
-    distinct free ones from the OS (`free_ports`). GPUs from `first_gpu` of this node on (the Ray layer passes the
-    GPU after the trainer ranks on the rollout manager's node), else single-node numbering (module docstring)."""
+    """One slot per engine of the resolved topology on this one node (module docstring), each on its own port:
+    `ports` in engine order, or by default distinct free ones from the OS (`free_ports`)."""
     cfg, topo = resolved.cfg, resolved.topology
     per_engine = cfg.sglang.rollout_num_gpus_per_engine
-    if first_gpu is None:
-        first_gpu = 0 if cfg.cluster.colocate else topo.actor_gpus
+    first_gpu = 0 if cfg.cluster.colocate else topo.actor_gpus
     ports = free_ports(topo.num_engines, host) if ports is None else list(ports)
     if len(ports) != topo.num_engines or len(set(ports)) != len(ports):
         raise ValueError(f"engine_slots: need {topo.num_engines} distinct ports, one per engine; got {ports}")
@@ -62,6 +65,9 @@ def server_command(cfg: RunConfig, slot: EngineSlot, *, python: str = sys.execut
     argv = [python, "-m", "sglang.launch_server", "--model-path", str(cfg.ckpt.hf_checkpoint)]
     argv += ["--host", slot.host, "--port", str(slot.port)]
     argv += ["--tp-size", str(sg.rollout_num_gpus_per_engine), "--base-gpu-id", str(slot.base_gpu_id)]
+    if slot.nnodes > 1:
+        argv += ["--nnodes", str(slot.nnodes), "--node-rank", str(slot.node_rank)]
+        argv += ["--dist-init-addr", str(slot.dist_init_addr)]
     if sg.mem_fraction_static is not None:
         argv += ["--mem-fraction-static", str(sg.mem_fraction_static)]
     if sg.context_length is not None:

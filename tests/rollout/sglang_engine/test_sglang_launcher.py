@@ -70,6 +70,22 @@ def test_disaggregated_command_passes_extra_verbatim(base: list[str]) -> None:
     ]
 
 
+def test_a_process_of_an_engine_spanning_nodes_gets_sglangs_multi_node_flags(base: list[str]) -> None:
+    resolved = plan([*base, "cluster.rollout_num_gpus=16", "sglang.rollout_num_gpus_per_engine=16"])
+    slot = EngineSlot(0, 0, "10.0.0.7", 30000, nnodes=2, node_rank=1, dist_init_addr="10.0.0.6:41000")
+    argv = server_command(resolved.cfg, slot, python="python")
+    assert argv[argv.index("--tp-size") :][:4] == ["--tp-size", "16", "--base-gpu-id", "0"]
+    assert argv[argv.index("--nnodes") :][:6] == [
+        "--nnodes",
+        "2",
+        "--node-rank",
+        "1",
+        "--dist-init-addr",
+        "10.0.0.6:41000",
+    ]
+    assert "--nnodes" not in server_command(resolved.cfg, EngineSlot(0, 0, "10.0.0.7", 30000), python="python")
+
+
 def test_engine_slots_take_distinct_free_ports_by_default(base: list[str]) -> None:
     resolved = plan([*base, "cluster.actor_num_gpus_per_node=4", "cluster.rollout_num_gpus=4"])
     slots = engine_slots(resolved)
@@ -102,7 +118,7 @@ def test_server_starts_answers_health_and_stops(base: list[str], tmp_path: Path,
     server = SGLangServer(command, slot.url, tmp_path / "engine.log").start(timeout_s=120)
     try:
         assert server.process.is_healthy()
-        assert "--base-gpu-id" in server.process.log_path.read_text()  # the fake logs the flags it ignored
+        assert "--log-level" in server.process.log_path.read_text()  # the fake logs the flags it ignored
     finally:
         server.stop()
     assert server.process.proc.poll() is not None and not server.process.is_healthy()
