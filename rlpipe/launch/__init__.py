@@ -8,15 +8,13 @@ import shlex
 from dataclasses import dataclass
 
 from rlpipe.config import Resolved
+from rlpipe.plan.placement import engines_beside_one_node_trainer
 
 RAY_PORT = 6379  # Ray's default GCS port, overridable at submit time ($RLPIPE_RAY_PORT)
 
 
 class UnsupportedLayout(ValueError):
     """A layout rlpipe's Ray placement does not run yet."""
-
-
-ONE_NODE_GPUS = 8  # the GPUs of the usual node: a one-trainer-node run whose engines fit beside it stays on one
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class ClusterShape:
         per_node = 0 if topo.device == "cpu" else cl.actor_num_gpus_per_node
         if run.cfg.rollout.engine != "sglang" or cl.colocate:
             return cls(cl.actor_num_nodes, per_node, cpus_per_node)
-        if cl.actor_num_nodes == 1 and per_node + topo.rollout_gpus <= ONE_NODE_GPUS:
+        if engines_beside_one_node_trainer(cl.model_dump(), topo.rollout_gpus):
             return cls(1, per_node + topo.rollout_gpus, cpus_per_node)
         per_engine = run.cfg.sglang.rollout_num_gpus_per_engine
         if per_engine % per_node and per_node % per_engine:

@@ -32,11 +32,24 @@ def trainer_coordinates(rank: int, cfg: dict[str, Any], data_parallel: int) -> d
     return coords
 
 
+ONE_NODE_GPUS = 8  # the GPUs of the usual node: a one-node trainer whose engines fit beside it shares its node
+
+
+def engines_beside_one_node_trainer(cluster: dict[str, Any], rollout_gpus: int) -> bool:
+    """Miles' one-node layout: one trainer node and engines on GPUs of their own that fit on the same 8-GPU node
+    after the trainer's. Otherwise the engines' GPUs fill nodes of their own, actor_num_gpus_per_node each."""
+    per_node = cluster["actor_num_gpus_per_node"]
+    return not cluster["colocate"] and cluster["actor_num_nodes"] == 1 and per_node + rollout_gpus <= ONE_NODE_GPUS
+
+
 def placement(cfg: dict[str, Any], topology: dict[str, Any]) -> list[Slot]:
     """Every GPU the run uses, trainer ranks first (each node's GPUs in turn), then engines' GPUs when they are
-    GPUs of their own; under colocate engine e's shards share trainer ranks e*g .. e*g+g-1."""
+    GPUs of their own (beside a one-node trainer, or on nodes of their own); under colocate engine e's shards share
+    trainer ranks e*g .. e*g+g-1."""
     cl = cfg["cluster"]
     per_node = cl["actor_num_gpus_per_node"]
+    if cfg["rollout"]["engine"] == "sglang" and engines_beside_one_node_trainer(cl, topology["rollout_gpus"]):
+        per_node += topology["rollout_gpus"]
     actor = topology["actor_gpus"]
     per_engine = cfg["sglang"]["rollout_num_gpus_per_engine"] if cfg["rollout"]["engine"] == "sglang" else 1
     engines: dict[int, str] = {}

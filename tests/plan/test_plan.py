@@ -120,7 +120,7 @@ def test_kv_pool_is_what_sglang_sizes() -> None:
 def test_placement_disaggregated_colocated_and_multi_node() -> None:
     run = load(GLM4, check_paths=False)
     slots = placement(run.cfg.model_dump(), run.topology.model_dump())
-    assert [(s.node, s.gpu) for s in slots] == [(0, i) for i in range(4)] + [(1, i) for i in range(4)]
+    assert [(s.node, s.gpu) for s in slots] == [(0, i) for i in range(8)]  # engines beside the one-node trainer
     assert slots[3].trainer == "rank 3 (tp 1, cp 1, dp 0, pp 0)" and slots[3].engine is None
     assert slots[5].engine == "engine 0, shard 2/2" and slots[5].trainer is None
     colocated = load([*GLM4, "cluster.colocate=true", "cluster.actor_num_gpus_per_node=8"], check_paths=False)
@@ -131,6 +131,9 @@ def test_placement_disaggregated_colocated_and_multi_node() -> None:
     slots = placement(nodes.cfg.model_dump(), nodes.topology.model_dump())
     assert slots[4].node == 1 and slots[4].trainer == "rank 4 (tp 0, cp 0, dp 0, pp 1)"
     assert slots[8].node == 2 and slots[8].engine == "engine 0, shard 1/2"
+    wide = load([*GLM4, "cluster.actor_num_gpus_per_node=8"], check_paths=False)  # 8 + 4 GPUs: not one node
+    slots = placement(wide.cfg.model_dump(), wide.topology.model_dump())
+    assert [(s.node, s.gpu) for s in slots[8:]] == [(1, i) for i in range(4)] and slots[8].engine is not None
 
 
 def test_the_seed_glm4_recipe_fits_eight_h100s(on_the_cluster: None) -> None:
