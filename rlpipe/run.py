@@ -25,13 +25,14 @@ def run_job(run: Resolved) -> int:
 
         build_demo_assets(cfg)
     if cfg.cluster.backend == "ray":
-        from rlpipe.cluster.groups import ActorDied
+        from rlpipe.cluster.node_watch import ActorDied
         from rlpipe.cluster.placement import PlacementError
         from rlpipe.cluster.ray_run import ClusterUnreachable, run_on_ray
+        from rlpipe.rollout.sglang.process import ServerStartError
 
         try:
             summary = run_on_ray(run, run_dir)
-        except (PlacementError, ActorDied, ClusterUnreachable) as exc:
+        except (PlacementError, ActorDied, ClusterUnreachable, ServerStartError) as exc:
             print(f"rlpipe: {exc}", file=sys.stderr)
             return 1
     else:

@@ -16,6 +16,7 @@ from typing import Any
 from rlpipe.cluster.actors import EngineHostActor, where_am_i
 from rlpipe.cluster.engine_layout import EnginePart, Seat, engine_parts
 from rlpipe.cluster.groups import fetch, on_bundle
+from rlpipe.cluster.node_watch import NodeWatch
 from rlpipe.cluster.placement import PlacementPlan
 from rlpipe.config import Resolved
 from rlpipe.rollout.sglang.process import ServerStartError
@@ -55,7 +56,10 @@ class EngineHosts:
     """Every SGLang server process of the run, started by an actor on its own node; `urls` are the engines'
     HTTP addresses (node rank 0 of each), in engine order. `stop` ends them all."""
 
-    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path) -> None:
+    def __init__(
+        self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path, watch: NodeWatch | None = None
+    ) -> None:
+        self.watch = watch
         where = seats(group, [b for engine in plan.engine_bundles for b in engine])
         self.parts = engine_parts([list(e) for e in plan.engine_bundles], where)
         self.actors = [
@@ -72,20 +76,20 @@ class EngineHosts:
         addresses: dict[int, tuple[int, str | None]] = {}
         for part, actor in zip(self.parts, self.actors, strict=True):
             if part.serves_http:
-                http, rendezvous = fetch(actor.free_ports.remote(2), describe(part))
+                http, rendezvous = fetch(actor.free_ports.remote(2), describe(part), self.watch)
                 addresses[part.engine] = (http, f"{part.node_ip}:{rendezvous}" if part.nnodes > 1 else None)
         starts = []
         for part, actor in zip(self.parts, self.actors, strict=True):
             port, rendezvous = addresses[part.engine]
             if not part.serves_http:  # a port of its own node (SGLang parses one; only node rank 0 listens on it)
-                port = fetch(actor.free_ports.remote(1), describe(part))[0]
+                port = fetch(actor.free_ports.remote(1), describe(part), self.watch)[0]
             starts.append(actor.start.remote(port, rendezvous))
-        urls = [fetch(ref, describe(part)) for ref, part in zip(starts, self.parts, strict=True)]
+        urls = [fetch(ref, describe(part), self.watch) for ref, part in zip(starts, self.parts, strict=True)]
         self.urls = [url for url, part in zip(urls, self.parts, strict=True) if part.serves_http]
         deadline = time.monotonic() + timeout_s
         while True:
             refs = [actor.state.remote() for actor in self.actors]
-            states = [fetch(ref, describe(part)) for ref, part in zip(refs, self.parts, strict=True)]
+            states = [fetch(ref, describe(part), self.watch) for ref, part in zip(refs, self.parts, strict=True)]
             for (code, _), actor, part in zip(states, self.actors, self.parts, strict=True):
                 if code is not None:
                     tail = ray.get(actor.log_tail.remote())
@@ -93,6 +97,8 @@ class EngineHosts:
             waiting = [p for (_, up), p in zip(states, self.parts, strict=True) if p.serves_http and not up]
             if not waiting:
                 return self.urls
+            if self.watch is not None:
+                self.watch.check()
             if time.monotonic() > deadline:
                 names = "; ".join(describe(p) for p in waiting)
                 raise ServerStartError(f"not answering /health after {timeout_s:g} s: {names}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlpipe.cluster.actors import DRIVER_CWD, RolloutActor, TrainerActor
+from rlpipe.cluster.node_watch import POLL_S, ActorDied, NodeWatch
 from rlpipe.cluster.placement import PlacementPlan
 from rlpipe.config import Resolved
 
@@ -27,21 +28,27 @@ class Broadcast:
     bucket_bytes: int  # the sender's bucket size: the receiver must cut the same buckets
 
 
-class ActorDied(RuntimeError):
-    """A role's actor (process) died; the message says which and why."""
-
-
-def fetch(refs: Any, role: str) -> Any:
-    """ray.get(refs), a dead actor reported as ActorDied naming `role`, a role's own error re-raised as itself."""
+def fetch(refs: Any, role: str, watch: NodeWatch | None = None) -> Any:
+    """ray.get(refs), a dead actor reported as ActorDied naming `role`, a role's own error re-raised as itself; with
+    a `watch`, a node of the run that leaves the cluster meanwhile ends the wait with NodeLost, also when what
+    failed first is a peer of the lost role (a collective whose other end is gone)."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
+    every = list(refs) if isinstance(refs, list) else [refs]
     try:
+        pending = every
+        while watch is not None and pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            if pending:
+                watch.check()
         return ray.get(refs)
-    except RayActorError as exc:
-        raise ActorDied(f"the {role} actor died: {exc}") from None
-    except RayTaskError as exc:  # the role raised: re-raise its own exception type with the remote traceback
-        raise exc.as_instanceof_cause() from None
+    except (RayActorError, RayTaskError) as exc:
+        if watch is not None:  # a lost node says more than what it made fail
+            watch.settle(every)
+        if isinstance(exc, RayActorError):
+            raise ActorDied(f"the {role} actor died: {exc}") from None
+        raise exc.as_instanceof_cause() from None  # the role raised: its own exception type, remote traceback
 
 
 def on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float, env: dict[str, str] | None = None) -> Any:
@@ -61,19 +68,20 @@ def on_bundle(actor_cls: type, group: Any, bundle: int, num_gpus: float, env: di
 class TrainerGroup:
     """Every trainer rank as an actor; calls run on all ranks in step."""
 
-    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any) -> None:
+    def __init__(self, run: Resolved, plan: PlacementPlan, group: Any, watch: NodeWatch | None = None) -> None:
+        self.watch = watch
         world = len(plan.trainer_bundles)
         device = run.topology.device
         self.actors = [
             on_bundle(TrainerActor, group, bundle, plan.trainer_gpus).remote(run.cfg, rank, world, device)
             for rank, bundle in enumerate(plan.trainer_bundles)
         ]
-        init_method = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0")
-        fetch([a.init.remote(init_method) for a in self.actors], "trainer")
+        init_method = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0", self.watch)
+        fetch([a.init.remote(init_method) for a in self.actors], "trainer", self.watch)
         self.broadcast: list | None = None  # the tensor specs, once connect_broadcast has run
 
     def _all(self, method: str, *args: Any) -> Any:
-        return fetch([a.call.remote(method, *args) for a in self.actors], "trainer")[0]
+        return fetch([a.call.remote(method, *args) for a in self.actors], "trainer", self.watch)[0]
 
     def init_weights(self) -> tuple[int, dict[str, Any]]:
         return self._all("init_weights")
@@ -95,13 +103,14 @@ class TrainerGroup:
             refs = [a.broadcast_weights.remote(self.bucket_bytes, self.flat) for a in self.actors]
             return Broadcast(self.broadcast, refs, self.bucket_bytes)
         refs = [a.weights.remote() for a in self.actors]
-        fetch(refs[1:], "trainer")  # the other ranks only helped gather
+        fetch(refs[1:], "trainer", self.watch)  # the other ranks only helped gather
         return refs[0]
 
     def connect_broadcast(self, rollout: RolloutGroup, run: Resolved) -> None:
         """Open the weight-sync group between trainer rank 0 and the rollout side (both join concurrently)."""
         cfg = run.cfg
-        address, port = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0").removeprefix("tcp://").split(":")
+        rendezvous = fetch(self.actors[0].rendezvous.remote(), "trainer rank 0", self.watch)
+        address, port = rendezvous.removeprefix("tcp://").split(":")
         receivers = run.topology.rollout_gpus if cfg.rollout.engine == "sglang" else 1
         backend = "nccl" if run.topology.device == "cuda" else "gloo"
         fetch(
@@ -110,10 +119,11 @@ class TrainerGroup:
                 rollout.actor.open_weight_sync.remote(address, int(port), 1 + receivers, backend),
             ],
             "weight sync",
+            self.watch,
         )
         self.bucket_bytes = cfg.cluster.weight_sync_bucket_mb * 2**20
         self.flat = cfg.rollout.engine != "sglang"  # SGLang receives tensor by tensor
-        self.broadcast = fetch([a.weight_specs.remote() for a in self.actors], "trainer")[0]
+        self.broadcast = fetch([a.weight_specs.remote() for a in self.actors], "trainer", self.watch)[0]
 
     def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
         self._all("save", next_rollout, loop_state)
@@ -129,23 +139,30 @@ class RolloutGroup:
     """The rollout manager actor behind RolloutRole's calls."""
 
     def __init__(
-        self, run: Resolved, plan: PlacementPlan, group: Any, log_dir: Path, engine_urls: list[str] | None = None
+        self,
+        run: Resolved,
+        plan: PlacementPlan,
+        group: Any,
+        log_dir: Path,
+        engine_urls: list[str] | None = None,
+        watch: NodeWatch | None = None,
     ) -> None:
+        self.watch = watch
         # With SGLang the manager only routes to the servers (`engine_urls`): it holds no GPU share of its own.
         gpus = 0.0 if run.cfg.rollout.engine == "sglang" else plan.rollout_gpus
         actor = on_bundle(RolloutActor, group, plan.rollout_bundles[0], gpus)
         self.actor = actor.remote(run, str(log_dir), engine_urls)
 
     def close(self) -> None:
-        fetch(self.actor.close.remote(), "rollout manager")
+        fetch(self.actor.close.remote(), "rollout manager", self.watch)
 
     def update_weights(self, weights: Any) -> int:
         if isinstance(weights, Broadcast):  # receive while the trainer sends
             ref = self.actor.receive_weights.remote(weights.specs, weights.bucket_bytes)
-            return fetch([*weights.senders, ref], "weight sync")[-1]
-        return fetch(self.actor.call.remote("update_weights", weights), "rollout manager")
+            return fetch([*weights.senders, ref], "weight sync", self.watch)[-1]
+        return fetch(self.actor.call.remote("update_weights", weights), "rollout manager", self.watch)
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
             raise AttributeError(method)
-        return lambda *args: fetch(self.actor.call.remote(method, *args), "rollout manager")
+        return lambda *args: fetch(self.actor.call.remote(method, *args), "rollout manager", self.watch)

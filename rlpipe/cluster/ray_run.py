@@ -3,6 +3,7 @@ hand them to the same loop the in-process mode uses."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from rlpipe.cluster.engine_hosts import EngineHosts
 from rlpipe.cluster.groups import RolloutGroup, TrainerGroup
+from rlpipe.cluster.node_watch import ActorDied, NodeWatch
 from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import Resolved
 from rlpipe.loop import Loop, Summary
@@ -75,19 +77,21 @@ def run_on_ray(run: Resolved, run_dir: Path) -> Summary:
     rollout = engines = None
     try:
         plan = node_ordered(plan, group)
-        trainer = TrainerGroup(run, plan, group)
+        watch = NodeWatch.of(plan, group)
+        trainer = TrainerGroup(run, plan, group, watch)
         ranks = ray.get([actor.where.remote() for actor in trainer.actors])
         if plan.engine_bundles:  # SGLang servers, each started on the node of its GPUs
-            engines = EngineHosts(run, plan, group, run_dir / "logs")
+            engines = EngineHosts(run, plan, group, run_dir / "logs", watch)
             engines.start()
-        rollout = RolloutGroup(run, plan, group, run_dir / "logs", engines.urls if engines else None)
+        rollout = RolloutGroup(run, plan, group, run_dir / "logs", engines.urls if engines else None, watch)
         _record_placement(ranks, rollout, engines, run_dir)
         if run.cfg.cluster.weight_sync == "broadcast":
             trainer.connect_broadcast(rollout, run)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]
     finally:
-        if rollout is not None:
-            rollout.close()
+        with contextlib.suppress(ActorDied):  # a rollout manager on a lost node has nothing left to close
+            if rollout is not None:
+                rollout.close()
         if engines is not None:
             engines.stop()
         from ray.util import remove_placement_group

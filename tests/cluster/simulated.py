@@ -34,20 +34,26 @@ def simulated_cluster(nodes: int, cpus: int, gpus: int = 0, job_server: bool = F
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_tiny_job(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+def start_tiny_job(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen[str]:
     """`launch.py` of the tiny job as `run_name=name` under tmp_path (no checkpoints, no eval, no progress bar), with
-    `overrides`; fails the test unless it exits 0. Ray's socket paths stay short: a temp folder under /tmp."""
+    `overrides`, started in the background (stdout and stderr piped). Ray's socket paths stay short: a temp folder
+    under /tmp."""
     words = [
         f"run_name={name}", f"output_dir={tmp_path}", f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null",
         "ckpt.load=null", "log.progress=false", "eval.interval=null", "eval.before_train=false", *overrides,
     ]  # fmt: skip
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *words], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    argv = [sys.executable, str(ROOT / "launch.py"), *words]
+    return subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_tiny_job(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """The tiny job (`start_tiny_job`) run to its end; fails the test unless it exits 0."""
+    job = start_tiny_job(tmp_path, name, *overrides)
+    stdout, stderr = job.communicate()
+    assert job.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
 def train_rewards(run_dir: Path) -> list[float]:

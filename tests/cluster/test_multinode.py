@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from simulated import run_tiny_job, simulated_cluster, train_rewards
+from simulated import run_tiny_job, simulated_cluster, start_tiny_job, train_rewards
 
 from rlpipe.cluster.placement import node_ordered, plan_placement, reserve
 from rlpipe.config import Resolved, load
@@ -108,6 +109,29 @@ def test_tiny_job_across_three_nodes_learns_as_on_one(tmp_path: Path) -> None:
 
 SPANNING = ["experiment=glm4-9b-dapo", "cluster.rollout_num_gpus=8", "sglang.rollout_num_gpus_per_engine=8"]
 TWO_ENGINE_NODES = ["experiment=glm4-9b-dapo", "cluster.rollout_num_gpus=8", "sglang.rollout_num_gpus_per_engine=4"]
+
+
+def test_a_node_that_leaves_mid_run_is_named_with_what_it_ran(tmp_path: Path) -> None:
+    """A raylet killed while the tiny job trains across three nodes: the job stops with one message naming that node
+    (its Ray id) and the roles it held, not a traceback, and not after Ray's long retries."""
+    cluster = simulated_cluster(3, 1)
+    try:
+        job = start_tiny_job(tmp_path, "lost", f"cluster.address={cluster.address}", "cluster.backend=ray",
+                             "cluster.actor_num_gpus_per_node=2", "rollout.num_rollout=1000")  # fmt: skip
+        placement = tmp_path / "lost" / "placement.json"
+        while not placement.exists():  # written once every role has started
+            assert job.poll() is None, job.stderr.read()[-3000:]
+            time.sleep(0.2)
+        ranks = json.loads(placement.read_text())["trainer_ranks"]
+        head = cluster.head_node.node_id
+        rank, victim = next((r, n["node_id"]) for r, n in enumerate(ranks) if n["node_id"] != head)
+        cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == victim), allow_graceful=False)
+        _, stderr = job.communicate(timeout=600)
+    finally:
+        cluster.shutdown()
+    assert job.returncode == 1, stderr[-3000:]
+    assert f"Ray node {victim[:12]}) left the cluster; it ran trainer ranks [{rank}]" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
 
 
 @pytest.fixture(scope="module")
