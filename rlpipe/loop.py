@@ -31,13 +31,15 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlpipe.config import Resolved
 from rlpipe.metrics import MetricsLogger
 from rlpipe.rollout.role import Rollout, RolloutRole
 from rlpipe.stop import GracefulStop, StopRequested
-from rlpipe.train.role import TrainerRole
+
+if TYPE_CHECKING:  # the Ray driver runs the loop without importing the trainer (Megatron) itself
+    from rlpipe.train.role import TrainerRole
 
 
 @dataclass

@@ -5,8 +5,8 @@
     colocated       one bundle per actor GPU, both roles on every bundle (fractional GPU shares, time-sliced)
     CPU             one bundle per trainer process and one for the rollout manager (its in-process engine)
 
-The plan is plain data (tested without Ray); `reserve` turns it into a placement group and fails within a
-timeout with what was asked and what the cluster has, instead of waiting forever.
+The plan is plain data (tested without Ray); `reserve` turns it into a placement group, failing at once when the
+cluster is too small and within a timeout when it is busy, naming what was asked and what each node has.
 """
 
 from __future__ import annotations
@@ -66,20 +66,41 @@ class PlacementError(RuntimeError):
 
 
 def reserve(plan: PlacementPlan, timeout_s: float = 30.0) -> Any:
-    """A ready Ray placement group for the plan, or PlacementError naming what is missing."""
+    """A ready Ray placement group for the plan. PlacementError at once when the whole cluster has less than the
+    plan needs, or after `timeout_s` when it has enough but not free (other jobs hold it); both list the nodes."""
     import ray
     from ray.util import placement_group, remove_placement_group
 
+    need, have = plan.total(), ray.cluster_resources()
+    short = {k: v for k, v in need.items() if v > have.get(k, 0.0)}
+    if short:
+        raise PlacementError(
+            f"the run needs {_amounts(need)} and the whole cluster has {_amounts(have)} ({_nodes()}). Lower "
+            "cluster.actor_num_nodes / actor_num_gpus_per_node / rollout_num_gpus, or add nodes."
+        )
     group = placement_group(list(plan.bundles), strategy="PACK")
     ready, _ = ray.wait([group.ready()], timeout=timeout_s)
     if not ready:
         remove_placement_group(group)
-        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
         raise PlacementError(
-            f"the cluster cannot place {len(plan.bundles)} bundles totalling {plan.total()} within {timeout_s:.0f} s; "
-            f"it has {have}. Lower cluster.actor_num_gpus_per_node / cluster.rollout_num_gpus, or add nodes."
+            f"the cluster could not free {_amounts(need)} for the run within {timeout_s:.0f} s: other jobs hold "
+            f"part of it (free now: {_amounts(ray.available_resources())}; {_nodes()}). Wait for them, or lower "
+            "cluster.actor_num_gpus_per_node / cluster.rollout_num_gpus."
         )
     return group
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in ("GPU", "CPU") if k in resources or k == "GPU")
+
+
+def _nodes() -> str:
+    """Every live node: its address, Ray id and totals, for an error a user acts on."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    shown = "; ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]}) {_amounts(n['Resources'])}" for n in alive)
+    return f"{len(alive)} node(s): {shown}"
 
 
 def node_ordered(plan: PlacementPlan, group: Any) -> PlacementPlan:
