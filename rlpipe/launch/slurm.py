@@ -84,7 +84,8 @@ def slurm_script(
         'for node in "${nodes[@]:1}"; do',
         f'  {one} "$node" ray start --address="$RLPIPE_RAY_ADDRESS" "${{resources[@]}}" --block &',
         "done",
-        f'python - "$RLPIPE_RAY_ADDRESS" {shape.nodes} "${{RLPIPE_JOIN_TIMEOUT_S:-{JOIN_TIMEOUT_S}}}" <<\'PY\'',
+        # every node of the allocation, which `sbatch --nodes=N` may make larger than the config's shape
+        f'python - "$RLPIPE_RAY_ADDRESS" "${{#nodes[@]}}" "${{RLPIPE_JOIN_TIMEOUT_S:-{JOIN_TIMEOUT_S}}}" <<\'PY\'',
         _WAIT_FOR_NODES.rstrip(),
         "PY",
         job_command(overrides),
