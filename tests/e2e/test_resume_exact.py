@@ -31,7 +31,7 @@ SHORT_RUN = [
 # (function as callers look it up, which call, kill before/after it) in the order a run meets them; each kill
 # happens in a rerun that resumed from what the earlier kills left.
 KILLS = [  # ..., and the newest checkpoint the kill leaves
-    ("rlpipe.loop:TrainerRole.sft_update", 2, "after", None),  # mid warm-up: nothing saved yet
+    ("rlpipe.train.role:TrainerRole.sft_update", 2, "after", None),  # mid warm-up: nothing saved yet
     ("rlpipe.rollout.hf_engine:HFEngine._decode", 2, "before", None),  # generating rollout 0 (call 1: the first eval)
     ("rlpipe.train.checkpoint:_save_one", 1, "after", None),  # mid-checkpoint: tensors written, folder not in place
     ("rlpipe.metrics:MetricsLogger.log", 6, "torn", 1),  # half of rollout 1's line on disk (3 warm-up, eval, 0, 1)
