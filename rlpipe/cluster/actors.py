@@ -231,6 +231,3 @@ class EngineHostActor:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
-
-    def where(self) -> dict[str, Any]:
-        return where_am_i()

@@ -30,10 +30,7 @@ def seats(group: Any, bundles: list[int]) -> dict[int, Seat]:
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    def probe() -> dict[str, Any]:
-        return where_am_i()
-
-    task = ray.remote(probe)
+    task = ray.remote(where_am_i)
     refs = [
         task.options(
             num_cpus=0, num_gpus=PROBE_GPU,
