@@ -58,6 +58,10 @@ class StalenessError(RuntimeError):
     """A rollout holds samples more policy versions old than rollout.max_staleness allows."""
 
 
+class NonFiniteTraining(RuntimeError):
+    """More optimizer steps had a NaN/inf loss or gradient than optim.max_nonfinite_steps allows."""
+
+
 class Loop:
     """One run of the RL loop (sync or async, or a debug half of it) over a trainer and a rollout side."""
 
@@ -79,6 +83,7 @@ class Loop:
         self.ahead: Future[Rollout] | None = None
         self.stop = GracefulStop()  # watches for SIGINT/SIGTERM while train() runs
         self.cursor: dict[str, Any] | None = None
+        self.nonfinite_steps = 0  # optimizer steps skipped for a NaN/inf loss or gradient, this process's run
 
     def train(self) -> Summary:
         """The whole run; a first SIGINT/SIGTERM ends it at the next safe point with a checkpoint
@@ -142,6 +147,8 @@ class Loop:
             if self.offload_train:
                 self.trainer.onload()
             metrics |= self.trainer.rl_update(rollout.samples)
+            skipped = metrics.get("nonfinite_steps", 0.0) + metrics.get("critic_nonfinite_steps", 0.0)
+            self.count_nonfinite(skipped, f"rollout {rollout_id}")
         t2 = time.perf_counter()
         if self.trains and self.generates:
             metrics["time_wait"] = self.wait_for_generation()
@@ -172,6 +179,7 @@ class Loop:
         for step in bar:
             chosen = [pairs[i] for i in rng.sample(range(len(pairs)), min(warm.batch_size, len(pairs)))]
             metrics = self.trainer.sft_update(chosen, warm.lr)
+            self.count_nonfinite(metrics.get("nonfinite_step", 0.0), f"warm-up step {step}")
             self.metrics.log("warmup", step, metrics)
             bar.set_postfix(sft_loss=f"{metrics['sft_loss']:.3f}", refresh=False)
             if self.stop.requested:
@@ -215,6 +223,20 @@ class Loop:
                 "raise rollout.max_staleness, or have the rollout function drop or regenerate stale samples"
             )
         return {"staleness_versions_mean": sum(lags) / len(lags), "staleness_versions_max": float(max(lags))}
+
+    def count_nonfinite(self, skipped: float, where: str) -> None:
+        """Add the optimizer steps the trainer skipped for a NaN/inf loss or gradient; stop once there are more
+        than optim.max_nonfinite_steps (the skipped steps never touched the weights, so the last checkpoint and
+        the current weights are both sound)."""
+        self.nonfinite_steps += int(skipped)
+        allowed = self.cfg.optim.max_nonfinite_steps
+        if skipped and self.nonfinite_steps > allowed:
+            raise NonFiniteTraining(
+                f"{where}: an optimizer step had a NaN or inf loss or gradient ({self.nonfinite_steps} such "
+                f"step(s) so far, optim.max_nonfinite_steps={allowed}); the step was skipped and the run stopped. "
+                "Look at the mismatch_* and tis_* metrics in metrics.jsonl for extreme engine/trainer ratios, "
+                "lower optim.lr, or allow skipping with optim.max_nonfinite_steps=N"
+            )
 
     def sync_weights(self) -> None:
         """The trainer's weights into the engine, once (brought back first if it was offloaded)."""

@@ -28,11 +28,12 @@ def run_job(run: Resolved) -> int:
         from rlpipe.cluster.node_watch import ActorDied
         from rlpipe.cluster.placement import PlacementError
         from rlpipe.cluster.ray_run import ClusterUnreachable, run_on_ray
+        from rlpipe.loop import NonFiniteTraining
         from rlpipe.rollout.sglang.process import ServerStartError
 
         try:
             summary = run_on_ray(run, run_dir)
-        except (PlacementError, ActorDied, ClusterUnreachable, ServerStartError) as exc:
+        except (PlacementError, ActorDied, ClusterUnreachable, ServerStartError, NonFiniteTraining) as exc:
             print(f"rlpipe: {exc}", file=sys.stderr)
             return 1
     else:
@@ -52,6 +53,7 @@ def _run_in_process(run: Resolved, run_dir: Path):
 
     from rlpipe.data.dataset import DatasetError
     from rlpipe.loading import LoadError
+    from rlpipe.loop import NonFiniteTraining
     from rlpipe.reward import RewardError
     from rlpipe.rollout.waves import DynamicSamplingError
     from rlpipe.train import distributed
@@ -65,7 +67,7 @@ def _run_in_process(run: Resolved, run_dir: Path):
     except DatasetError as exc:  # the prompt file's contents are only read with the tokenizer
         print(f"rlpipe: bad prompt data: {exc}", file=sys.stderr)
         return 2
-    except (LoadError, CheckpointWriteError, RewardError, DynamicSamplingError) as exc:
+    except (LoadError, CheckpointWriteError, RewardError, DynamicSamplingError, NonFiniteTraining) as exc:
         print(f"rlpipe: {exc}", file=sys.stderr)
         return 1
     finally:

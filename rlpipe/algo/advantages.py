@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlpipe.algo.reduce import masked
+
 
 @dataclass(frozen=True)
 class AdvantageInputs:
@@ -161,7 +163,7 @@ def _kl_or_zeros(inputs: AdvantageInputs, config: AdvantageConfig, estimator: st
     if config.kl_coef == 0.0:
         return [torch.zeros(m.numel(), dtype=torch.float32, device=m.device) for m in inputs.loss_masks]
     kl = _require(inputs, "kl", estimator)
-    return [k.float() * m.float() for k, m in zip(kl, inputs.loss_masks, strict=True)]
+    return [masked(k.float(), m) for k, m in zip(kl, inputs.loss_masks, strict=True)]
 
 
 def _last_loss_token(mask: torch.Tensor) -> int | None:
@@ -204,11 +206,11 @@ def masked_whiten(values: list[torch.Tensor], loss_masks: list[torch.Tensor], ep
     count = mask.sum()
     if count == 0:
         raise ValueError("cannot whiten advantages: the batch has no loss tokens")
-    mean = (flat * mask).sum() / count
-    var = ((flat - mean) ** 2 * mask).sum() / count
+    mean = masked(flat, mask).sum() / count
+    var = masked((flat - mean) ** 2, mask).sum() / count
     if count >= 2:
         var = var * count / (count - 1)  # Bessel's correction, as slime does
-    whitened = (flat - mean) * torch.rsqrt(var + eps) * mask  # [T]
+    whitened = masked((flat - mean) * torch.rsqrt(var + eps), mask)  # [T]
     return list(whitened.split([v.numel() for v in values]))
 
 

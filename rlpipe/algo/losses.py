@@ -1,4 +1,4 @@
-"""Per-token loss terms of RL post-training: policy clip, KL, entropy, TIS, SFT, value.
+"""Per-token loss terms of RL post-training: policy clip, CISPO, KL, entropy, TIS/IcePop/MIS, SFT, value.
 
 Each function maps flat per-token tensors [T] (a micro-batch's response tokens concatenated) to per-token
 results [T]; `reduce.LossReduction` turns those into the micro-batch's share of the global loss. Inputs are
@@ -21,6 +21,19 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+# |log ratio| above this is clamped before exp: e^20 ~ 5e8 is far past every clip, while e^89 overflows float32
+# to inf and 0 * inf = NaN in the backward of a masked or clipped token (verl and slime clamp at 20 too).
+MAX_LOG_RATIO = 20.0
+
+
+def safe_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
+    """exp(log_ratio) with the log ratio clamped to [-MAX_LOG_RATIO, MAX_LOG_RATIO]: always finite.
+
+    The clamp passes no gradient where it binds; such a token's ratio is clipped by every loss anyway.
+    """
+    return log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
+
+
 def token_log_ratio(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
     """log(pi_theta / pi_old) per token: [T]. The PPO/GRPO importance ratio is its exp."""
     return upcast(log_probs) - upcast(old_log_probs)
@@ -37,8 +50,7 @@ def sequence_log_ratio(
     """
     per_token = token_log_ratio(log_probs, old_log_probs)  # [T]
     means = per_sample_sums(per_token, loss_masks) / sample_lengths(loss_masks).to(per_token)  # [n]
-    lengths = torch.tensor([m.numel() for m in loss_masks], device=per_token.device)
-    return torch.repeat_interleave(means, lengths)  # [T]
+    return broadcast_to_tokens(means, loss_masks)  # [T]
 
 
 def policy_loss(
@@ -60,7 +72,7 @@ def policy_loss(
     The clip fraction counts the PPO clip only, as Miles does.
     """
     advantages = upcast(advantages)
-    ratio = log_ratio.exp()  # [T]
+    ratio = safe_ratio(log_ratio)  # [T]
     loss_unclipped = -ratio * advantages
     loss_clipped = -ratio.clamp(1 - eps_clip, 1 + eps_clip_high) * advantages
     loss = torch.maximum(loss_unclipped, loss_clipped)
@@ -82,6 +94,8 @@ def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, kind: KLKin
         low_var_kl = clamp(k3, -10, 10) k3 clipped as verl/slime do, so one token with a huge ratio
                                         cannot dominate the loss (the lower bound never binds: k3 >= 0)
 
+    k3 and low_var_kl clamp d to [-MAX_LOG_RATIO, MAX_LOG_RATIO] before exp, as verl does.
+
     Selected by algo.kl_loss_type (and used for the KL-in-reward of reinforce_plus_plus / ppo).
     """
     d = upcast(log_probs) - upcast(ref_log_probs)  # [T]
@@ -90,6 +104,7 @@ def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, kind: KLKin
     if kind == "k2":
         return d.square() / 2
     if kind in ("k3", "low_var_kl"):
+        d = d.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # exp(-d) finite, so its backward never meets 0 * inf
         k3 = torch.expm1(-d) + d  # expm1 keeps precision when d is tiny
         return k3.clamp(-10.0, 10.0) if kind == "low_var_kl" else k3
     raise ValueError(f"unknown KL kind {kind!r}; valid: k1, k2, k3, low_var_kl")
@@ -106,27 +121,87 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(p * torch.where(p > 0, log_p, 0.0)).sum(dim=-1)
 
 
-class TISWeights(NamedTuple):
-    """Truncated importance-sampling weights and the raw ratio they were cut from."""
+TISLevel = Literal["token", "sequence", "geometric"]
+TISMode = Literal["truncate", "mask"]
 
-    weights: torch.Tensor  # [T] clamp(ratio, clip_low, clip), detached
-    ratio: torch.Tensor  # [T] exp(train - rollout), detached
-    clipped: torch.Tensor  # [T] float 0/1, where the clamp changed the ratio
+
+class TISWeights(NamedTuple):
+    """Importance weights between the trainer and the rollout engine, and the raw ratio they were cut from."""
+
+    weights: torch.Tensor  # [T] the correction each token's policy loss is multiplied by, detached
+    ratio: torch.Tensor  # [T] the raw ratio at the chosen level, detached
+    changed: torch.Tensor  # [T] float 0/1, where truncation or the mask changed the ratio
+
+
+def broadcast_to_tokens(per_sample: torch.Tensor, loss_masks: list[torch.Tensor]) -> torch.Tensor:
+    """One value per sample [n] -> that value on every token of the sample [T]."""
+    lengths = torch.tensor([m.numel() for m in loss_masks], device=per_sample.device)
+    return torch.repeat_interleave(per_sample, lengths)
 
 
 def tis_weights(
-    train_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, *, clip: float, clip_low: float
+    train_log_probs: torch.Tensor,
+    rollout_log_probs: torch.Tensor,
+    loss_masks: list[torch.Tensor],
+    *,
+    clip: float,
+    clip_low: float,
+    level: TISLevel = "token",
+    mode: TISMode = "truncate",
 ) -> TISWeights:
-    """Truncated importance sampling (Yao et al. 2025, "Your efficient RL framework secretly brings you
-    off-policy RL training"): w_t = clamp(pi_train(y_t) / pi_rollout(y_t), clip_low, clip), detached.
+    """Importance weights that correct for the engine sampling from a slightly different distribution than the
+    trainer computes (precision, kernels, MoE routing, stale weights): detached, [T].
 
-    Corrects for the rollout engine sampling from a slightly different distribution than the trainer computes
-    (precision, kernels, stale weights). Multiplies the per-token policy loss. Config: algo.use_tis,
-    algo.tis_clip, algo.tis_clip_low.
+    With d_t = log pi_train(y_t) - log pi_rollout(y_t) over a sample's loss tokens, the ratio is
+        token      r_t = exp(d_t)                       (Yao et al. 2025, "Your efficient RL framework
+                                                         secretly brings you off-policy RL training")
+        sequence   r   = exp(sum_t d_t)                 one ratio per sample, the sequence likelihood ratio
+        geometric  r   = exp(mean_t d_t)                its per-token geometric mean
+    each exponent clamped to +-MAX_LOG_RATIO first, and the weight is
+        truncate   w = clamp(r, clip_low, clip)         TIS (Miles' --use-tis, verl rollout_is)
+        mask       w = r if clip_low <= r <= clip else 0   IcePop at token level (Miles' icepop_function);
+                                                         MIS at sequence level: whole samples dropped
+    A masked token keeps its place in the loss's denominator and contributes 0 (as verl, slime and TRL do).
+    Config: algo.use_tis, algo.tis_level, algo.tis_mode, algo.tis_clip, algo.tis_clip_low.
     """
-    ratio = (upcast(train_log_probs) - upcast(rollout_log_probs)).exp().detach()  # [T]
-    weights = ratio.clamp(clip_low, clip)
-    return TISWeights(weights=weights, ratio=ratio, clipped=(weights != ratio).to(ratio.dtype))
+    per_token = token_log_ratio(train_log_probs, rollout_log_probs).detach()  # [T]
+    if level == "token":
+        log_ratio = per_token
+    elif level in ("sequence", "geometric"):
+        sums = per_sample_sums(per_token, loss_masks)  # [n]
+        if level == "geometric":
+            sums = sums / sample_lengths(loss_masks).to(sums)
+        log_ratio = broadcast_to_tokens(sums, loss_masks)
+    else:
+        raise ValueError(f"unknown TIS level {level!r}; valid: token, sequence, geometric")
+    ratio = safe_ratio(log_ratio)
+    if mode == "truncate":
+        weights = ratio.clamp(clip_low, clip)
+        changed = weights != ratio
+    elif mode == "mask":
+        inside = (ratio >= clip_low) & (ratio <= clip)
+        weights = torch.where(inside, ratio, torch.zeros_like(ratio))
+        changed = ~inside
+    else:
+        raise ValueError(f"unknown TIS mode {mode!r}; valid: truncate, mask")
+    return TISWeights(weights=weights, ratio=ratio, changed=changed.to(ratio.dtype))
+
+
+def cispo_loss(
+    log_probs: torch.Tensor, log_ratio: torch.Tensor, advantages: torch.Tensor, *, eps_clip: float, eps_clip_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CISPO's per-token loss and where its clip bit: ([T], [T] float 0/1) (MiniMax-M1, arXiv:2506.13585).
+
+        L_t = -sg(clamp(r_t, 1 - eps_clip, 1 + eps_clip_high)) * A_t * log pi_theta(y_t),   r_t = exp(log_ratio_t)
+
+    The importance weight is clipped and detached, so every token keeps a gradient (PPO's clip zeroes it);
+    sg = stop-gradient. Config: algo.policy_loss=cispo with algo.eps_clip / algo.eps_clip_high (slime suggests a
+    wide range, e.g. eps_clip just below 1 and eps_clip_high 4).
+    """
+    ratio = safe_ratio(log_ratio).detach()  # [T]
+    weight = ratio.clamp(1 - eps_clip, 1 + eps_clip_high)
+    loss = -weight * upcast(advantages) * upcast(log_probs)
+    return loss, (weight != ratio).to(loss.dtype)
 
 
 def sft_loss(log_probs: torch.Tensor, loss_masks: list[torch.Tensor], reduction: LossReduction) -> torch.Tensor:

@@ -24,17 +24,23 @@ from dataclasses import dataclass
 import torch
 
 
+def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x * mask where mask != 0, exactly 0 elsewhere: [T]. `x * mask` would let a NaN or inf on an untrained
+    token (a padded position, a tool's output) poison the sum; `where` drops it."""
+    return torch.where(mask != 0, x * mask.to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def per_sample_sums(x: torch.Tensor, loss_masks: list[torch.Tensor]) -> torch.Tensor:
     """Masked sum of `x` within each sample: [T] -> [n]."""
     lengths = [int(m.numel()) for m in loss_masks]
     if x.numel() != sum(lengths):
         raise ValueError(f"x has {x.numel()} tokens but the loss masks cover {sum(lengths)}")
-    mask = torch.cat(loss_masks).to(x.dtype)  # [T]
+    mask = torch.cat(loss_masks).to(x.device)  # [T]
     # segment ids map each token to its sample, so one scatter-add sums every sample at once
     segment = torch.repeat_interleave(
         torch.arange(len(lengths), device=x.device), torch.tensor(lengths, device=x.device)
     )  # [T]
-    return torch.zeros(len(lengths), dtype=x.dtype, device=x.device).index_add(0, segment, x * mask)  # [n]
+    return torch.zeros(len(lengths), dtype=x.dtype, device=x.device).index_add(0, segment, masked(x, mask))  # [n]
 
 
 def sample_lengths(loss_masks: list[torch.Tensor]) -> torch.Tensor:
@@ -50,10 +56,10 @@ def per_sample_mean(x: torch.Tensor, loss_masks: list[torch.Tensor], num_samples
 
 def per_token_mean(x: torch.Tensor, loss_masks: list[torch.Tensor], num_tokens: float) -> torch.Tensor:
     """This micro-batch's share of sum_i sum(x_i) / sum_i len_i, with `num_tokens` = global sum_i len_i."""
-    mask = torch.cat(loss_masks).to(x.dtype)  # [T]
+    mask = torch.cat(loss_masks).to(x.device)  # [T]
     if x.numel() != mask.numel():
         raise ValueError(f"x has {x.numel()} tokens but the loss masks cover {mask.numel()}")
-    return (x * mask).sum() / num_tokens
+    return masked(x, mask).sum() / num_tokens
 
 
 def global_denominator(loss_masks: list[torch.Tensor], per_token: bool) -> float:

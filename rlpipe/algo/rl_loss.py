@@ -1,7 +1,8 @@
 """The total RL loss of one micro-batch, assembled from the pure terms in `losses`.
 
     loss = PG - entropy_coef * H + kl_loss_coef * KL          (KL only with algo.use_kl_loss)
-    PG   = reduce(policy_loss(ratio, A) * w_tis)              (w_tis only with algo.use_tis)
+    PG   = reduce(L(ratio, A) * w_tis)                        (w_tis only with algo.use_tis)
+    L    = PPO's clipped surrogate (algo.policy_loss=ppo) or CISPO's clipped-weight REINFORCE (cispo)
 
 every term reduced per sample or per token (algo.calculate_per_token_loss) against the *global* batch's
 denominator, so summing the micro-batches' losses (and metrics) gives the global-batch value exactly.
@@ -18,7 +19,9 @@ import torch
 from rlpipe.algo.advantages import get_advantage_estimator
 from rlpipe.algo.losses import (
     KLKind,
-    TISWeights,
+    TISLevel,
+    TISMode,
+    cispo_loss,
     kl_penalty,
     policy_loss,
     sequence_log_ratio,
@@ -26,6 +29,7 @@ from rlpipe.algo.losses import (
     token_log_ratio,
     upcast,
 )
+from rlpipe.algo.mismatch import mismatch_metrics
 from rlpipe.algo.reduce import LossReduction
 
 
@@ -34,6 +38,7 @@ class AlgoSettings:
     """The `algo.*` fields the loss reads. No defaults here: the config layer owns them."""
 
     advantage_estimator: str  # picks the ratio level (gspo: one ratio per sequence)
+    policy_loss: str  # ppo (clipped surrogate) | cispo (clipped, detached weight times log-prob)
     eps_clip: float  # lower clip: ratio >= 1 - eps_clip
     eps_clip_high: float  # upper clip: ratio <= 1 + eps_clip_high (DAPO clip-higher)
     eps_clip_c: float | None  # dual-clip bound (> 1) for negative advantages; None = off
@@ -44,6 +49,8 @@ class AlgoSettings:
     use_tis: bool  # truncated importance sampling against the rollout engine's log-probs
     tis_clip: float  # upper bound of the TIS weight
     tis_clip_low: float  # lower bound of the TIS weight
+    tis_level: TISLevel  # token | sequence | geometric
+    tis_mode: TISMode  # truncate (TIS) | mask (IcePop at token level, MIS at sequence level)
     calculate_per_token_loss: bool  # per-token instead of per-sample reduction
 
 
@@ -63,15 +70,16 @@ def compute_policy_loss(
 
     Per-sample inputs are lists of n tensors [R_i]: `log_probs` (current policy, with grad), `old_log_probs`
     (policy that the advantages were computed for), `advantages`, `loss_masks`; `ref_log_probs` with
-    use_kl_loss, `rollout_log_probs` (the engine's) with use_tis, `entropies` (with grad) when an entropy bonus
+    use_kl_loss, `rollout_log_probs` (the engine's; needed with use_tis, and with them the mismatch metrics of
+    `rlpipe.algo.mismatch` are reported whatever the settings), `entropies` (with grad) when an entropy bonus
     is set or the entropy should be logged. `global_denominator` is `reduce.global_denominator` of the whole
     global batch (its sample count, or its loss-token count with calculate_per_token_loss); it is an argument
     rather than a setting because it changes every step.
 
     Metrics are detached 0-d tensors. Means (loss, pg_loss, pg_clipfrac, ppo_kl, kl_loss, entropy,
-    tis_ratio_mean, tis_clipfrac) are this micro-batch's share: sum them over micro-batches and ranks.
-    tis_ratio_min / tis_ratio_max are over this micro-batch's loss tokens (combine with min / max; +inf / -inf
-    when it has none).
+    tis_weight_mean, tis_clipfrac, mismatch_*) are this micro-batch's share: sum them over micro-batches and ranks.
+    Keys ending in _min / _max are over this micro-batch's loss tokens (combine with min / max; +inf / -inf when
+    it has none).
     """
     reduce = LossReduction(per_token=settings.calculate_per_token_loss, denominator=global_denominator)
     new = torch.cat(log_probs)  # [T]
@@ -83,24 +91,39 @@ def compute_policy_loss(
         log_ratio = sequence_log_ratio(new, old, loss_masks)  # [T], one value per sample
     else:
         log_ratio = token_log_ratio(new, old)  # [T]
-    pg_per_token, clipfrac = policy_loss(
-        log_ratio,
-        adv,
-        eps_clip=settings.eps_clip,
-        eps_clip_high=settings.eps_clip_high,
-        eps_clip_c=settings.eps_clip_c,
-    )
-    if settings.use_tis:
-        rollout = torch.cat(_required(rollout_log_probs, "rollout_log_probs", "use_tis"))  # [T]
-        # trainer vs engine log-probs of the same policy weights: they differ only by numerics (Miles' vanilla TIS)
-        tis = tis_weights(
-            old,
-            rollout,
-            clip=settings.tis_clip,
-            clip_low=settings.tis_clip_low,
+    if settings.policy_loss == "cispo":
+        pg_per_token, clipfrac = cispo_loss(
+            new, log_ratio, adv, eps_clip=settings.eps_clip, eps_clip_high=settings.eps_clip_high
         )
-        pg_per_token = pg_per_token * tis.weights
-        metrics |= _tis_metrics(tis, loss_masks, reduce)
+    elif settings.policy_loss == "ppo":
+        pg_per_token, clipfrac = policy_loss(
+            log_ratio,
+            adv,
+            eps_clip=settings.eps_clip,
+            eps_clip_high=settings.eps_clip_high,
+            eps_clip_c=settings.eps_clip_c,
+        )
+    else:
+        raise ValueError(f"unknown policy_loss {settings.policy_loss!r}; valid: ppo, cispo")
+    if rollout_log_probs is not None:
+        rollout = torch.cat(rollout_log_probs).to(old.device)  # [T]
+        # trainer vs engine log-probs of the same policy weights: they differ only by numerics (and routing)
+        metrics |= mismatch_metrics(old, rollout, loss_masks, reduce)
+        if settings.use_tis:
+            tis = tis_weights(
+                old,
+                rollout,
+                loss_masks,
+                clip=settings.tis_clip,
+                clip_low=settings.tis_clip_low,
+                level=settings.tis_level,
+                mode=settings.tis_mode,
+            )
+            pg_per_token = pg_per_token * tis.weights
+            metrics["tis_weight_mean"] = reduce(tis.weights, loss_masks)
+            metrics["tis_clipfrac"] = reduce(tis.changed, loss_masks)
+    elif settings.use_tis:
+        raise ValueError("use_tis needs rollout_log_probs, but none were given")
 
     pg_loss = reduce(pg_per_token, loss_masks)
     loss = pg_loss
@@ -133,15 +156,3 @@ def _required(value: list[torch.Tensor] | None, name: str, flag: str) -> list[to
     if value is None:
         raise ValueError(f"{flag} needs {name}, but none were given")
     return value
-
-
-def _tis_metrics(tis: TISWeights, loss_masks: list[torch.Tensor], reduce: LossReduction) -> dict[str, torch.Tensor]:
-    """Mean ratio and clip fraction as global-mean shares; min / max over this micro-batch's loss tokens."""
-    ratios = tis.ratio[torch.cat(loss_masks).bool()]  # [loss tokens]
-    empty = ratios.numel() == 0
-    return {
-        "tis_ratio_mean": reduce(tis.ratio, loss_masks),
-        "tis_clipfrac": reduce(tis.clipped, loss_masks),
-        "tis_ratio_min": torch.tensor(torch.inf) if empty else ratios.amin(),
-        "tis_ratio_max": torch.tensor(-torch.inf) if empty else ratios.amax(),
-    }

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlpipe.config import limits
+from rlpipe.config import consistency, limits
 from rlpipe.config.errors import ConfigError
 from rlpipe.config.hf import hf_architecture, read_hf_config
 from rlpipe.config.identity import same_run
@@ -169,12 +169,6 @@ def _model_from_hf(r: Resolver) -> None:
             r.problem(
                 f"model.{key}", f"drifts from {path}/config.json, which says {theirs!r}", f"model.{key}={theirs}", ours
             )
-
-
-def _fp8_checkpoint(folder: str) -> bool:
-    hf = read_hf_config(folder) or {}
-    quant = hf.get("quantization_config") or {}
-    return "fp8" in Path(folder).name.lower() or str(quant.get("quant_method", "")).lower() == "fp8"
 
 
 def _dataset_rows(path: str) -> int | None:
@@ -596,14 +590,6 @@ def _algo(r: Resolver) -> None:
             "algo.kl_coef > 0 needs the reference model's weights",
             "set ckpt.ref_load, or algo.kl_coef=0",
         )
-    ref = r.get("ckpt.ref_load")
-    if ref and _fp8_checkpoint(ref):
-        r.problem(
-            "ckpt.ref_load",
-            "points at an FP8 checkpoint; the reference must stay BF16 or the KL anchor silently changes",
-            "point ckpt.ref_load at the BF16 weights (FP8 belongs in ckpt.hf_checkpoint)",
-            ref,
-        )
     if ro["n_samples"] == 1 and al["advantage_estimator"] in GROUP_ESTIMATORS and al["loss_type"] == "policy_loss":
         r.problem(
             "rollout.n_samples",
@@ -783,12 +769,6 @@ def _sglang_extra(r: Resolver) -> None:
                 r.derive(f"sglang.extra.{check.use}", extra[key], check.reason)
 
 
-def _fp8_rollout(r: Resolver) -> None:
-    hf = r.get("ckpt.hf_checkpoint")
-    if r.get("rollout.engine") == "sglang" and hf and _fp8_checkpoint(hf) and not r.get("algo.use_tis"):
-        r.warn("ckpt.hf_checkpoint", "FP8 rollout without algo.use_tis: the precision mismatch is uncorrected")
-
-
 def _plan_fits(r: Resolver) -> None:
     """A run whose preflight plan overflows a GPU is refused here, before Ray or torch (rlpipe.plan.check_fit)."""
     from rlpipe.plan import check_fit
@@ -828,7 +808,9 @@ RULES: tuple[Callable[[Resolver], None], ...] = (
     _dotted_paths,
     _reward_type,
     _sglang_extra,
-    _fp8_rollout,
+    consistency.correction,
+    consistency.routing_replay,
+    consistency.precision,
     supported,
     _plan_fits,
     same_run,

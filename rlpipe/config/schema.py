@@ -277,6 +277,11 @@ class PerfConfig(Group):
         False, "Shard optimizer state across data-parallel ranks.", "--use-distributed-optimizer"
     )
     bf16: bool = F(False, "Train in bfloat16 (fp32 master weights).", "--bf16")
+    train_quantization: Literal["fp8", "mxfp8", "nvfp4"] | None = F(
+        None,
+        "Low-precision training GEMMs (GPU only, Transformer Engine). mxfp8 needs "
+        "sglang.rollout_quantization=mxfp8; the reference model is never quantized.",
+    )
     bias_swiglu_fusion: bool = F(
         False,
         "Megatron's fused SwiGLU (torch.compile: needs a C compiler, compiles once per process).",
@@ -305,7 +310,9 @@ class AlgoConfig(Group):
     )
     use_kl_loss: bool = F(False, "Load the reference model and compute KL(actor || ref) every step.", "--use-kl-loss")
     kl_loss_coef: float = F(0.0, "Weight of the KL term in the loss (0 = monitor only).", "--kl-loss-coef", ge=0.0)
-    kl_loss_type: Literal["k1", "k2", "k3", "low_var_kl"] = F("low_var_kl", "KL estimator.", "--kl-loss-type")
+    kl_loss_type: Literal["k1", "k2", "k3", "low_var_kl"] = F(
+        "low_var_kl", "KL estimator of the KL loss and of the reward-level KL (kl_coef), as in Miles.", "--kl-loss-type"
+    )
     kl_coef: float = F(0.0, "Reward-level KL penalty weight (alternative to the KL loss).", "--kl-coef", ge=0.0)
     entropy_coef: float = F(0.0, "Entropy bonus weight.", "--entropy-coef", ge=0.0)
     eps_clip: float = F(0.2, "PPO clip range below 1 (ratio >= 1 - eps_clip).", "--eps-clip", gt=0.0, lt=1.0)
@@ -318,9 +325,39 @@ class AlgoConfig(Group):
     calculate_per_token_loss: bool = F(
         False, "Reduce as sum(tokens)/total tokens instead of the per-sample mean.", "--calculate-per-token-loss"
     )
-    use_tis: bool = F(False, "Truncated importance sampling between rollout and trainer log-probs.", "--use-tis")
-    tis_clip: float = F(2.0, "Upper clip of the TIS weight.", "--tis-clip", gt=0.0)
-    tis_clip_low: float = F(0.0, "Lower clip of the TIS weight.", "--tis-clip-low", ge=0.0)
+    policy_loss: Literal["ppo", "cispo"] = F(
+        "ppo",
+        "Policy loss: PPO's clipped surrogate, or CISPO (clipped, detached importance weight times the log-prob; "
+        "every token keeps a gradient). Both clip at [1 - eps_clip, 1 + eps_clip_high].",
+    )
+    use_tis: bool = F(
+        False,
+        "Correct for the engine's log-probs differing from the trainer's: weight each token's policy loss by "
+        "the trainer/engine probability ratio (tis_level, tis_mode).",
+        "--use-tis",
+    )
+    tis_level: Literal["token", "sequence", "geometric"] = F(
+        "token",
+        "Ratio of the correction: per token, per sample (product of the token ratios), or per sample's geometric "
+        "mean. Needs use_tis.",
+    )
+    tis_mode: Literal["truncate", "mask"] = F(
+        "truncate",
+        "truncate: clamp the ratio to [tis_clip_low, tis_clip] (TIS). mask: the ratio inside that range, 0 "
+        "outside (IcePop at token level, MIS at sequence level). Needs use_tis.",
+    )
+    tis_clip: float = F(
+        2.0, "Upper bound of the importance ratio (truncated to it, or masked above it).", "--tis-clip", gt=0.0
+    )
+    tis_clip_low: float = F(
+        0.0, "Lower bound of the importance ratio (truncated to it, or masked below it).", "--tis-clip-low", ge=0.0
+    )
+    use_rollout_routing_replay: bool = F(
+        False,
+        "MoE rollout routing replay (R3): the engine returns the experts it routed every token to, and the "
+        "trainer replays them instead of routing afresh, so both compute the same experts' mixture.",
+        "--use-rollout-routing-replay",
+    )
     gamma: float = F(1.0, "Discount factor (ppo, reinforce_plus_plus).", "--gamma", ge=0.0, le=1.0)
     lambd: float = F(1.0, "GAE lambda (ppo).", "--lambd", ge=0.0, le=1.0)
     value_clip: float = F(0.2, "Value-function clip range (ppo critic).", "--value-clip", gt=0.0)
@@ -357,6 +394,11 @@ class OptimConfig(Group):
     adam_beta2: float = F(0.999, "Adam second-moment decay.", "--adam-beta2", ge=0.0, lt=1.0)
     adam_eps: PositiveFloat = F(1e-8, "Adam epsilon.", "--adam-eps")
     clip_grad: float = F(1.0, "Global gradient-norm clip (0 = off).", "--clip-grad", ge=0.0)
+    max_nonfinite_steps: NonNegativeInt = F(
+        0,
+        "Optimizer steps with a NaN/inf loss or gradient the run may skip (weights left untouched, counted as "
+        "nonfinite_steps in the metrics) before it stops with an error; 0 = stop at the first.",
+    )
 
 
 # -------------------------------------------------------------------------------------------- SGLANG_ARGS
@@ -376,6 +418,11 @@ class SGLangConfig(Group):
     context_length: PositiveInt | None = F(None, "Longest context SGLang accepts (tokens).", "--sglang-context-length")
     log_level: Literal["debug", "info", "warning", "error"] = F("warning", "SGLang log level.", "--sglang-log-level")
     version: str = F("0.5.23", "SGLang version the flags are named for (flag names changed at 0.5.14).")
+    rollout_quantization: Literal["fp8", "mxfp8", "nvfp4"] | None = F(
+        None,
+        "Quantize the engine's weights online (SGLang --quantization; GPU only). FP8 and MXFP8 exclude each "
+        "other (an FP8 checkpoint is FP8 rollout); set algo.use_tis to correct the mismatch it brings.",
+    )
     extra: dict[str, Any] = F({}, "More SGLang ServerArgs, passed verbatim (the --sglang-* flags).", "--sglang-*")
 
 

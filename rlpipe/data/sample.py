@@ -8,6 +8,8 @@ cheaply across Ray and into rollout dumps.
     response_tokens   [R]   generated ids, EOS included when the engine stopped on it
     rollout_log_probs [R]   per-token log-probs the engine reported for response_tokens
     loss_mask         [R]   1 where the token is trained on (all ones for plain single-turn rollouts)
+    rollout_routed_experts [P + R - 1, L, k]  MoE: the experts the engine routed each token it ran to, per
+                            layer (the last token is sampled, never run); only with routing replay
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 class Status(enum.StrEnum):
@@ -40,6 +44,7 @@ class Sample:
     response_text: str = ""
     rollout_log_probs: list[float] = field(default_factory=list)
     loss_mask: list[int] | None = None
+    rollout_routed_experts: np.ndarray | None = None
     reward: float | None = None
     status: Status = Status.PENDING
     weight_version: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -23,16 +24,19 @@ class SamplingParams:
     n: int = 1  # samples per prompt
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    return_routed_experts: bool = False  # MoE: each response's experts per token and layer (routing replay)
 
 
 @dataclass
 class GenerateOutput:
-    """One generated response: ids, text, per-token log-probs and why it stopped."""
+    """One generated response: ids, text, per-token log-probs, why it stopped, and (when asked) the experts an
+    MoE model routed each token it ran to."""
 
     output_ids: list[int]
     text: str
     output_log_probs: list[float]
     finish_reason: str  # "stop" (EOS / stop token) | "length" (max_new_tokens) | "abort"
+    routed_experts: np.ndarray | None = None  # [prompt + output - 1, layers, k] int32, SGLang's routed_experts
 
 
 @runtime_checkable

@@ -10,8 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlpipe.config import Resolved
+from rlpipe.config.schema import RunConfig
 from rlpipe.loading import loading
 from rlpipe.rollout.engine import RolloutEngine
+
+
+def routes_shape(cfg: RunConfig) -> tuple[int, int] | None:
+    """(layers, top-k) of the routed experts SGLang returns per token, when routing replay asks for them."""
+    if not cfg.algo.use_rollout_routing_replay:
+        return None
+    assert cfg.model.num_layers is not None and cfg.model.moe_router_topk is not None  # resolved for an MoE model
+    return cfg.model.num_layers, cfg.model.moe_router_topk
 
 
 @contextlib.contextmanager
@@ -45,7 +54,9 @@ def started_engine(run: Resolved, log_dir: Path, engine_urls: list[str] | None =
             server.start()  # waits on /health; a failure names the server log's last lines
         for url in urls:
             router.add_worker(url)
-        yield SGLangEngine(router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine)
+        yield SGLangEngine(
+            router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine, routes_shape=routes_shape(cfg)
+        )
     finally:
         router.stop()
         for server in servers:

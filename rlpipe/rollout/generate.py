@@ -72,6 +72,8 @@ class RolloutSource:
                 reason = "length"  # the row ran past (or exactly used up) this sample's own budget
             sample.response_tokens += ids
             sample.rollout_log_probs += log_probs
+            if out.routed_experts is not None:  # the engine ran the whole sequence again: its routes cover it all
+                sample.rollout_routed_experts = out.routed_experts[: len(sample.tokens) - 1]
             sample.loss_mask = (sample.loss_mask or []) + [1] * len(ids)
             sample.response_text = self.decode(sample.response_tokens, skip_special_tokens=True)
             sample.status = FINISH_STATUS[reason]
@@ -118,6 +120,7 @@ def _fill(prompt: Sample, out: GenerateOutput, group: int, index: int, version: 
         response_tokens=list(out.output_ids),
         response_text=out.text,
         rollout_log_probs=list(out.output_log_probs),
+        rollout_routed_experts=out.routed_experts,
         loss_mask=[1] * len(out.output_ids),
         status=FINISH_STATUS[out.finish_reason],
         weight_version=version,
@@ -137,6 +140,8 @@ def sampling_params(cfg: RunConfig, evaluation_dataset: str | None = None) -> Sa
         top_k=source.top_k,
         n=source.n_samples,
         stop_token_ids=tuple(ro.stop_token_ids),
+        # the trainer replays training rollouts' experts (R3); evaluation needs none
+        return_routed_experts=cfg.algo.use_rollout_routing_replay and evaluation_dataset is None,
     )
 
 

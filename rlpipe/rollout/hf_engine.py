@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizer
 
 from rlpipe.data.tokenizer import load_tokenizer
 from rlpipe.rollout.engine import GenerateOutput, SamplingParams
+from rlpipe.rollout.routes import RouteRecorder
 
 
 class HFEngine:
@@ -67,15 +68,22 @@ class HFEngine:
             generator = self._generator
             if params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(params.seed)
-            tokens, log_probs, reasons = self._decode(rows, params, generator)
+            if params.return_routed_experts:
+                with RouteRecorder(self.model) as recorder:
+                    tokens, log_probs, reasons = self._decode(rows, params, generator)
+            else:
+                tokens, log_probs, reasons = self._decode(rows, params, generator)
         outputs = [
             GenerateOutput(
                 output_ids=ids,
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                 output_log_probs=lps,
                 finish_reason=reason,
+                routed_experts=recorder.routes(i, len(rows), len(rows[i]), len(ids))
+                if params.return_routed_experts
+                else None,
             )
-            for ids, lps, reason in zip(tokens, log_probs, reasons, strict=True)
+            for i, (ids, lps, reason) in enumerate(zip(tokens, log_probs, reasons, strict=True))
         ]
         return [outputs[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 

@@ -93,6 +93,7 @@ def transformer_config_from_hf(hf_config: Any, spec: TrainerSpec) -> Transformer
         # (pipelining); megatron rejects its default (all-gather) with variable_seq_lengths even for dense models.
         moe_token_dispatcher_type="alltoall",
         **(_moe_fields(hf_config) if family.moe else {}),
+        moe_enable_routing_replay=spec.routing_replay and family.moe,
     )
 
 

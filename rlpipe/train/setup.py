@@ -45,6 +45,7 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         use_distributed_optimizer=pf.use_distributed_optimizer,
         seed=cfg.seed,
         temperature=cfg.rollout.temperature or 1.0,  # greedy rollouts (0) score log-probs at temperature 1
+        routing_replay=cfg.algo.use_rollout_routing_replay,
     )
 
 
@@ -52,4 +53,4 @@ def critic_spec(cfg: RunConfig) -> TrainerSpec:
     """The PPO critic's spec: the policy's layout and schedule at its own learning rate (optim.critic_lr)."""
     lr = cfg.optim.critic_lr
     assert lr is not None  # resolved for ppo
-    return dataclasses.replace(trainer_spec(cfg), lr=lr)
+    return dataclasses.replace(trainer_spec(cfg), lr=lr, routing_replay=False)  # replay is the policy's only

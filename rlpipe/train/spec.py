@@ -57,6 +57,7 @@ class TrainerSpec:
     use_distributed_optimizer: bool
     seed: int
     temperature: float  # logits / temperature before log-softmax, matching the rollout sampler
+    routing_replay: bool  # MoE: routers can replay the engine's experts (moe_enable_routing_replay)
 
     def __post_init__(self) -> None:
         if self.params_dtype not in ("fp32", "bf16"):
@@ -109,5 +110,6 @@ def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec
         use_distributed_optimizer=False,
         seed=0,
         temperature=1.0,
+        routing_replay=False,
     )
     return dataclasses.replace(spec, **overrides)

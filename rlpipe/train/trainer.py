@@ -21,9 +21,10 @@ per-token values for the loss callback; `rlpipe.train.critic.MegatronCritic` swa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
@@ -49,11 +50,14 @@ from rlpipe.train.context_parallel import gather_sequence
 from rlpipe.train.cpu_shim import apply_cpu_patches
 from rlpipe.train.logprobs import token_stats
 from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
+from rlpipe.train.routing_replay import Replayer, RouteError, local_targets, micro_batch_routes
 from rlpipe.train.spec import TrainerSpec
 from rlpipe.train.stages import broadcast_from_last_stage, gather_over_group, gather_over_stages, to_global
+from rlpipe.train.step_metrics import combine_micro_batches
 from rlpipe.train.weights import hf_to_megatron, is_expert, megatron_to_hf, read_hf_state
 
 LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+_LOSS = "_loss"  # each micro-batch's loss rides with its metrics to the finiteness check, then leaves them
 
 
 class MegatronTrainer:
@@ -115,6 +119,7 @@ class MegatronTrainer:
         # Global number of this expert-parallel rank's expert 0 (experts are split evenly over the EP ranks).
         experts_here = (self.config.num_moe_experts or 0) // self.config.expert_model_parallel_size
         self._expert_offset = parallel_state.get_expert_model_parallel_rank() * experts_here
+        self._replayer = Replayer(self.model) if spec.routing_replay else None  # MoE rollout routing replay
 
     def _build_module(self) -> torch.nn.Module:
         """This stage's model: the GPT language model of the HF config (the critic overrides this)."""
@@ -308,44 +313,72 @@ class MegatronTrainer:
         micro_batches: list[MicroBatch],
         on_output: Callable[[MicroBatch, torch.Tensor], tuple[torch.Tensor, dict]],
         forward_only: bool,
+        routes: Sequence[np.ndarray] | None = None,
     ) -> list[dict]:
-        """Run Megatron's schedule over the micro-batches; returns what `on_output` reported for each."""
+        """Run Megatron's schedule over the micro-batches; returns what `on_output` reported for each. With
+        `routes` (per sample of the caller's batch, see routing_replay.py) the MoE routers replay them."""
         device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
         batches = iter(micro_batches)
+        replayer = self._replayer if routes is not None else None
+        if routes is not None and self._replayer is None:
+            raise RouteError("routes were given, but the trainer was built without routing replay")
 
         def forward_step(_data_iterator: object, model: torch.nn.Module) -> tuple[torch.Tensor, Callable]:
             mb = next(batches)
             inp = model_input(mb)  # this context-parallel rank's positions
             mask = inp.attention_mask.to(device) if inp.attention_mask is not None else None
+            if replayer is not None:
+                assert routes is not None
+                layout = micro_batch_routes(
+                    mb, routes, self.hf_config.num_hidden_layers, self.hf_config.num_experts_per_tok
+                )
+                replayer.load(
+                    local_targets(layout, self._layer_offset, len(replayer.routers), self.spec.sequence_parallel)
+                )
             logits = model(
                 inp.tokens.to(device), inp.position_ids.to(device), mask, packed_seq_params=inp.packed_seq_params
             )  # [b, s, V/T]
+            if replayer is not None:
+                replayer.after_forward()
             return logits, lambda output: on_output(mb, output)
 
-        return get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=None,
-            model=[self.model],
-            num_microbatches=len(micro_batches),
-            seq_length=max(mb.tokens.shape[1] for mb in micro_batches) // self.spec.context_parallel,
-            micro_batch_size=max(mb.tokens.shape[0] for mb in micro_batches),
-            forward_only=forward_only,
-        )
+        try:
+            return get_forward_backward_func()(
+                forward_step_func=forward_step,
+                data_iterator=None,
+                model=[self.model],
+                num_microbatches=len(micro_batches),
+                seq_length=max(mb.tokens.shape[1] for mb in micro_batches) // self.spec.context_parallel,
+                micro_batch_size=max(mb.tokens.shape[0] for mb in micro_batches),
+                forward_only=forward_only,
+            )
+        finally:
+            if replayer is not None:
+                replayer.clear()
 
     @torch.no_grad()
     def compute_log_probs(
-        self, seqs: list[list[int]], response_starts: list[int], with_entropy: bool = False
+        self,
+        seqs: list[list[int]],
+        response_starts: list[int],
+        with_entropy: bool = False,
+        routes: Sequence[np.ndarray] | None = None,
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Log-probs of each sample's response tokens given everything before them: [len - start] per sample.
 
         With `with_entropy`, also the per-token entropies of the same positions, as (log_probs, entropies).
+        With `routes`, the MoE routers replay the engine's experts (routing_replay.py).
         """
-        log_probs, entropies = self._forward_only(seqs, response_starts, with_entropy)
+        log_probs, entropies = self._forward_only(seqs, response_starts, with_entropy, routes)
         return (log_probs, entropies) if with_entropy else log_probs
 
     @torch.no_grad()
     def _forward_only(
-        self, seqs: list[list[int]], response_starts: list[int], with_entropy: bool
+        self,
+        seqs: list[list[int]],
+        response_starts: list[int],
+        with_entropy: bool,
+        routes: Sequence[np.ndarray] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """`_response_stats` of every sample, in `seqs` order, on the host: ([R_i] ..., [R_i] ... or empty)."""
 
@@ -356,7 +389,7 @@ class MegatronTrainer:
         self.model.eval()
         # Only the last pipeline stage sees logits; every stage returns its results.
         outputs = broadcast_from_last_stage(
-            self._run(self._micro_batches(seqs, response_starts), collect, forward_only=True)
+            self._run(self._micro_batches(seqs, response_starts), collect, forward_only=True, routes=routes)
         )
         log_probs: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         entropies: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
@@ -370,12 +403,18 @@ class MegatronTrainer:
     # ----- training -----
 
     def train_step(
-        self, seqs: list[list[int]], response_starts: list[int], loss_fn: LossFn, lr: float | None = None
+        self,
+        seqs: list[list[int]],
+        response_starts: list[int],
+        loss_fn: LossFn,
+        lr: float | None = None,
+        routes: Sequence[np.ndarray] | None = None,
     ) -> dict[str, float]:
         """One optimizer step over this data-parallel rank's share of the global batch.
 
         With `lr`, the step runs at that fixed learning rate and does not advance the LR schedule (the
-        supervised warm-up uses this, so the RL schedule starts at its own step 0).
+        supervised warm-up uses this, so the RL schedule starts at its own step 0). With `routes`, the MoE routers
+        replay the engine's experts in the forward and in any recompute (routing_replay.py).
 
         `loss_fn(sample_indices, log_probs, entropies)` returns one micro-batch's contribution to the global loss
         (already divided by the global denominator) and metrics; indices point into `seqs`. Returns the metrics
@@ -393,30 +432,48 @@ class MegatronTrainer:
         def loss_of(mb: MicroBatch, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
             lps, ents = self._response_stats(mb, logits, with_entropy=True)
             loss, metrics = loss_fn(mb.indices, lps, ents)
-            return loss * undo_averaging, {k: v.detach() for k, v in metrics.items()}
+            return loss * undo_averaging, {k: v.detach() for k, v in metrics.items()} | {_LOSS: loss.detach()}
 
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        outputs = broadcast_from_last_stage(self._run(micro_batches, loss_of, forward_only=False))
+        outputs = broadcast_from_last_stage(self._run(micro_batches, loss_of, forward_only=False, routes=routes))
         scheduled = [group["lr"] for group in self.optimizer.param_groups]
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         used_lr = self.optimizer.param_groups[0]["lr"]
-        _, grad_norm, _ = self.optimizer.step()
-        if lr is None:
+        losses = [out.pop(_LOSS) for out in outputs]
+        finite = self._all_finite(losses)
+        if finite:
+            _, grad_norm, _ = self.optimizer.step()
+        else:  # the weights, the optimizer state and the schedule stay as they were
+            grad_norm = float("nan")
+        if lr is None and finite:
             self.scheduler.step(increment=1)
-        else:  # put the schedule's values back untouched
+        elif lr is not None:  # put the schedule's values back untouched
             for group, value in zip(self.optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = value
-        summed: dict[str, float] = {}
-        for out in outputs:
-            for key, value in out.items():
-                summed[key] = summed.get(key, 0.0) + float(value)
         # Fraction of this rank's model input that is padding (0 when packed): FLOPs spent on nothing.
         padding = sum(mb.pad_tokens for mb in micro_batches) / sum(mb.tokens.numel() for mb in micro_batches)
-        return {**summed, "grad_norm": float(grad_norm), "lr": float(used_lr), "padding_waste": padding}
+        return {
+            **combine_micro_batches(outputs),
+            "grad_norm": float(grad_norm),
+            "lr": float(used_lr),
+            "padding_waste": padding,
+            "nonfinite_step": 0.0 if finite else 1.0,
+        }
+
+    def _all_finite(self, losses: list[torch.Tensor]) -> bool:
+        """Whether every micro-batch loss and every gradient is finite on every trainer rank: a NaN or inf
+        step is skipped rather than written into the weights (one flag all-reduced over the trainer's ranks,
+        so all of them skip together)."""
+        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        checks = [loss.isfinite().all() for loss in losses]
+        checks += [p.main_grad.isfinite().all() for p in self.model.parameters() if p.requires_grad]
+        bad = torch.stack(checks).logical_not().any().to(device=device, dtype=torch.float32).reshape(1)
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return not bool(bad.item())
 
     # ----- colocation -----
 

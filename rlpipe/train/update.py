@@ -10,11 +10,10 @@ The trainer knows tokens and losses; `rlpipe.algo` knows the math; this module j
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
-import torch.distributed as dist
 from megatron.core import parallel_state
 
 from rlpipe.algo import (
@@ -29,9 +28,11 @@ from rlpipe.algo import (
     sft_loss,
     value_loss,
 )
+from rlpipe.algo.reduce import masked
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
 from rlpipe.train.critic import MegatronCritic
+from rlpipe.train.step_metrics import combine_over_group, combine_steps
 from rlpipe.train.trainer import MegatronTrainer
 
 
@@ -42,18 +43,33 @@ class TrainBatch:
     seqs: list[list[int]]  # prompt + response ids
     response_starts: list[int]  # index of the first response token in seqs[i]
     loss_masks: list[torch.Tensor]  # [R_i] float, 1 = trained on
+    routes: list[np.ndarray] | None = None  # [len(seqs[i]) - 1, L, k] the engine's experts, to replay (R3)
 
     @classmethod
-    def of(cls, samples: list[Sample]) -> TrainBatch:
+    def of(cls, samples: list[Sample], with_routes: bool = False) -> TrainBatch:
         masks = [torch.tensor(s.loss_mask or [1] * s.response_length, dtype=torch.float32) for s in samples]
-        return cls([s.tokens for s in samples], [len(s.prompt_tokens) for s in samples], masks)
+        routes = _engine_routes(samples) if with_routes else None
+        return cls([s.tokens for s in samples], [len(s.prompt_tokens) for s in samples], masks, routes)
 
     def select(self, indices: list[int]) -> TrainBatch:
         return TrainBatch(
             [self.seqs[i] for i in indices],
             [self.response_starts[i] for i in indices],
             [self.loss_masks[i] for i in indices],
+            None if self.routes is None else [self.routes[i] for i in indices],
         )
+
+
+def _engine_routes(samples: list[Sample]) -> list[np.ndarray]:
+    """Every sample's routed experts from the engine (algo.use_rollout_routing_replay), or a clear error."""
+    missing = [s.index for s in samples if s.rollout_routed_experts is None]
+    if missing:
+        raise ValueError(
+            f"algo.use_rollout_routing_replay: samples {missing[:5]} carry no routed experts; the engine returns them "
+            "for its own generations (HF engine, or SGLang with --enable-return-routed-experts), so a custom rollout "
+            "function must fill Sample.rollout_routed_experts"
+        )
+    return [s.rollout_routed_experts for s in samples]  # type: ignore[misc]
 
 
 def algo_settings(cfg: RunConfig) -> AlgoSettings:
@@ -61,6 +77,7 @@ def algo_settings(cfg: RunConfig) -> AlgoSettings:
     assert a.eps_clip_high is not None  # resolved
     return AlgoSettings(
         advantage_estimator=a.advantage_estimator,
+        policy_loss=a.policy_loss,
         eps_clip=a.eps_clip,
         eps_clip_high=a.eps_clip_high,
         eps_clip_c=a.eps_clip_c,
@@ -71,16 +88,10 @@ def algo_settings(cfg: RunConfig) -> AlgoSettings:
         use_tis=a.use_tis,
         tis_clip=a.tis_clip,
         tis_clip_low=a.tis_clip_low,
+        tis_level=a.tis_level,
+        tis_mode=a.tis_mode,
         calculate_per_token_loss=a.calculate_per_token_loss,
     )
-
-
-def _mean_over_steps(per_step: list[dict[str, float]]) -> dict[str, float]:
-    sums: dict[str, float] = defaultdict(float)
-    for metrics in per_step:
-        for key, value in metrics.items():
-            sums[key] += value
-    return {key: value / len(per_step) for key, value in sums.items()}
 
 
 @dataclass
@@ -132,7 +143,7 @@ def rl_update(
     With `critic` (advantage_estimator=ppo) the critic's values feed GAE and the critic takes one step per actor
     step towards the returns; `train_actor=False` trains the critic alone (Miles' num_critic_only_steps).
     """
-    batch = TrainBatch.of(samples)
+    batch = TrainBatch.of(samples, with_routes=cfg.algo.use_rollout_routing_replay)
     algo, n_steps = cfg.algo, cfg.rollout.num_steps_per_rollout
     assert n_steps is not None and cfg.rollout.n_samples is not None  # resolved
     estimator = algo.advantage_estimator
@@ -143,13 +154,16 @@ def rl_update(
     # rollout those are exactly the training forward's own log-probs, detached (TRL does the same), so the
     # extra no-grad forward is skipped; reward-level KL and distillation still need them before the advantages.
     reuse_current = n_steps == 1 and not algo.kl_coef and not distill
-    old = None if reuse_current else trainer.compute_log_probs(batch.seqs, batch.response_starts)
+    old = None if reuse_current else trainer.compute_log_probs(batch.seqs, batch.response_starts, routes=batch.routes)
     needs_ref = algo.use_kl_loss or algo.kl_coef > 0
     ref = trainer.compute_ref_log_probs(batch.seqs, batch.response_starts) if needs_ref else None
-    rollout_lp = [torch.tensor(s.rollout_log_probs, dtype=torch.float32) for s in samples] if algo.use_tis else None
+    rollout_lp = _rollout_log_probs(samples, algo.use_tis)
     rewards = torch.tensor([float(s.reward or 0.0) for s in samples])  # [N]
+    # Reward-level KL uses the KL loss's estimator (algo.kl_loss_type), as Miles' compute_advantages_and_returns
     kl_in_reward = (
-        [kl_penalty(o, r, "k1") for o, r in zip(old, ref, strict=True)] if algo.kl_coef and old and ref else None
+        [kl_penalty(o, r, algo.kl_loss_type) for o, r in zip(old, ref, strict=True)]
+        if algo.kl_coef and old and ref
+        else None
     )
     values = critic.compute_values(batch.seqs, batch.response_starts) if critic is not None else None
     teacher = trainer.compute_teacher_log_probs(batch.seqs, batch.response_starts) if distill else None
@@ -183,10 +197,11 @@ def rl_update(
             critic_steps.append(_sum_over_data_parallel(critic.train_step(sub.seqs, sub.response_starts, value_fn)))
         if train_actor:
             loss_fn = _policy_loss_fn(rows, per_sample, settings, reduction.denominator)
-            actor_steps.append(_sum_over_data_parallel(trainer.train_step(sub.seqs, sub.response_starts, loss_fn)))
+            step = trainer.train_step(sub.seqs, sub.response_starts, loss_fn, routes=sub.routes)
+            actor_steps.append(_sum_over_data_parallel(step))
     stats = group_reward_stats(rewards, cfg.rollout.n_samples)
     metrics = {
-        **(_mean_over_steps(actor_steps) if actor_steps else {}),
+        **(combine_steps(actor_steps) if actor_steps else {}),
         "reward_mean": rewards.mean().item(),
         "reward_group_std_mean": stats.std.mean().item(),
         "zero_std_groups": stats.zero_std_fraction,
@@ -199,6 +214,21 @@ def rl_update(
         # The per-token reverse KL(student || teacher) on the student's samples: what distillation drives to 0.
         metrics["opd_reverse_kl"] = _masked_mean([o - t for o, t in zip(old, teacher, strict=True)], batch.loss_masks)
     return metrics
+
+
+def _rollout_log_probs(samples: list[Sample], required: bool) -> list[torch.Tensor] | None:
+    """The engine's log-probs of every response token, for the correction (algo.use_tis) and the mismatch
+    metrics; None when some sample has none (a rollout function that does not report them) and none is needed."""
+    if all(len(s.rollout_log_probs) == s.response_length for s in samples):
+        return [torch.tensor(s.rollout_log_probs, dtype=torch.float32) for s in samples]
+    if required:
+        bad = next(s for s in samples if len(s.rollout_log_probs) != s.response_length)
+        raise ValueError(
+            f"algo.use_tis needs the engine's log-prob of every response token, but sample {bad.index} has "
+            f"{len(bad.rollout_log_probs)} for {bad.response_length} tokens: the rollout function must fill "
+            "Sample.rollout_log_probs"
+        )
+    return None
 
 
 def _optimizer_steps(n_samples: int, n_steps: int) -> list[list[int]]:
@@ -241,7 +271,7 @@ def _critic_metrics(
     """Value loss and clip fraction over the critic's steps, its grad norm, and how much of the returns' variance
     the pre-update values explain: 1 - Var(R - V) / Var(R) over loss tokens (1 = perfect, <= 0 = no better than
     a constant)."""
-    mean = _mean_over_steps(steps)
+    mean = combine_steps(steps)
     mask = torch.cat(masks).bool()  # [T]
     v, r = torch.cat(values)[mask].double(), torch.cat(returns)[mask].double()
     var_r = r.var(unbiased=False)
@@ -251,6 +281,7 @@ def _critic_metrics(
         "value_clipfrac": mean["value_clipfrac"],
         "critic_grad_norm": mean["grad_norm"],
         "critic_lr": mean["lr"],
+        "critic_nonfinite_steps": mean["nonfinite_steps"],
         "values_mean": float(v.mean()),
         "returns_mean": float(r.mean()),
         "explained_variance": float(explained),
@@ -259,7 +290,7 @@ def _critic_metrics(
 
 def _masked_mean(per_token: list[torch.Tensor], masks: list[torch.Tensor]) -> float:
     mask = torch.cat(masks)
-    return float((torch.cat(per_token) * mask).sum() / mask.sum().clamp_min(1.0))
+    return float(masked(torch.cat(per_token), mask).sum() / mask.sum().clamp_min(1.0))
 
 
 def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token: bool) -> dict[str, float]:
@@ -299,15 +330,8 @@ def balanced_shares(rows: list[int], lengths: list[int], size: int) -> list[list
     return [sorted(part) for part in parts]
 
 
-# Metrics that are already global after the optimizer step (not per-rank shares of a sum).
-_GLOBAL_METRICS = ("grad_norm", "lr")
-
-
 def _sum_over_data_parallel(metrics: dict[str, float]) -> dict[str, float]:
-    """Loss metrics are this rank's share of the global mean: sum them over the data-parallel group."""
+    """Loss metrics are this rank's share of the global mean: combine them over the data-parallel group."""
     if parallel_state.get_data_parallel_world_size() == 1:
         return metrics
-    keys = sorted(k for k in metrics if k not in _GLOBAL_METRICS)
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(values, group=parallel_state.get_data_parallel_group())
-    return {**metrics, **dict(zip(keys, values.tolist(), strict=True))}
+    return combine_over_group(metrics, parallel_state.get_data_parallel_group())

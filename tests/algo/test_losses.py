@@ -173,10 +173,10 @@ def test_entropy_gradient_is_finite_with_masked_vocab():
 def test_tis_weights_by_hand():
     train = torch.zeros(3, requires_grad=True)
     rollout = torch.tensor([math.log(4.0), 0.0, math.log(0.25)])
-    tis = tis_weights(train, rollout, clip=2.0, clip_low=0.5)
+    tis = tis_weights(train, rollout, [torch.ones(3)], clip=2.0, clip_low=0.5)
     assert tis.ratio.tolist() == pytest.approx([0.25, 1.0, 4.0])
     assert tis.weights.tolist() == pytest.approx([0.5, 1.0, 2.0])
-    assert tis.clipped.tolist() == [1.0, 0.0, 1.0]
+    assert tis.changed.tolist() == [1.0, 0.0, 1.0]
     assert not tis.weights.requires_grad
 
 

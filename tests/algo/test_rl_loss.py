@@ -11,6 +11,7 @@ from rlpipe.algo.rl_loss import AlgoSettings, compute_policy_loss
 
 BASE = AlgoSettings(
     advantage_estimator="grpo",
+    policy_loss="ppo",
     eps_clip=0.2,
     eps_clip_high=0.28,
     eps_clip_c=None,
@@ -21,6 +22,8 @@ BASE = AlgoSettings(
     use_tis=False,
     tis_clip=2.0,
     tis_clip_low=0.0,
+    tis_level="token",
+    tis_mode="truncate",
     calculate_per_token_loss=False,
 )
 
@@ -112,10 +115,14 @@ def test_micro_batches_add_up_to_the_global_batch(estimator, per_token):
         parts_metrics.append(metrics)
     for a, b in zip(whole_grads, [lp.grad for lp in split_batch["log_probs"]], strict=True):
         assert torch.allclose(a, b, atol=1e-12)
-    for key in ("loss", "pg_loss", "pg_clipfrac", "ppo_kl", "kl_loss", "entropy", "tis_ratio_mean", "tis_clipfrac"):
+    means = ("loss", "pg_loss", "pg_clipfrac", "ppo_kl", "kl_loss", "entropy", "tis_weight_mean", "tis_clipfrac")
+    means += ("mismatch_logprob_abs_diff", "mismatch_kl", "mismatch_ratio_mean")
+    for key in means:
         assert sum(m[key].item() for m in parts_metrics) == pytest.approx(whole_metrics[key].item(), abs=1e-12)
-    assert min(m["tis_ratio_min"].item() for m in parts_metrics) == whole_metrics["tis_ratio_min"].item()
-    assert max(m["tis_ratio_max"].item() for m in parts_metrics) == whole_metrics["tis_ratio_max"].item()
+    for key in ("mismatch_ratio_min",):
+        assert min(m[key].item() for m in parts_metrics) == whole_metrics[key].item()
+    for key in ("mismatch_ratio_max", "mismatch_logprob_abs_diff_max"):
+        assert max(m[key].item() for m in parts_metrics) == whole_metrics[key].item()
 
 
 def test_metrics_by_hand():
@@ -133,9 +140,14 @@ def test_metrics_by_hand():
     assert m["pg_loss"].item() == pytest.approx((-1.28 * 2 - 1.0) / 2)
     assert m["pg_clipfrac"].item() == pytest.approx(0.5)
     assert m["ppo_kl"].item() == pytest.approx(-math.log(1.5) / 2)
-    assert m["tis_ratio_mean"].item() == pytest.approx(2.5)
+    assert m["tis_weight_mean"].item() == pytest.approx(1.5)
     assert m["tis_clipfrac"].item() == pytest.approx(0.5)
-    assert (m["tis_ratio_min"].item(), m["tis_ratio_max"].item()) == pytest.approx((1.0, 4.0))
+    assert m["mismatch_ratio_mean"].item() == pytest.approx(2.5)
+    assert (m["mismatch_ratio_min"].item(), m["mismatch_ratio_max"].item()) == pytest.approx((1.0, 4.0))
+    # |log 4|, 0 -> mean log 4 / 2, max log 4; KL(engine || trainer) by k3: (r - 1 - log r) per token
+    assert m["mismatch_logprob_abs_diff"].item() == pytest.approx(math.log(4) / 2)
+    assert m["mismatch_logprob_abs_diff_max"].item() == pytest.approx(math.log(4))
+    assert m["mismatch_kl"].item() == pytest.approx((4 - 1 - math.log(4)) / 2)
     assert "kl_loss" not in m and "entropy" not in m
     assert all(not v.requires_grad for v in m.values())
 

@@ -64,7 +64,7 @@ def make_inputs(seed):
     return dict(new=new, old=old, ref=ref, entropies=entropies, advantages=advantages, mask=completion_mask)
 
 
-def trl_loss(trainer, data, num_items_in_batch=None):
+def trl_loss(trainer, data, num_items_in_batch=None, importance_sampling_ratio=None):
     trainer._get_per_token_logps_and_entropies = lambda *args, **kwargs: (data["new"], data["entropies"], None)
     inputs = {
         "prompt_ids": torch.zeros(B, 2, dtype=torch.long),
@@ -77,13 +77,17 @@ def trl_loss(trainer, data, num_items_in_batch=None):
     }
     if num_items_in_batch is not None:
         inputs["num_items_in_batch"] = torch.tensor(float(num_items_in_batch))
+    if importance_sampling_ratio is not None:  # TRL's correction of vLLM's sampling: a [B, T] weight
+        trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+        inputs["importance_sampling_ratio"] = importance_sampling_ratio
     return trainer._compute_loss(trainer.model, inputs)
 
 
-def rlpipe_loss(data, settings, denominator):
+def rlpipe_loss(data, settings, denominator, rollout=None):
     rows = range(B)
     mask = data["mask"].float()
     return compute_policy_loss(
+        rollout_log_probs=None if rollout is None else [rollout[i] for i in rows],
         log_probs=[data["new"][i] for i in rows],
         old_log_probs=[data["old"][i] for i in rows],
         ref_log_probs=[data["ref"][i] for i in rows],
@@ -97,6 +101,7 @@ def rlpipe_loss(data, settings, denominator):
 
 SETTINGS = AlgoSettings(
     advantage_estimator="grpo",
+    policy_loss="ppo",
     eps_clip=0.2,
     eps_clip_high=0.28,
     eps_clip_c=None,
@@ -107,6 +112,8 @@ SETTINGS = AlgoSettings(
     use_tis=False,
     tis_clip=2.0,
     tis_clip_low=0.0,
+    tis_level="token",
+    tis_mode="truncate",
     calculate_per_token_loss=False,
 )
 
@@ -149,6 +156,32 @@ def test_dapo_micro_batch_share_matches_global_token_denominator():
     trl_value = trl_loss(trl_trainer("dapo"), trl_data, num_items_in_batch=global_tokens)
     settings = dataclasses.replace(SETTINGS, calculate_per_token_loss=True)
     assert_same_loss_and_grad(trl_data, ours_data, trl_value, rlpipe_loss(ours_data, settings, global_tokens))
+
+
+def test_cispo_matches_trl():
+    # TRL caps the raw ratio at epsilon_high (an absolute bound, no lower one); rlpipe clips to
+    # [1 - eps_clip, 1 + eps_clip_high]: eps_clip_high = cap - 1, and eps_clip near 1 leaves the lower side open.
+    trl_data, ours_data = make_inputs(4), make_inputs(4)
+    global_tokens = 30
+    trl_value = trl_loss(trl_trainer("cispo", eps_high=1.1), trl_data, num_items_in_batch=global_tokens)
+    settings = dataclasses.replace(
+        SETTINGS, policy_loss="cispo", eps_clip=0.999, eps_clip_high=0.1, calculate_per_token_loss=True
+    )
+    ratio = (ours_data["new"] - ours_data["old"]).exp()[ours_data["mask"].bool()]
+    assert (ratio > 1.1).any() and (ratio < 1.1).any()  # the cap binds somewhere, not everywhere
+    assert_same_loss_and_grad(trl_data, ours_data, trl_value, rlpipe_loss(ours_data, settings, global_tokens))
+
+
+def test_token_tis_weights_the_clipped_loss_as_trl_does():
+    # TRL multiplies its per-token (clipped) loss by the truncated engine/trainer ratio; rlpipe's use_tis too
+    trl_data, ours_data = make_inputs(5), make_inputs(5)
+    g = torch.Generator().manual_seed(7)
+    rollout = ours_data["old"] + torch.randn(B, T, generator=g) * 0.5  # the engine's log-probs
+    weights = (ours_data["old"] - rollout).exp().clamp(0.5, 2.0)  # TRL's token_truncate with [0.5, 2]
+    trl_value = trl_loss(trl_trainer("grpo"), trl_data, importance_sampling_ratio=weights)
+    settings = dataclasses.replace(SETTINGS, use_tis=True, tis_clip=2.0, tis_clip_low=0.5)
+    ours_value = rlpipe_loss(ours_data, settings, denominator=B, rollout=rollout)
+    assert_same_loss_and_grad(trl_data, ours_data, trl_value, ours_value)
 
 
 def test_group_advantages_match_trl_formula():

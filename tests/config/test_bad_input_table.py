@@ -279,6 +279,47 @@ CASES: list[Case] = [
     Case("demo-and-eval-data", ["eval.datasets.mine.path={root}/train.jsonl", *DEMO], "eval.datasets", base=False),
     Case("demo-model-incomplete", ["model=auto", *DEMO], "model.num_layers", base=False),
     Case("fp8-reference", ["ckpt.ref_load={root}/Qwen3-4B-FP8", "algo.use_kl_loss=true"], "ckpt.ref_load"),
+    # ----------------------------------------------------------------- train-inference consistency (issue 17)
+    Case("tis-level-without-tis", ["algo.tis_level=sequence"], "algo.tis_level"),
+    Case("tis-mode-without-tis", ["algo.tis_mode=mask"], "algo.tis_mode"),
+    Case("tis-band-empty", ["algo.use_tis=true", "algo.tis_clip_low=2.0", "algo.tis_clip=2.0"], "algo.tis_clip_low"),
+    Case("tis-level-unknown", ["algo.use_tis=true", "algo.tis_level=seq"], "algo.tis_level"),
+    Case("cispo-with-gspo", ["algo.policy_loss=cispo", "algo.advantage_estimator=gspo"], "algo.policy_loss"),
+    Case("cispo-with-dual-clip", ["algo.policy_loss=cispo", "algo.eps_clip_c=3"], "algo.eps_clip_c"),
+    Case("cispo-with-sft", ["algo.policy_loss=cispo", "algo.loss_type=sft_loss"], "algo.policy_loss"),
+    Case("fp8-training-on-cpu", ["perf.train_quantization=fp8"], "perf.train_quantization"),
+    Case("fp8-rollout-on-cpu", ["sglang.rollout_quantization=fp8"], "sglang.rollout_quantization"),
+    Case("fp4-training-unknown", ["perf.train_quantization=fp4"], "perf.train_quantization"),
+    Case(
+        "mxfp8-training-needs-mxfp8-rollout",
+        ["cluster.accelerator=cuda", "perf.train_quantization=mxfp8", "sglang.rollout_quantization=fp8"],
+        "perf.train_quantization",
+    ),
+    Case(
+        "mxfp8-rollout-of-fp8-weights",
+        [
+            "cluster.accelerator=cuda",
+            "rollout.engine=sglang",
+            "ckpt.hf_checkpoint={root}/Qwen3-4B-FP8",
+            "sglang.rollout_quantization=mxfp8",
+        ],
+        "sglang.rollout_quantization",
+    ),
+    Case(
+        "rollout-quantization-disagrees-with-extra",
+        [
+            "cluster.accelerator=cuda",
+            "rollout.engine=sglang",
+            "sglang.rollout_quantization=fp8",
+            "sglang.extra.quantization=mxfp4",
+        ],
+        "sglang.extra.quantization",
+    ),
+    Case(
+        "quantized-rollout-on-the-hf-engine",
+        ["cluster.accelerator=cuda", "sglang.rollout_quantization=fp8"],
+        "sglang.rollout_quantization",
+    ),
     # ------------------------------------------------------------------------------------------ prompt data
     K("rollout.prompt_data", "{root}/nowhere.jsonl"),
     K("rollout.prompt_data", "{root}/bad/a_folder.jsonl"),

@@ -110,8 +110,17 @@ def decode_named_tensors(payload: str) -> list[tuple[str, torch.Tensor]]:
 class FakeSGLang:
     """One fake SGLang server over an HF checkpoint; `start()` serves it on 127.0.0.1 from a thread."""
 
-    def __init__(self, hf_checkpoint: str | Path, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        hf_checkpoint: str | Path,
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        return_routed_experts: bool = False,
+    ) -> None:
         self.engine = HFEngine(hf_checkpoint, seed=seed)
+        self.return_routed_experts = return_routed_experts  # --enable-return-routed-experts
         self.model_path = str(hf_checkpoint)
         self.host, self.port = host, port
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -218,6 +227,8 @@ class FakeSGLang:
             n=sampling.get("n", 1),
             stop_token_ids=tuple(sampling.get("stop_token_ids") or ()),
             seed=sampling.get("sampling_seed"),
+            # SGLang captures routes only when the server enables it, and returns them only when asked
+            return_routed_experts=self.return_routed_experts and bool(body.get("return_routed_experts")),
         )
         try:  # HFEngine decodes synchronously: off the event loop, so abort/pause requests still get through
             (outputs,) = await asyncio.get_running_loop().run_in_executor(None, self.engine.generate, [ids], params)
@@ -244,6 +255,9 @@ class FakeSGLang:
             meta["output_token_logprobs"] = [
                 [lp, tok, None] for lp, tok in zip(out.output_log_probs, out.output_ids, strict=True)
             ]
+        if out.routed_experts is not None:
+            # SGLang's wire form: base64 of the int32 array's bytes ([prompt + output - 1, layers, k], row-major)
+            meta["routed_experts"] = base64.b64encode(out.routed_experts.astype("<i4").tobytes()).decode("ascii")
         return {"text": out.text, "output_ids": out.output_ids, "meta_info": meta}
 
     async def _control(self, request: web.Request) -> web.Response:
@@ -359,11 +373,14 @@ def main() -> None:
     parser.add_argument("--nnodes", type=int, default=1)
     parser.add_argument("--node-rank", type=int, default=0)
     parser.add_argument("--dist-init-addr", default=None)
+    parser.add_argument("--enable-return-routed-experts", action="store_true")
     args, rest = parser.parse_known_args()
     torch.set_num_threads(1)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # launched for GPUs (on Ray): hold the launcher to them
         _join_nodes(args)
-    fake = FakeSGLang(args.model_path, host=args.host, port=args.port)
+    fake = FakeSGLang(
+        args.model_path, host=args.host, port=args.port, return_routed_experts=args.enable_return_routed_experts
+    )
     print(f"fake sglang serving {args.model_path} on {fake.url}; other flags: {rest}", flush=True)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)
 

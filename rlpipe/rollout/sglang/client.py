@@ -39,6 +39,7 @@ class SGLangEngine:
         max_inflight: int = 256,
         bucket_bytes: int = 512 * 2**20,
         timeout_s: float = 3600.0,
+        routes_shape: tuple[int, int] | None = None,
     ) -> None:
         if not engine_urls:
             raise ValueError("SGLangEngine needs at least one engine URL")
@@ -49,6 +50,7 @@ class SGLangEngine:
         self.bucket_bytes = bucket_bytes
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._weight_version = 0
+        self.routes_shape = routes_shape  # MoE (layers, top-k): the shape of each token's routed experts
 
     @property
     def weight_version(self) -> int:
@@ -69,7 +71,10 @@ class SGLangEngine:
             async def one(prompt: list[int]) -> list[GenerateOutput]:
                 async with limit:
                     reply = await _post(session, self.router_url, "/generate", protocol.generate_body(prompt, params))
-                return protocol.parse_generate_reply(reply, params.n)
+                shape = self.routes_shape if params.return_routed_experts else None
+                if params.return_routed_experts and shape is None:
+                    raise ValueError("return_routed_experts needs the engine's routes_shape (MoE layers, top-k)")
+                return protocol.parse_generate_reply(reply, params.n, len(prompt), shape)
 
             return list(await asyncio.gather(*(one(p) for p in prompts)))
 

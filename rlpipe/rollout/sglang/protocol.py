@@ -8,6 +8,10 @@ srt/managers/tokenizer_manager.py, srt/utils/common.py):
   `meta_info` with `finish_reason` ({"type": "stop"|"length"|"abort", ...}) and, with return_logprob,
   `output_token_logprobs`: one (logprob, token_id, text-or-null) triple per generated token, the stop token
   included. Miles reads response tokens from these triples; so does this module.
+- With `return_routed_experts: true` (a top-level /generate key; the server needs --enable-return-routed-experts,
+  srt/layers/moe/routed_experts_capturer.py) `meta_info["routed_experts"]` is a base64 string of int32 bytes, the
+  experts of every token the engine ran ([prompt + output - 1, num_hidden_layers, num_experts_per_tok],
+  row-major; dense layers hold zeros).
 - `update_weights_from_tensor` takes `serialized_named_tensors`: one base64 string per TP rank, each a pickled
   list of (name, tensor). Rank r unpickles entry r only (`deserialize_own_rank`) with a restricted unpickler.
 """
@@ -20,6 +24,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from rlpipe.rollout.engine import GenerateOutput, SamplingParams
@@ -42,29 +47,54 @@ def generate_body(prompt: list[int], params: SamplingParams) -> dict[str, Any]:
         sampling["stop_token_ids"] = list(params.stop_token_ids)
     if params.seed is not None:
         sampling["sampling_seed"] = params.seed
-    return {"input_ids": prompt, "sampling_params": sampling, "return_logprob": True}
+    body: dict[str, Any] = {"input_ids": prompt, "sampling_params": sampling, "return_logprob": True}
+    if params.return_routed_experts:
+        body["return_routed_experts"] = True
+    return body
 
 
-def parse_generate_reply(reply: Any, n: int) -> list[GenerateOutput]:
-    """A /generate reply (one object, or a list of n) -> n GenerateOutputs."""
+def parse_generate_reply(
+    reply: Any, n: int, prompt_len: int = 0, routes_shape: tuple[int, int] | None = None
+) -> list[GenerateOutput]:
+    """A /generate reply (one object, or a list of n) -> n GenerateOutputs. With `routes_shape` (layers, top-k)
+    each reply must carry its routed experts for the `prompt_len` prompt tokens and its output."""
     items = reply if isinstance(reply, list) else [reply]
     if len(items) != n:
         raise ValueError(f"/generate answered {len(items)} samples, asked for {n}")
-    return [_parse_one(item) for item in items]
+    return [_parse_one(item, prompt_len, routes_shape) for item in items]
 
 
-def _parse_one(item: dict[str, Any]) -> GenerateOutput:
+def _parse_one(item: dict[str, Any], prompt_len: int, routes_shape: tuple[int, int] | None) -> GenerateOutput:
     meta = item["meta_info"]
     reason = meta["finish_reason"]["type"]
     if reason not in FINISH_TYPES:
         raise ValueError(f"unknown finish_reason {meta['finish_reason']!r}; expected one of {FINISH_TYPES}")
     triples = meta["output_token_logprobs"]  # [(logprob, token_id, text | None)] per generated token
+    routes = None
+    if routes_shape is not None:
+        routes = decode_routed_experts(meta.get("routed_experts"), prompt_len + len(triples) - 1, routes_shape)
     return GenerateOutput(
         output_ids=[int(t[1]) for t in triples],
         text=item["text"],
         output_log_probs=[float(t[0]) for t in triples],
         finish_reason=reason,
+        routed_experts=routes,
     )
+
+
+def decode_routed_experts(payload: str | None, tokens: int, shape: tuple[int, int]) -> np.ndarray:
+    """`meta_info["routed_experts"]` -> [tokens, layers, top-k] int32, checked against the expected size."""
+    if payload is None:
+        raise ValueError(
+            "/generate answered no routed_experts: start the SGLang servers with --enable-return-routed-experts "
+            "(rlpipe does when algo.use_rollout_routing_replay is set)"
+        )
+    flat = np.frombuffer(base64.b64decode(payload), dtype=np.int32)
+    if flat.size != tokens * shape[0] * shape[1]:
+        raise ValueError(
+            f"routed_experts holds {flat.size} ints, expected {tokens} tokens x {shape[0]} layers x {shape[1]} experts"
+        )
+    return flat.reshape(tokens, *shape).copy()
 
 
 def buckets(named_tensors: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list]:

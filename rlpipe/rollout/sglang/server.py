@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlpipe.config.consistency import SGLANG_QUANTIZATION
 from rlpipe.config.resolve import Resolved
 from rlpipe.config.schema import RunConfig
 from rlpipe.rollout.sglang.process import ManagedProcess, free_ports
@@ -75,6 +76,10 @@ def server_command(cfg: RunConfig, slot: EngineSlot, *, python: str = sys.execut
     argv += ["--log-level", sg.log_level]
     if cfg.cluster.colocate or cfg.cluster.offload_rollout:
         argv.append("--enable-memory-saver")
+    if sg.rollout_quantization is not None:
+        argv += ["--quantization", SGLANG_QUANTIZATION[sg.rollout_quantization]]
+    if cfg.algo.use_rollout_routing_replay:  # each response's experts, per layer, for the trainer to replay
+        argv.append("--enable-return-routed-experts")
     for key, value in sg.extra.items():
         argv += extra_flag(key, value)
     return argv
