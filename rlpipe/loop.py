@@ -285,6 +285,8 @@ def _mean(values: list[float]) -> float:
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
     shown = {"reward": metrics["reward_mean"], "kl": metrics.get("kl_loss"), "ent": metrics.get("entropy")}
     out = {k: f"{v:.3f}" for k, v in shown.items() if v is not None}
+    if "mismatch_logprob_abs_diff_max" in metrics:  # engine vs trainer: how far from on-policy the samples are
+        out["lp_diff"] = f"{metrics['mismatch_logprob_abs_diff_max']:.1e}"
     out["t(r/t/s)"] = f"{metrics['time_rollout']:.2f}/{metrics['time_train']:.2f}/{metrics['time_sync']:.2f}s"
     return out
 

@@ -17,6 +17,7 @@ from rlpipe.algo.advantages import (
 )
 from rlpipe.algo.losses import (
     TISWeights,
+    cispo_loss,
     entropy_from_logits,
     kl_penalty,
     policy_loss,
@@ -26,6 +27,7 @@ from rlpipe.algo.losses import (
     token_log_ratio,
     value_loss,
 )
+from rlpipe.algo.mismatch import mismatch_metrics
 from rlpipe.algo.reduce import LossReduction, global_denominator, per_sample_mean, per_token_mean
 from rlpipe.algo.rl_loss import AlgoSettings, compute_policy_loss
 
@@ -39,6 +41,7 @@ __all__ = [
     "LossReduction",
     "TISWeights",
     "advantage_estimator_names",
+    "cispo_loss",
     "compute_advantages",
     "compute_policy_loss",
     "entropy_from_logits",
@@ -46,6 +49,7 @@ __all__ = [
     "global_denominator",
     "group_reward_stats",
     "kl_penalty",
+    "mismatch_metrics",
     "per_sample_mean",
     "per_token_mean",
     "policy_loss",

@@ -10,6 +10,9 @@ loss tokens, with d_t = log pi_train(y_t) - log pi_engine(y_t) and r_t = exp(d_t
                                      engine's own samples (Miles' train_rollout_kl)
     mismatch_ratio_mean / _min / _max   the token importance ratio r_t that TIS/IcePop correct with
 
+The trainer's side is its log-probs before the rollout's first optimizer step, so in async runs (or with
+rollout.max_staleness > 0) the numbers include the policy lag too, not numerics alone.
+
 Means are the run's loss reduction (per sample or per token), so they add over micro-batches and ranks like
 the loss; `_min` / `_max` combine with min / max (`rlpipe.train.step_metrics`).
 """

@@ -25,6 +25,9 @@ def tiny_spec(cfg: RunConfig) -> TinyModelSpec:
         max_position_embeddings=m.max_position_embeddings,
         seed=demo.seed,
         tie_word_embeddings=not m.untie_embeddings_and_output_weights,
+        num_experts=m.num_experts or 0,
+        experts_per_token=m.moe_router_topk or 0,
+        expert_intermediate=m.moe_ffn_hidden_size or 0,
     )
 
 

@@ -1,4 +1,4 @@
-"""Build a tiny Qwen2 checkpoint with a character tokenizer, offline, for the CPU demo and the tests.
+"""Build a tiny Qwen2 (or Qwen3-MoE) checkpoint with a character tokenizer, offline, for the CPU demo and the tests.
 
 The checkpoint is an ordinary HF folder (`config.json`, `model.safetensors`, `tokenizer.json`,
 `tokenizer_config.json` with the chat template), so every code path that loads a real model loads this one.
@@ -49,7 +49,7 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Shape and seed of the tiny Qwen2 model (defaults: ~77k parameters)."""
+    """Shape and seed of the tiny model: Qwen2 (defaults: ~77k parameters), or Qwen3-MoE with num_experts."""
 
     num_layers: int = 2
     hidden: int = 64
@@ -60,11 +60,21 @@ class TinyModelSpec:
     max_position_embeddings: int = 256
     seed: int = 0
     tie_word_embeddings: bool = False
+    num_experts: int = 0  # > 0: a Qwen3-MoE (QK norm, every MLP a top-k mixture of SwiGLU experts)
+    experts_per_token: int = 0
+    expert_intermediate: int = 0
 
     def digest(self) -> str:
-        """Hash of the spec and FORMAT_VERSION: equal digests mean an interchangeable checkpoint."""
-        payload = json.dumps({"format": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        """Hash of the spec and FORMAT_VERSION: equal digests mean an interchangeable checkpoint (a dense spec
+        hashes without the MoE fields, so dense checkpoints built before they existed stay valid)."""
+        fields = dataclasses.asdict(self)
+        if not self.num_experts:
+            fields = {k: v for k, v in fields.items() if k not in _MOE_FIELDS}
+        payload = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_MOE_FIELDS = ("num_experts", "experts_per_token", "expert_intermediate")
 
 
 def build_tiny_checkpoint(path: Path, spec: TinyModelSpec) -> Path:
@@ -114,10 +124,10 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _write_checkpoint(folder: Path, spec: TinyModelSpec) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3MoeConfig
 
     tok = build_char_tokenizer()
-    config = Qwen2Config(
+    shape = dict(
         vocab_size=len(VOCAB),
         hidden_size=spec.hidden,
         num_hidden_layers=spec.num_layers,
@@ -131,10 +141,25 @@ def _write_checkpoint(folder: Path, spec: TinyModelSpec) -> None:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
+    if spec.num_experts:
+        config = Qwen3MoeConfig(
+            **shape,
+            head_dim=spec.hidden // spec.heads,
+            num_experts=spec.num_experts,
+            num_experts_per_tok=spec.experts_per_token,
+            moe_intermediate_size=spec.expert_intermediate,
+            norm_topk_prob=True,
+        )
+    else:
+        config = Qwen2Config(**shape)
     # fork_rng: the seed drives this init only; the caller's global RNG state is restored afterwards.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = Qwen2ForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
+        if spec.num_experts:  # HF zero-initialises routers: every expert would tie for every token
+            for name, param in model.named_parameters():
+                if name.endswith("mlp.gate.weight"):
+                    torch.nn.init.normal_(param, std=0.5)
     model.save_pretrained(folder)
     # save_jinja_files=False keeps the template inside tokenizer_config.json, where every loader looks.
     tok.save_pretrained(folder, save_jinja_files=False)

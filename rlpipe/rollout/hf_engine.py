@@ -15,6 +15,7 @@ and generating while weights are mid-update or memory is released raises.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -155,13 +156,12 @@ class HFEngine:
             # state_dict keeps both names of a tied weight (embed_tokens / lm_head); keep_vars gives the live tensors.
             params = self.model.state_dict(keep_vars=True)
             for name, tensor in named_tensors:
-                if name not in params:
-                    raise KeyError(f"unknown weight {name!r}; the model has e.g. {sorted(params)[:5]}")
-                if params[name].shape != tensor.shape:
+                target = _destination(params, name)
+                if target.shape != tensor.shape:
                     raise ValueError(
-                        f"weight {name!r}: got shape {tuple(tensor.shape)}, model has {tuple(params[name].shape)}"
+                        f"weight {name!r}: got shape {tuple(tensor.shape)}, model has {tuple(target.shape)}"
                     )
-                params[name].copy_(tensor)
+                target.copy_(tensor)
 
     def end_weight_update(self) -> None:
         with self._lock:
@@ -201,6 +201,26 @@ class HFEngine:
             return
         with self._lock:
             self._generator.set_state(torch.tensor(list(state), dtype=torch.uint8))
+
+
+# A checkpoint names each MoE expert's projections (what the trainer exports and SGLang loads); transformers 5
+# holds them fused per layer: gate_up_proj [E, 2I, H] = cat(gate, up) per expert, down_proj [E, H, I].
+_EXPERT = re.compile(r"(?P<experts>.+\.mlp\.experts)\.(?P<j>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight")
+
+
+def _destination(params: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """The model tensor (or the view of a fused one) that checkpoint weight `name` is copied into."""
+    if name in params:
+        return params[name]
+    expert = _EXPERT.fullmatch(name)
+    if expert and f"{expert['experts']}.down_proj" in params:
+        j = int(expert["j"])
+        if expert["proj"] == "down_proj":
+            return params[f"{expert['experts']}.down_proj"][j]
+        gate_up = params[f"{expert['experts']}.gate_up_proj"][j]  # [2I, H]
+        half = gate_up.shape[0] // 2
+        return gate_up[:half] if expert["proj"] == "gate_proj" else gate_up[half:]
+    raise KeyError(f"unknown weight {name!r}; the model has e.g. {sorted(params)[:5]}")
 
 
 def _sample(

@@ -200,3 +200,23 @@ def test_sglang_flags_of_an_older_release_choose_that_release(tmp_path: Path) ->
     assert run.cfg.sglang.extra["cuda_graph_bs"] == [1, 2, 4, 8]
     current = import_miles(TRAIN + "--sglang-enable-dp-attention\n", base_dir=None)
     assert "version" not in current.config.get("sglang", {})  # the newest list knows it: rlpipe's default stays
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "slime.backends.megatron_utils.loss.icepop_function",
+        "miles.backends.training_utils.loss_hub.corrections.icepop_function",
+    ],
+)
+def test_icepop_tis_function_is_rlpipe_s_masked_tis(function: str, tmp_path: Path) -> None:
+    flags = f"--use-tis --tis-clip-low 0.5 --tis-clip 2.0 --custom-tis-function-path {function}\n"
+    run = load_imported(TRAIN + flags, tmp_path)
+    assert (run.cfg.algo.use_tis, run.cfg.algo.tis_mode, run.cfg.algo.tis_clip_low) == (True, "mask", 0.5)
+    own = import_miles(TRAIN + "--use-tis --custom-tis-function-path mypkg.mis.weights\n", base_dir=None)
+    assert "custom TIS function" in {u.flag: u.reason for u in own.unmapped}["--custom-tis-function-path"]
+
+
+def test_slime_s_cispo_estimator_is_a_policy_loss_over_grpo(tmp_path: Path) -> None:
+    run = load_imported(TRAIN.replace("--advantage-estimator grpo", "") + "--advantage-estimator cispo\n", tmp_path)
+    assert (run.cfg.algo.advantage_estimator, run.cfg.algo.policy_loss) == ("grpo", "cispo")

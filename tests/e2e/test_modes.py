@@ -73,3 +73,25 @@ def test_debug_modes_are_checked_before_anything_heavy(tmp_path: Path) -> None:
     result = launch(tmp_path, "debug.train_only=true")
     assert result.returncode == 2 and "debug.train_only" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_moe_demo_with_routing_replay_and_the_corrections(tmp_path: Path) -> None:
+    """The tiny MoE demo replaying the engine's experts, under IcePop-masked TIS and the CISPO loss."""
+    result = launch(
+        tmp_path,
+        "run_name=moe",
+        "model=tiny-moe",
+        "rollout.num_rollout=4",
+        "algo.use_rollout_routing_replay=true",
+        "algo.use_tis=true",
+        "algo.tis_mode=mask",
+        "algo.tis_clip_low=0.5",
+        "algo.policy_loss=cispo",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = records(tmp_path, "moe", "train")
+    assert [r["rollout_id"] for r in train] == [0, 1, 2, 3]
+    for r in train:
+        assert r["mismatch_logprob_abs_diff_max"] <= 1e-5  # fp32 engine and trainer on the same experts
+        assert 0.0 <= r["tis_clipfrac"] <= 1.0 and r["nonfinite_steps"] == 0

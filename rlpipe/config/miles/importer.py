@@ -145,6 +145,12 @@ class _Mapper:
                 self.invalid(flag, values, "expects name path [name path ...]")
                 return
             self.set("eval.datasets", {pairs[i]: {"path": pairs[i + 1]} for i in range(0, len(pairs), 2)})
+        elif flag == "--custom-tis-function-path":
+            self.tis_function(flag, values)
+        elif flag == "--advantage-estimator" and values == ["cispo"]:  # slime names CISPO an estimator
+            self.set("algo.advantage_estimator", "grpo")
+            self.set("algo.policy_loss", "cispo")
+            self.implied.append(f"{flag} cispo: rlpipe's algo.policy_loss=cispo over GRPO advantages")
         elif flag in SCALED_FLAGS:
             key, units = SCALED_FLAGS[flag]
             try:
@@ -204,6 +210,18 @@ class _Mapper:
             del self.values[("rollout", "rm_type")]
             self.unmapped.append(Unmapped("--rm-type", (rm_type,), "miles", RM_TYPE_MISSING.format(name=rm_type)))
 
+    def tis_function(self, flag: str, values: list[str]) -> None:
+        """Miles/slime's built-in TIS functions are rlpipe's algo.tis_mode; any other is a plug-in to port."""
+        path = values[0] if len(values) == 1 else ""
+        package, _, rest = path.partition(".")
+        mode = TIS_FUNCTIONS.get(rest) if package in ("slime", "miles") else None
+        if mode is None:
+            why = "a custom TIS function: rlpipe's corrections are algo.tis_level / algo.tis_mode (TIS, IcePop, MIS)"
+            self.unmapped.append(Unmapped(flag, tuple(values), "miles", why))
+            return
+        self.set("algo.tis_mode", mode)
+        self.implied.append(f"{flag} {path}: rlpipe's algo.tis_mode={mode}")
+
     def engine_tp(self, flag: str, values: list[str]) -> None:
         """--sglang-tp-size N is what slime/Miles derive from --rollout-num-gpus-per-engine (rlpipe's
         sglang.rollout_num_gpus_per_engine): the same setting, and two different values of it a contradiction."""
@@ -236,6 +254,14 @@ class _Mapper:
             for name, value in MEGATRON_MODEL_SWITCHES.items():
                 self.values.setdefault(("model", name), value)
 
+
+# Miles/slime's built-in TIS functions (the part after the package) -> rlpipe's algo.tis_mode.
+TIS_FUNCTIONS = {
+    "backends.megatron_utils.loss.vanilla_tis_function": "truncate",  # slime
+    "backends.megatron_utils.loss.icepop_function": "mask",
+    "backends.training_utils.loss_hub.corrections.vanilla_tis_function": "truncate",  # Miles
+    "backends.training_utils.loss_hub.corrections.icepop_function": "mask",
+}
 
 # The dotted-path fields an import may fill from a Miles/slime flag: key -> its flag.
 PLUGIN_KEYS = {

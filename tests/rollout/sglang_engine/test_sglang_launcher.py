@@ -128,3 +128,28 @@ def test_a_dying_server_reports_its_log_tail(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "print('CUDA error: out of memory', flush=True); raise SystemExit(3)"]
     with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*CUDA error: out of memory"):
         SGLangServer(command, "http://127.0.0.1:9", tmp_path / "engine.log").start(timeout_s=60)
+
+
+def test_quantized_rollout_and_routing_replay_flags(base: list[str], tmp_path: Path) -> None:
+    from tests.config.hf_folders import TINY_CONFIG, write_hf_folder
+
+    moe = {**TINY_CONFIG, "model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2}
+    moe |= {"moe_intermediate_size": 32, "norm_topk_prob": True}
+    hf = write_hf_folder(tmp_path / "moe", moe)
+    resolved = plan(
+        [
+            *(o for o in base if not o.startswith("ckpt.hf_checkpoint=")),
+            f"ckpt.hf_checkpoint={hf}",
+            "model=auto",
+            "cluster.rollout_num_gpus=1",
+            "sglang.rollout_quantization=fp8",
+            "algo.use_tis=true",
+            "algo.use_rollout_routing_replay=true",
+        ]
+    )
+    argv = server_command(resolved.cfg, engine_slots(resolved, ports=[30000])[0], python="python")
+    assert argv[argv.index("--quantization") :][:2] == ["--quantization", "fp8"]
+    assert "--enable-return-routed-experts" in argv
+    dense = plan([*base, "cluster.rollout_num_gpus=1"])
+    plain = server_command(dense.cfg, engine_slots(dense, ports=[30000])[0], python="python")
+    assert "--quantization" not in plain and "--enable-return-routed-experts" not in plain
