@@ -40,7 +40,7 @@ def _break_ties_differently(router: torch.nn.Module, seed: int) -> None:
     """Give one HF router a top-k whose selection scores carry a small deterministic error (as a different
     kernel or precision would): the experts it picks near a tie change, the mixture weights of the experts it
     picks stay the exact softmax of the model's logits."""
-    noise = torch.randn(router.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.02
+    noise = torch.randn(router.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.002
 
     def forward(hidden_states: torch.Tensor):
         hidden_states = hidden_states.reshape(-1, router.hidden_dim)
@@ -54,21 +54,25 @@ def _break_ties_differently(router: torch.nn.Module, seed: int) -> None:
     router.forward = forward
 
 
-@pytest.fixture(scope="module")
-def rollout(checkpoint) -> dict:
-    """Sampled responses with the (tie-breaking) engine's log-probs and routed experts."""
+def sample_with_tie_breaking_engine(checkpoint: Path, n: int, max_new_tokens: int) -> dict:
+    """`n` sampled responses per prompt with the (tie-breaking) engine's log-probs and routed experts."""
     engine = HFEngine(checkpoint, seed=5)
     for k, layer in enumerate(engine.model.model.layers):
         _break_ties_differently(layer.mlp.gate, seed=k)
-    params = SamplingParams(max_new_tokens=12, temperature=1.0, n=2, return_routed_experts=True)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, n=n, return_routed_experts=True)
     outs = [o for group in engine.generate(PROMPTS, params) for o in group]
-    prompts = [p for p in PROMPTS for _ in range(2)]
+    prompts = [p for p in PROMPTS for _ in range(n)]
     return {
         "seqs": [p + o.output_ids for p, o in zip(prompts, outs, strict=True)],
         "starts": [len(p) for p in prompts],
         "log_probs": [torch.tensor(o.output_log_probs) for o in outs],
         "routes": [o.routed_experts for o in outs],
     }
+
+
+@pytest.fixture(scope="module")
+def rollout(checkpoint) -> dict:
+    return sample_with_tie_breaking_engine(checkpoint, n=2, max_new_tokens=12)
 
 
 def _trainer_choices(trainer: MegatronTrainer, rollout: dict, replay: bool) -> tuple[list[torch.Tensor], list]:
