@@ -72,7 +72,9 @@ def _parse_one(item: dict[str, Any], prompt_len: int, routes_shape: tuple[int, i
     triples = meta["output_token_logprobs"]  # [(logprob, token_id, text | None)] per generated token
     routes = None
     if routes_shape is not None:
-        routes = decode_routed_experts(meta.get("routed_experts"), prompt_len + len(triples) - 1, routes_shape)
+        routes = decode_routed_experts(
+            meta.get("routed_experts"), prompt_len + len(triples) - 1, routes_shape, meta.get("routed_experts_dtype")
+        )
     return GenerateOutput(
         output_ids=[int(t[1]) for t in triples],
         text=item["text"],
@@ -82,19 +84,23 @@ def _parse_one(item: dict[str, Any], prompt_len: int, routes_shape: tuple[int, i
     )
 
 
-def decode_routed_experts(payload: str | None, tokens: int, shape: tuple[int, int]) -> np.ndarray:
-    """`meta_info["routed_experts"]` -> [tokens, layers, top-k] int32, checked against the expected size."""
+def decode_routed_experts(
+    payload: str | None, tokens: int, shape: tuple[int, int], wire_dtype: str | None = None
+) -> np.ndarray:
+    """`meta_info["routed_experts"]` -> [tokens, layers, top-k] int32, checked against the expected size. The
+    bytes are int32 unless the reply names another dtype (`routed_experts_dtype`: newer SGLang may send uint8 /
+    uint16 when every expert id fits)."""
     if payload is None:
         raise ValueError(
             "/generate answered no routed_experts: start the SGLang servers with --enable-return-routed-experts "
             "(rlpipe does when algo.use_rollout_routing_replay is set)"
         )
-    flat = np.frombuffer(base64.b64decode(payload), dtype=np.int32)
+    flat = np.frombuffer(base64.b64decode(payload), dtype=np.dtype(wire_dtype or "int32"))
     if flat.size != tokens * shape[0] * shape[1]:
         raise ValueError(
             f"routed_experts holds {flat.size} ints, expected {tokens} tokens x {shape[0]} layers x {shape[1]} experts"
         )
-    return flat.reshape(tokens, *shape).copy()
+    return flat.reshape(tokens, *shape).astype(np.int32)
 
 
 def buckets(named_tensors: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list]:

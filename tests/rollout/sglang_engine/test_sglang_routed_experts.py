@@ -4,6 +4,7 @@ an HF engine over a tiny Qwen3-MoE; the in-process HF engine's own record is the
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from rlpipe.data.tiny_model import build_char_tokenizer
 from rlpipe.rollout.engine import SamplingParams
 from rlpipe.rollout.hf_engine import HFEngine
 from rlpipe.rollout.sglang.client import SGLangEngine
+from rlpipe.rollout.sglang.protocol import decode_routed_experts
 from tests.fakes.fake_sglang import FakeSGLang
 from tests.train.train_helpers import make_tiny
 
@@ -57,3 +59,10 @@ def test_routes_of_the_wrong_size_are_refused(moe: Path) -> None:
             SGLangEngine(fake.url, [fake.url], routes_shape=(3, 2)).generate(PROMPTS, PARAMS)
     finally:
         fake.stop()
+
+
+def test_a_compressed_wire_dtype_is_decoded() -> None:
+    routes = np.arange(12, dtype=np.uint8).reshape(3, 2, 2)
+    payload = base64.b64encode(routes.tobytes()).decode("ascii")
+    decoded = decode_routed_experts(payload, 3, (2, 2), "uint8")
+    assert decoded.dtype == np.int32 and np.array_equal(decoded, routes)
