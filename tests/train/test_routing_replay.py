@@ -4,7 +4,7 @@ The engine here is the HF engine over the trainer's own tiny Qwen3-MoE whose top
 (a small error in its selection scores, as another kernel or precision gives): without replay the trainer routes
 some tokens to other experts and its log-probs drift from the engine's; with replay its expert choice is the
 engine's everywhere and the log-probs agree to fp32 rounding. Replay must also give the same log-probs whatever
-the micro-batch layout (padded rows, packed rows) and under tensor + sequence parallelism.
+the micro-batch layout (padded rows, packed rows) and under tensor + sequence parallelism and expert parallelism.
 """
 
 from __future__ import annotations
@@ -149,16 +149,29 @@ def test_routes_of_the_wrong_shape_are_refused(world_of_one, checkpoint, rollout
         trainer.compute_log_probs(rollout["seqs"], rollout["starts"], routes=short)
 
 
-def _tp_worker(rank: int, init_file: str, folder: str, rollout: dict, out_dir: str) -> None:
+LAYOUTS = {  # name -> the spec's parallel sizes (2 processes)
+    # sequence parallelism hands each TP rank a chunk of the sequence: its routers see only those tokens' routes
+    "tp2_sp": {"tensor_parallel": 2, "sequence_parallel": True, "expert_tensor_parallel": 2},
+    # expert parallelism dispatches tokens after routing: each rank routes its own (here: the same) tokens
+    "ep2": {"expert_parallel": 2},
+}
+
+
+def _parallel_worker(rank: int, init_file: str, layout: str, folder: str, rollout: dict, out_dir: str) -> None:
     from rlpipe.train.distributed import init_distributed, teardown
 
     torch.set_num_threads(1)
-    init_distributed(rank, 2, f"file://{init_file}", 2, expert_tensor_parallel=2)
+    sizes = LAYOUTS[layout]
+    init_distributed(
+        rank,
+        2,
+        f"file://{init_file}",
+        sizes.get("tensor_parallel", 1),
+        expert_parallel=sizes.get("expert_parallel", 1),
+        expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
+    )
     try:
-        spec = make_spec(
-            Path(folder), tensor_parallel=2, sequence_parallel=True, expert_tensor_parallel=2, routing_replay=True
-        )
-        trainer = MegatronTrainer(spec)
+        trainer = MegatronTrainer(make_spec(Path(folder), routing_replay=True, **sizes))
         trainer.load_hf(Path(folder))
         log_probs = trainer.compute_log_probs(rollout["seqs"], rollout["starts"], routes=rollout["routes"])
         torch.save(log_probs, Path(out_dir) / f"rank{rank}.pt")
@@ -166,12 +179,12 @@ def _tp_worker(rank: int, init_file: str, folder: str, rollout: dict, out_dir: s
         teardown()
 
 
-def test_replay_under_tensor_and_sequence_parallelism(world_of_one, checkpoint, rollout, tmp_path) -> None:
-    # sequence parallelism hands each TP rank a chunk of the sequence: its routers see only those tokens' routes
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_replay_under_model_parallelism(world_of_one, checkpoint, rollout, tmp_path, layout) -> None:
     one = MegatronTrainer(make_spec(checkpoint, routing_replay=True))
     one.load_hf(checkpoint)
     want = one.compute_log_probs(rollout["seqs"], rollout["starts"], routes=rollout["routes"])
-    spawn_world(_tp_worker, 2, tmp_path, str(checkpoint), rollout, str(tmp_path))
+    spawn_world(_parallel_worker, 2, tmp_path, layout, str(checkpoint), rollout, str(tmp_path))
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         for g, w in zip(got, want, strict=True):
