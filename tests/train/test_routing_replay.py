@@ -4,7 +4,7 @@ The engine here is the HF engine over the trainer's own tiny Qwen3-MoE whose top
 (a small error in its selection scores, as another kernel or precision gives): without replay the trainer routes
 some tokens to other experts and its log-probs drift from the engine's; with replay its expert choice is the
 engine's everywhere and the log-probs agree to fp32 rounding. Replay must also give the same log-probs whatever
-the micro-batch layout (padded rows, packed rows) and under tensor + sequence parallelism and expert parallelism.
+the micro-batch layout (padded rows, packed rows) and under tensor + sequence, expert and pipeline parallelism.
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ LAYOUTS = {  # name -> the spec's parallel sizes (2 processes)
     "tp2_sp": {"tensor_parallel": 2, "sequence_parallel": True, "expert_tensor_parallel": 2},
     # expert parallelism dispatches tokens after routing: each rank routes its own (here: the same) tokens
     "ep2": {"expert_parallel": 2},
+    # pipeline stages hold one MoE layer each: each replays its own layer's routes
+    "pp2": {"pipeline_parallel": 2},
 }
 
 
@@ -167,6 +169,7 @@ def _parallel_worker(rank: int, init_file: str, layout: str, folder: str, rollou
         2,
         f"file://{init_file}",
         sizes.get("tensor_parallel", 1),
+        pipeline_parallel=sizes.get("pipeline_parallel", 1),
         expert_parallel=sizes.get("expert_parallel", 1),
         expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
     )
