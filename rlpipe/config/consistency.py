@@ -138,7 +138,5 @@ def precision(r: Resolver) -> None:
             rollout,
         )
     if r.get("rollout.engine") == "sglang" and (fp8_weights or rollout) and not r.get("algo.use_tis"):
-        r.warn(
-            "algo.use_tis",
-            f"{rollout or 'fp8'} rollout without algo.use_tis: the precision mismatch is uncorrected",
-        )
+        key = "sglang.rollout_quantization" if rollout else "ckpt.hf_checkpoint"
+        r.warn(key, f"{(rollout or 'fp8').upper()} rollout without algo.use_tis: the precision mismatch is uncorrected")

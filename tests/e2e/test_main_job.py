@@ -23,8 +23,10 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
     train = records(tmp_path, "tiny-reverse", "train")
     assert [r["rollout_id"] for r in train] == list(range(80))
     assert all(math.isfinite(v) for r in train for v in r.values() if isinstance(v, float))
-    # true on-policy: fp32 engine and trainer score every sampled token alike, rollout after rollout
-    assert max(r["mismatch_logprob_abs_diff_max"] for r in train) <= 1e-6
+    # true on-policy: fp32 engine and trainer score every sampled token alike, rollout after rollout, up to rounding
+    # (measured: mean 1.3e-7; max 6.2e-6, a few fp32 ulps of a log-prob near -16 once the policy is sharp)
+    assert max(r["mismatch_logprob_abs_diff"] for r in train) <= 1e-6
+    assert max(r["mismatch_logprob_abs_diff_max"] for r in train) <= 1e-5
     assert all(r["nonfinite_steps"] == 0 for r in train)
     rewards = [r["reward_mean"] for r in train]
     start, end = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10

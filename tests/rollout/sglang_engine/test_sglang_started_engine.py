@@ -28,6 +28,7 @@ def _sglang_run(hf_checkpoint: Path) -> SimpleNamespace:
         rollout=SimpleNamespace(engine="sglang"),
         sglang=SimpleNamespace(rollout_num_gpus_per_engine=1),
         cluster=SimpleNamespace(colocate=False),
+        algo=SimpleNamespace(use_rollout_routing_replay=False),
     )
     return SimpleNamespace(cfg=cfg, topology=SimpleNamespace(num_engines=1, actor_gpus=1))
 
