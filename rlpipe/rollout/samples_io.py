@@ -12,17 +12,25 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rlpipe.data.sample import Sample, Status
 
 
 def sample_to_dict(sample: Sample) -> dict[str, Any]:
     out = dataclasses.asdict(sample)
     out["status"] = str(sample.status)
+    routes = sample.rollout_routed_experts
+    if routes is not None:  # raw bytes and a shape: a checkpoint's torch.load(weights_only=True) takes those
+        out["rollout_routed_experts"] = {"int32": routes.astype(np.int32).tobytes(), "shape": list(routes.shape)}
     return out
 
 
 def sample_from_dict(data: dict[str, Any]) -> Sample:
-    return Sample(**{**data, "status": Status(data["status"])})
+    routes = data.get("rollout_routed_experts")
+    if routes is not None:
+        routes = np.frombuffer(routes["int32"], dtype=np.int32).reshape(routes["shape"]).copy()
+    return Sample(**{**data, "status": Status(data["status"]), "rollout_routed_experts": routes})
 
 
 def rollout_data_path(template: str, rollout_id: int) -> Path:
