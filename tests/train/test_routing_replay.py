@@ -16,7 +16,7 @@ import pytest
 import torch
 from megatron.core.transformer.moe.router import TopKRouter
 from torch.nn import functional as F
-from train_helpers import make_spec, make_tiny, spawn_world
+from train_helpers import init_layout, make_spec, make_tiny, spawn_world
 
 from rlpipe.data.tiny_model import build_char_tokenizer
 from rlpipe.rollout.engine import SamplingParams
@@ -160,19 +160,11 @@ LAYOUTS = {  # name -> the spec's parallel sizes (2 processes)
 
 
 def _parallel_worker(rank: int, init_file: str, layout: str, folder: str, rollout: dict, out_dir: str) -> None:
-    from rlpipe.train.distributed import init_distributed, teardown
+    from rlpipe.train.distributed import teardown
 
     torch.set_num_threads(1)
     sizes = LAYOUTS[layout]
-    init_distributed(
-        rank,
-        2,
-        f"file://{init_file}",
-        sizes.get("tensor_parallel", 1),
-        pipeline_parallel=sizes.get("pipeline_parallel", 1),
-        expert_parallel=sizes.get("expert_parallel", 1),
-        expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
-    )
+    init_layout(rank, init_file, 2, sizes)
     try:
         trainer = MegatronTrainer(make_spec(Path(folder), routing_replay=True, **sizes))
         trainer.load_hf(Path(folder))

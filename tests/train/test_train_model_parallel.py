@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import SEQS, STARTS, make_spec, make_tiny, spawn_world, sum_log_prob_loss
+from train_helpers import SEQS, STARTS, init_layout, make_spec, make_tiny, spawn_world, sum_log_prob_loss
 
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.trainer import MegatronTrainer
@@ -80,20 +80,11 @@ def _one_step(case: str, folder: str, share: list[int], **layout: object) -> dic
 def _worker(rank: int, init_file: str, layout: str, folders: dict[str, str], out_dir: str) -> None:
     from megatron.core import parallel_state
 
-    from rlpipe.train.distributed import init_distributed, teardown
+    from rlpipe.train.distributed import teardown
 
     torch.set_num_threads(1)
     world, sizes = LAYOUTS[layout]
-    init_distributed(
-        rank,
-        world,
-        f"file://{init_file}",
-        sizes.get("tensor_parallel", 1),
-        pipeline_parallel=sizes.get("pipeline_parallel", 1),
-        context_parallel=sizes.get("context_parallel", 1),
-        expert_parallel=sizes.get("expert_parallel", 1),
-        expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
-    )
+    init_layout(rank, init_file, world, sizes)
     try:
         two = parallel_state.get_data_parallel_world_size() == 2
         share = DP_SHARES[parallel_state.get_data_parallel_rank()] if two else list(range(len(SEQS)))

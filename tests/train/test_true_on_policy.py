@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import make_spec, make_tiny, spawn_world
+from train_helpers import init_layout, make_spec, make_tiny, spawn_world
 
 from rlpipe.data.tiny_model import build_char_tokenizer
 from rlpipe.rollout.engine import SamplingParams
@@ -71,10 +71,10 @@ def test_trainer_scores_the_engines_samples_as_the_engine_did(world_of_one, samp
 
 
 def _tp2_worker(rank: int, init_file: str, sampled: dict, out_dir: str) -> None:
-    from rlpipe.train.distributed import init_distributed, teardown
+    from rlpipe.train.distributed import teardown
 
     torch.set_num_threads(1)
-    init_distributed(rank, 2, f"file://{init_file}", 2, expert_tensor_parallel=2)
+    init_layout(rank, init_file, 2, {"tensor_parallel": 2, "expert_tensor_parallel": 2})
     try:
         results = {name: _trainer_log_probs(data, **TP2[name]) for name, data in sampled.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.multiprocessing as mp
@@ -134,3 +135,19 @@ def spawn_world(worker: Callable[..., None], nprocs: int, folder: Path, *args: o
     with tempfile.NamedTemporaryFile(dir=folder, delete=True) as f:
         init_file = f.name  # file:// rendezvous needs a path that does not exist yet
     mp.spawn(worker, args=(init_file, *args), nprocs=nprocs, join=True)
+
+
+def init_layout(rank: int, init_file: str, world: int, sizes: dict[str, Any]) -> None:
+    """Join a `world`-process group with the parallel sizes a test's spec uses (absent: 1)."""
+    from rlpipe.train.distributed import init_distributed
+
+    init_distributed(
+        rank,
+        world,
+        f"file://{init_file}",
+        sizes.get("tensor_parallel", 1),
+        pipeline_parallel=sizes.get("pipeline_parallel", 1),
+        context_parallel=sizes.get("context_parallel", 1),
+        expert_parallel=sizes.get("expert_parallel", 1),
+        expert_tensor_parallel=sizes.get("expert_tensor_parallel", 1),
+    )
