@@ -213,6 +213,9 @@ def test_icepop_tis_function_is_rlpipe_s_masked_tis(function: str, tmp_path: Pat
     flags = f"--use-tis --tis-clip-low 0.5 --tis-clip 2.0 --custom-tis-function-path {function}\n"
     run = load_imported(TRAIN + flags, tmp_path)
     assert (run.cfg.algo.use_tis, run.cfg.algo.tis_mode, run.cfg.algo.tis_clip_low) == (True, "mask", 0.5)
+    grpo = miles_arrays(run)["GRPO_ARGS"]  # and back: Miles' own IcePop function
+    assert grpo[grpo.index("--custom-tis-function-path") + 1].endswith("corrections.icepop_function")
+    assert "algo.tis_mode" not in export_miles(run)  # expressed by the flag, not left as a note
     own = import_miles(TRAIN + "--use-tis --custom-tis-function-path mypkg.mis.weights\n", base_dir=None)
     assert "custom TIS function" in {u.flag: u.reason for u in own.unmapped}["--custom-tis-function-path"]
 

@@ -135,10 +135,20 @@ def miles_arrays(run: Resolved) -> dict[str, list[str]]:
         value = field_value(cfg, key)
         if value != dict(schema_leaves())[key].default:
             arrays["PERF_ARGS"] += [flag, str(value * units)]
+    if _icepop(cfg):  # Miles' own IcePop is a TIS function
+        arrays["GRPO_ARGS"] += ["--custom-tis-function-path", MILES_ICEPOP]
     arrays["MISC_ARGS"] += _pass_through_words(cfg.miles.extra_args)
     if arrays["MODEL_ARGS"]:
         arrays["MODEL_ARGS"].append("--use-rotary-position-embeddings")
     return arrays
+
+
+MILES_ICEPOP = "miles.backends.training_utils.loss_hub.corrections.icepop_function"
+
+
+def _icepop(cfg: RunConfig) -> bool:
+    """Token-level masked TIS: what Miles' icepop_function computes within [--tis-clip-low, --tis-clip]."""
+    return cfg.algo.use_tis and cfg.algo.tis_mode == "mask" and cfg.algo.tis_level == "token"
 
 
 def _pass_through_words(words: list[str]) -> list[str]:
@@ -171,7 +181,7 @@ def _export_notes(cfg: RunConfig) -> list[str]:
     """Comment lines for what the arrays cannot say: rlpipe-only values, per-dataset eval overrides, unset arch."""
     notes = []
     for key, info in schema_leaves():
-        if miles_flag(info) is not None or key in EXPRESSED_OTHERWISE:
+        if miles_flag(info) is not None or key in EXPRESSED_OTHERWISE or (key == "algo.tis_mode" and _icepop(cfg)):
             continue
         value = field_value(cfg, key)
         expected = MILES_FIXED.get(key, info.default)
