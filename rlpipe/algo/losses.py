@@ -164,14 +164,14 @@ def tis_weights(
     A masked token keeps its place in the loss's denominator and contributes 0 (as verl, slime and TRL do).
     Config: algo.use_tis, algo.tis_level, algo.tis_mode, algo.tis_clip, algo.tis_clip_low.
     """
-    per_token = token_log_ratio(train_log_probs, rollout_log_probs).detach()  # [T]
+    train_log_probs, rollout_log_probs = train_log_probs.detach(), rollout_log_probs.detach()
     if level == "token":
-        log_ratio = per_token
-    elif level in ("sequence", "geometric"):
-        sums = per_sample_sums(per_token, loss_masks)  # [n]
-        if level == "geometric":
-            sums = sums / sample_lengths(loss_masks).to(sums)
-        log_ratio = broadcast_to_tokens(sums, loss_masks)
+        log_ratio = token_log_ratio(train_log_probs, rollout_log_probs)  # [T]
+    elif level == "sequence":
+        per_token = token_log_ratio(train_log_probs, rollout_log_probs)
+        log_ratio = broadcast_to_tokens(per_sample_sums(per_token, loss_masks), loss_masks)
+    elif level == "geometric":  # the mean log ratio per sample: GSPO's sequence ratio
+        log_ratio = sequence_log_ratio(train_log_probs, rollout_log_probs, loss_masks)
     else:
         raise ValueError(f"unknown TIS level {level!r}; valid: token, sequence, geometric")
     ratio = safe_ratio(log_ratio)

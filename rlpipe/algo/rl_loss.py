@@ -105,6 +105,8 @@ def compute_policy_loss(
         )
     else:
         raise ValueError(f"unknown policy_loss {settings.policy_loss!r}; valid: ppo, cispo")
+    if settings.use_tis:
+        _required(rollout_log_probs, "rollout_log_probs", "use_tis")
     if rollout_log_probs is not None:
         rollout = torch.cat(rollout_log_probs).to(old.device)  # [T]
         # trainer vs engine log-probs of the same policy weights: they differ only by numerics (and routing)
@@ -122,8 +124,6 @@ def compute_policy_loss(
             pg_per_token = pg_per_token * tis.weights
             metrics["tis_weight_mean"] = reduce(tis.weights, loss_masks)
             metrics["tis_clipfrac"] = reduce(tis.changed, loss_masks)
-    elif settings.use_tis:
-        raise ValueError("use_tis needs rollout_log_probs, but none were given")
 
     pg_loss = reduce(pg_per_token, loss_masks)
     loss = pg_loss

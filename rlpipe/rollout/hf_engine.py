@@ -15,6 +15,7 @@ and generating while weights are mid-update or memory is released raises.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from pathlib import Path
@@ -69,10 +70,8 @@ class HFEngine:
             generator = self._generator
             if params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(params.seed)
-            if params.return_routed_experts:
-                with RouteRecorder(self.model) as recorder:
-                    tokens, log_probs, reasons = self._decode(rows, params, generator)
-            else:
+            recorder = RouteRecorder(self.model) if params.return_routed_experts else None
+            with recorder or contextlib.nullcontext():
                 tokens, log_probs, reasons = self._decode(rows, params, generator)
         outputs = [
             GenerateOutput(
@@ -80,9 +79,7 @@ class HFEngine:
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                 output_log_probs=lps,
                 finish_reason=reason,
-                routed_experts=recorder.routes(i, len(rows), len(rows[i]), len(ids))
-                if params.return_routed_experts
-                else None,
+                routed_experts=recorder.routes(i, len(rows), len(rows[i]), len(ids)) if recorder else None,
             )
             for i, (ids, lps, reason) in enumerate(zip(tokens, log_probs, reasons, strict=True))
         ]

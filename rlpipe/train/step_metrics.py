@@ -23,21 +23,24 @@ def _kind(key: str) -> str:
     return "sum"
 
 
+def _fold(parts: list[dict[str, float]], mean: bool) -> dict[str, float]:
+    """Every key of `parts` combined: max / min for extremes, the sum (or with `mean` the mean) otherwise."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for part in parts for k in part):
+        values = [float(part[key]) for part in parts if key in part]
+        kind = _kind(key)
+        if kind == "max":
+            out[key] = max(values)
+        elif kind == "min":
+            out[key] = min(values)
+        else:
+            out[key] = sum(values) / len(values) if mean else sum(values)
+    return out
+
+
 def combine_micro_batches(parts: list[dict[str, float]]) -> dict[str, float]:
     """One rank's metrics of one optimizer step from its micro-batches': sums, maxima and minima."""
-    out: dict[str, float] = {}
-    for part in parts:
-        for key, value in part.items():
-            value = float(value)
-            if key not in out:
-                out[key] = value
-            elif _kind(key) == "max":
-                out[key] = max(out[key], value)
-            elif _kind(key) == "min":
-                out[key] = min(out[key], value)
-            else:
-                out[key] += value
-    return out
+    return _fold(parts, mean=False)
 
 
 def combine_over_group(metrics: dict[str, float], group: dist.ProcessGroup) -> dict[str, float]:
@@ -62,11 +65,7 @@ def combine_over_group(metrics: dict[str, float], group: dist.ProcessGroup) -> d
 def combine_steps(per_step: list[dict[str, float]]) -> dict[str, float]:
     """A rollout's metrics from its optimizer steps': means, maxima and minima; `nonfinite_steps` counts the
     steps that were skipped for a non-finite loss or gradient."""
-    out: dict[str, float] = {}
-    for key in per_step[0]:
-        values = [step[key] for step in per_step]
-        kind = _kind(key)
-        out[key] = max(values) if kind == "max" else min(values) if kind == "min" else sum(values) / len(values)
+    out = _fold(per_step, mean=True)
     if "nonfinite_step" in out:
         out["nonfinite_steps"] = sum(step["nonfinite_step"] for step in per_step)
         del out["nonfinite_step"]

@@ -60,6 +60,11 @@ LossFn = Callable[[list[int], list[torch.Tensor], list[torch.Tensor]], tuple[tor
 _LOSS = "_loss"  # each micro-batch's loss rides with its metrics to the finiteness check, then leaves them
 
 
+def _device() -> torch.device | int | str:
+    """Where this rank's tensors live: its current GPU, else the host."""
+    return torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+
+
 class MegatronTrainer:
     """The policy model under training; one instance per rank, all ranks calling the same methods in step."""
 
@@ -286,7 +291,7 @@ class MegatronTrainer:
     @staticmethod
     def _most_over_data_parallel(value: int) -> int:
         """The largest `value` any data-parallel rank has."""
-        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        device = _device()
         most = torch.tensor([value], device=device)
         dist.all_reduce(most, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
         return int(most.item())
@@ -317,7 +322,7 @@ class MegatronTrainer:
     ) -> list[dict]:
         """Run Megatron's schedule over the micro-batches; returns what `on_output` reported for each. With
         `routes` (per sample of the caller's batch, see routing_replay.py) the MoE routers replay them."""
-        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        device = _device()
         batches = iter(micro_batches)
         replayer = self._replayer if routes is not None else None
         if routes is not None and self._replayer is None:
@@ -468,7 +473,7 @@ class MegatronTrainer:
         """Whether every micro-batch loss and every gradient is finite on every trainer rank: a NaN or inf
         step is skipped rather than written into the weights (one flag all-reduced over the trainer's ranks,
         so all of them skip together)."""
-        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        device = _device()
         checks = [loss.isfinite().all() for loss in losses]
         checks += [p.main_grad.isfinite().all() for p in self.model.parameters() if p.requires_grad]
         bad = torch.stack(checks).logical_not().any().to(device=device, dtype=torch.float32).reshape(1)
