@@ -173,11 +173,11 @@ class Loop:
         """Supervised steps on (prompt, label) pairs of the prompt data: RL from random weights plateaus."""
         cfg, warm = self.cfg, self.cfg.warmup
         assert warm is not None
-        pairs = self.rollout.sft_pairs()
+        examples = self.rollout.sft_examples()
         rng = random.Random(cfg.seed)
         bar = _progress(range(warm.steps), 0, warm.steps, cfg.log.progress, desc="warm-up (sft)")
         for step in bar:
-            chosen = [pairs[i] for i in rng.sample(range(len(pairs)), min(warm.batch_size, len(pairs)))]
+            chosen = [examples[i] for i in rng.sample(range(len(examples)), min(warm.batch_size, len(examples)))]
             metrics = self.trainer.sft_update(chosen, warm.lr)
             self.count_nonfinite(metrics.get("nonfinite_step", 0.0), f"warm-up step {step}")
             self.metrics.log("warmup", step, metrics)

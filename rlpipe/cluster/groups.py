@@ -17,6 +17,7 @@ from rlpipe.cluster.actors import DRIVER_CWD, RolloutActor, TrainerActor
 from rlpipe.cluster.node_watch import POLL_S, ActorDied, NodeWatch
 from rlpipe.cluster.placement import PlacementPlan
 from rlpipe.config import Resolved
+from rlpipe.data.tokenizer import SftExample
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,10 @@ class TrainerGroup:
 
         return self._all("rl_update", ray.put(samples))  # one copy in the object store for every rank
 
-    def sft_update(self, pairs: list[tuple[list[int], list[int]]], lr: float) -> dict[str, float]:
+    def sft_update(self, examples: list[SftExample], lr: float) -> dict[str, float]:
         import ray
 
-        return self._all("sft_update", ray.put(pairs), lr)
+        return self._all("sft_update", ray.put(examples), lr)
 
     def hf_named_tensors(self) -> Any:
         """The next weights for the engines: an object reference to rank 0's (object-store sync), or, with

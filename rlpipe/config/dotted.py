@@ -41,6 +41,7 @@ DOTTED_FIELDS: dict[str, tuple[int, str]] = {
     "rollout.rollout_function_path": (3, "f(cfg, rollout_id, source: RolloutSource) -> list[list[Sample]]"),
     "rollout.custom_rm_path": (2, "replaced by rlpipe.reward.custom.reward_signature (it depends on group_rm)"),
     "algo.custom_loss_function_path": (2, "f(cfg, inputs) -> (loss, metrics)"),
+    "rollout.env": (1, "f(cfg) -> Environment (async reset(sample), async step(action) -> StepResult)"),
 }
 
 

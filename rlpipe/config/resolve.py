@@ -78,7 +78,13 @@ def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path,
     arch = json.dumps({k: v for k, v in sorted(model.items()) if k != "name"}, sort_keys=True)
     model_hash = hashlib.sha256(f"{arch}|{demo['seed']}".encode()).hexdigest()[:10]
     train, evalset = task_dataset_paths(
-        cache / "data", demo["task"], demo["n_train"], demo["n_eval"], demo["seed"], demo["digits"]
+        cache / "data",
+        demo["task"],
+        demo["n_train"],
+        demo["n_eval"],
+        demo["seed"],
+        demo["digits"],
+        tools=demo["tools"],
     )
     return cache / f"{DEMO_CHECKPOINT_PREFIX}{model_hash}", train, evalset
 
@@ -128,7 +134,30 @@ def _demo(r: Resolver) -> None:
     r.derive("eval.datasets", {demo["task"]: {"path": str(evalset)}}, why)
     if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None:
         r.derive("rollout.rm_type", "exact_match", "demo tasks are scored by exact match up to EOS")
+    _demo_vocabulary(r)
     _demo_add_learns(r)
+
+
+DEMO_CALCULATOR_ENV = "rlpipe.rollout.env.calculator_env"
+
+
+def _demo_vocabulary(r: Resolver) -> None:
+    """The tiny model's vocabulary is the demo tokenizer's; the tool demo's adds the tool tokens and its task
+    needs the calculator environment."""
+    from rlpipe.data.tiny_model import TOOL_VOCAB, VOCAB
+
+    demo, model = r.d["demo"], r.d["model"]
+    if demo["tools"]:
+        if demo["task"] != "add":
+            r.problem("demo.tools", f"only the add task has a tool (the calculator), not {demo['task']!r}",
+                      "demo.task=add, or demo.tools=false", True)  # fmt: skip
+        if r.get("rollout.env") is None:
+            r.derive("rollout.env", DEMO_CALCULATOR_ENV, "the tool demo's model calls a calculator")
+    size = len(TOOL_VOCAB if demo["tools"] else VOCAB)
+    if model["name"].startswith("tiny") and model["vocab_size"] != size:
+        tokens = "with the tool tokens " if demo["tools"] else ""
+        r.problem("model.vocab_size", f"the demo's tokenizer {tokens}has {size} tokens",
+                  f"model.vocab_size={size}", model["vocab_size"])  # fmt: skip
 
 
 # The add task on the freshly built tiny model learns only within these (measured: conf/experiment/tiny-add.yaml).
@@ -142,7 +171,7 @@ def _demo_add_learns(r: Resolver) -> None:
     ones wrong, even after 1500 steps); 2-digit ones need about 500 warm-up steps, not tiny-cpu's 40."""
     demo, warmup = r.d["demo"], r.d["warmup"]
     steps = warmup["steps"] if warmup else 0
-    if demo["task"] != "add" or r.d["model"]["name"] != "tiny":
+    if demo["task"] != "add" or r.d["model"]["name"] != "tiny" or demo["tools"]:  # with a calculator it learns
         return
     if demo["digits"] > ADD_MAX_DIGITS or steps < ADD_MIN_WARMUP_STEPS:
         r.warn(

@@ -154,7 +154,11 @@ class RolloutConfig(Group):
     )
 
     max_prompt_len: PositiveInt | None = F(None, "Drop prompts longer than this (tokens).", "--rollout-max-prompt-len")
-    max_response_len: PositiveInt = F(1024, "Longest response generated (tokens).", "--rollout-max-response-len")
+    max_response_len: PositiveInt = F(
+        1024,
+        "Longest response generated (tokens; multi-turn: the whole episode, observations included).",
+        "--rollout-max-response-len",
+    )
     temperature: float = F(1.0, "Sampling temperature (0 = greedy).", "--rollout-temperature", ge=0.0)
     top_p: float = F(1.0, "Nucleus sampling mass (1 = off).", "--rollout-top-p", gt=0.0, le=1.0)
     top_k: int = F(-1, "Sample among the k most likely tokens (-1 = off).", "--rollout-top-k", ge=-1)
@@ -186,6 +190,24 @@ class RolloutConfig(Group):
         None,
         "Dotted path of the rollout function f(cfg, rollout_id, source) -> groups of samples.",
         "--rollout-function-path",
+    )
+    env: str | None = F(
+        None,
+        "Multi-turn: dotted path of an environment factory f(cfg) -> Environment (one per sample), e.g. "
+        "rlpipe.rollout.env.calculator_env or rlpipe.rollout.sandbox.python_env; None: single-turn.",
+    )
+    max_turns: PositiveInt = F(
+        8,
+        "Multi-turn: most assistant turns per episode (turns); the environment's tool calls answered in between.",
+        "--generate-max-turns",
+    )
+    max_turn_tokens: PositiveInt | None = F(
+        None, "Multi-turn: most tokens one assistant turn may generate (tokens; None: what max_response_len leaves)."
+    )
+    env_timeout_s: PositiveFloat = F(
+        60.0,
+        "Multi-turn: longest one environment reset or step may take (seconds); past it the episode fails "
+        "(counted as a failed reward call, rollout.reward_failure).",
     )
     mode: Literal["sync", "async"] = F(
         "sync", "sync: generate then train; async: generate the next rollout while training (train_async.py)."
@@ -480,6 +502,11 @@ class DemoConfig(Group):
     n_train: PositiveInt = F(800, "Training prompts to write (prompts).")
     n_eval: PositiveInt = F(100, "Held-out eval prompts to write (prompts).")
     seed: int = F(0, "Seed for the random weights and the dataset.")
+    tools: bool = F(
+        False,
+        "The tool demo (task add): the model calls a calculator (rollout.env) and answers with its result; the "
+        "tokenizer gains the tool tokens and the warm-up trains on solved calculator episodes.",
+    )
     cache_dir: str = F(".cache/rlpipe", "Where the built model and data are cached (relative to the launch folder).")
 
 

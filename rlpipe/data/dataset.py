@@ -41,7 +41,8 @@ class PromptDataset:
     `input_key` holds a string or a list of {"role", "content"} messages; `label_key` / `metadata_key` (None:
     absent) hold the label and a dict of extras. With `apply_chat_template` the checkpoint's template is applied
     (a string becomes one user message); `max_prompt_len` drops longer prompts (in tokens); `shuffle` / `seed`
-    set the per-epoch order. `Sample.prompt` keeps the prompt as written; `prompt_tokens` is the templated one.
+    set the per-epoch order; `tools` are listed by the chat template (multi-turn environments' tools).
+    `Sample.prompt` keeps the prompt as written; `prompt_tokens` is the templated one.
     """
 
     def __init__(
@@ -55,10 +56,12 @@ class PromptDataset:
         max_prompt_len: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
+        tools: list[Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shuffle = shuffle
         self.seed = seed
+        self.tools = tools
         self._rows = self._load(tokenizer, input_key, label_key, metadata_key, apply_chat_template, max_prompt_len)
         self.epoch = 0
         self.offset = 0
@@ -127,7 +130,7 @@ class PromptDataset:
             label = self._field(raw, label_key, line_no) if label_key is not None else None
             metadata = raw.get(metadata_key) if metadata_key is not None else None
             _check_prompt(prompt, apply_chat_template, f"{self.path}:{line_no}")
-            tokens = encode_prompt(tok, prompt, apply_chat_template)
+            tokens = encode_prompt(tok, prompt, apply_chat_template, self.tools)
             if max_prompt_len is not None and len(tokens) > max_prompt_len:
                 too_long += 1
                 continue

@@ -28,6 +28,7 @@ def tiny_spec(cfg: RunConfig) -> TinyModelSpec:
         num_experts=m.num_experts or 0,
         experts_per_token=m.moe_router_topk or 0,
         expert_intermediate=m.moe_ffn_hidden_size or 0,
+        tool_vocab=demo.tools,
     )
 
 
@@ -40,6 +41,12 @@ def build_demo_assets(cfg: RunConfig) -> None:
     if checkpoint.parent == Path(demo.cache_dir) and checkpoint.name.startswith(DEMO_CHECKPOINT_PREFIX):
         build_tiny_checkpoint(checkpoint, tiny_spec(cfg))
     train, _ = write_task_dataset(
-        Path(cfg.rollout.prompt_data).parent, demo.task, demo.n_train, demo.n_eval, demo.seed, demo.digits
+        Path(cfg.rollout.prompt_data).parent,
+        demo.task,
+        demo.n_train,
+        demo.n_eval,
+        demo.seed,
+        demo.digits,
+        tools=demo.tools,
     )
     assert str(train) == cfg.rollout.prompt_data, (train, cfg.rollout.prompt_data)

@@ -7,7 +7,8 @@ cheaply across Ray and into rollout dumps.
     prompt_tokens     [P]   token ids of the (templated) prompt
     response_tokens   [R]   generated ids, EOS included when the engine stopped on it
     rollout_log_probs [R]   per-token log-probs the engine reported for response_tokens
-    loss_mask         [R]   1 where the token is trained on (all ones for plain single-turn rollouts)
+    loss_mask         [R]   1 where the token is trained on (all ones for plain single-turn rollouts; 0 on the
+                            observation tokens an environment added between the turns of a multi-turn one)
     rollout_routed_experts [P + R - 1, L, k]  MoE: the experts the engine routed each token it ran to, per
                             layer (the last token is sampled, never run); only with routing replay
 """
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+TURN_START = "turn_start"  # metadata: response index where the model's last turn began (multi-turn episodes)
 
 
 class Status(enum.StrEnum):
@@ -53,6 +56,12 @@ class Sample:
     @property
     def response_length(self) -> int:
         return len(self.response_tokens)
+
+    @property
+    def last_turn_tokens(self) -> list[int]:
+        """The model's last turn: the response after the last observation (the whole response when single-turn).
+        Rewards that judge the final answer read this, not the tool calls and results before it."""
+        return self.response_tokens[self.metadata.get(TURN_START, 0) :]
 
     @property
     def tokens(self) -> list[int]:

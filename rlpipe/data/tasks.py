@@ -9,6 +9,8 @@ Every prompt character is in the tiny model's vocabulary (`rlpipe.data.tiny_mode
 `{"prompt": [{"role": "user", "content": ...}] | str, "label": answer, "metadata": {"task": ...}}`.
 Splits come from one seeded sample of distinct problems: the first `n_eval` are the eval split and the next
 `n_train` the train split, so they are disjoint and the eval split does not change with `n_train`.
+With `tools`, add problems also carry a solved calculator episode (`metadata.trace`) for the supervised warm-up
+of the tool demo (conf/experiment/tool-cpu.yaml).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlpipe.data.rows import read_rows
+from rlpipe.rollout.tool_calls import tool_call_text
 
 Task = Literal["reverse", "copy", "add"]
 TASKS: tuple[str, ...] = ("reverse", "copy", "add")
@@ -50,14 +53,18 @@ def write_task_dataset(
     seed: int = 0,
     digits: int = 3,
     as_messages: bool = True,
+    tools: bool = False,
 ) -> tuple[Path, Path]:
     """Write (or reuse) `<task>...train.jsonl` and `...eval.jsonl` in `folder`; returns (train_path, eval_path).
 
     The file names carry every argument, so an existing pair is the same data and is reused. Each file is
-    written to a temporary name and renamed into place (atomic).
+    written to a temporary name and renamed into place (atomic). With `tools` (add only) each row's metadata
+    also holds `trace`: the assistant turns of a solved calculator episode, for the supervised warm-up.
     """
     _check_task(task, digits)
-    train_path, eval_path = task_dataset_paths(folder, task, n_train, n_eval, seed, digits, as_messages)
+    if tools and task != "add":
+        raise ValueError(f"only the add task has a tool (the calculator); task {task!r} has none")
+    train_path, eval_path = task_dataset_paths(folder, task, n_train, n_eval, seed, digits, as_messages, tools)
     space = problem_count(task, digits)
     if n_train < 1 or n_eval < 0 or n_train + n_eval > space:
         raise ValueError(
@@ -68,17 +75,24 @@ def write_task_dataset(
     if train_path.is_file() and eval_path.is_file():
         return train_path, eval_path
     indices = random.Random(seed).sample(range(space), n_eval + n_train)
-    rows = [_row(task, i, digits, as_messages) for i in indices]
+    rows = [_row(task, i, digits, as_messages, tools) for i in indices]
     _write_jsonl_atomic(eval_path, rows[:n_eval])
     _write_jsonl_atomic(train_path, rows[n_eval:])
     return train_path, eval_path
 
 
 def task_dataset_paths(
-    folder: str | Path, task: str, n_train: int, n_eval: int, seed: int, digits: int, as_messages: bool = True
+    folder: str | Path,
+    task: str,
+    n_train: int,
+    n_eval: int,
+    seed: int,
+    digits: int,
+    as_messages: bool = True,
+    tools: bool = False,
 ) -> tuple[Path, Path]:
     """(train, eval) file paths `write_task_dataset` uses: the names carry every argument."""
-    stem = f"{task}-d{digits}-s{seed}-{n_train}x{n_eval}-{'chat' if as_messages else 'text'}"
+    stem = f"{task}-d{digits}-s{seed}-{n_train}x{n_eval}-{'chat' if as_messages else 'text'}{'-tools' if tools else ''}"
     return Path(folder) / f"{stem}.train.jsonl", Path(folder) / f"{stem}.eval.jsonl"
 
 
@@ -88,10 +102,13 @@ def sft_pairs(path: str | Path) -> Iterator[tuple[str | list[dict[str, str]], st
         yield row["prompt"], row["label"]
 
 
-def _row(task: Task, index: int, digits: int, as_messages: bool) -> dict[str, Any]:
+def _row(task: Task, index: int, digits: int, as_messages: bool, tools: bool) -> dict[str, Any]:
     text, answer = make_problem(task, index, digits)
     prompt: str | list[dict[str, str]] = [{"role": "user", "content": text}] if as_messages else text
-    return {"prompt": prompt, "label": answer, "metadata": {"task": task}}
+    metadata: dict[str, Any] = {"task": task}
+    if tools:  # call the calculator on the sum, then answer with its result
+        metadata["trace"] = [tool_call_text("calculator", {"expression": text.rstrip("=")}), answer]
+    return {"prompt": prompt, "label": answer, "metadata": metadata}
 
 
 def _check_task(task: str, digits: int) -> None:

@@ -36,6 +36,12 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 # digits; "+" "=" for the add task; "r" "c" task letters; "u" "a" "s" role letters and ":" for the template.
 CHARACTERS = (*"0123456789", "+", "=", ":", "r", "c", "u", "a", "s")
 VOCAB: tuple[str, ...] = (*SPECIAL_TOKENS, *CHARACTERS)
+# The tool demo's extension (`tool_vocab`): "t" for the tool role, and the calculator call's fixed text as whole
+# tokens, as a BPE trained on tool traces merges it (Qwen's vocabulary has <tool_call> and </tool_call> as single
+# tokens too). What the model writes decodes to a standard Qwen/Hermes call: <tool_call>{"name": "calculator",
+# "arguments": {"expression": "12+34"}}</tool_call>.
+TOOL_WORDS = ("<tool_call>", "</tool_call>", '{"name": "calculator", "arguments": {"expression": "', '"}}')
+TOOL_VOCAB: tuple[str, ...] = (*VOCAB, "t", *TOOL_WORDS)
 
 # "<s>u:r123a:" for one user turn: bos, then per message its role's first letter, ":", the content, and eos
 # after assistant turns (so SFT on templated conversations teaches the model to stop). No newlines: every
@@ -63,13 +69,17 @@ class TinyModelSpec:
     num_experts: int = 0  # > 0: a Qwen3-MoE (QK norm, every MLP a top-k mixture of SwiGLU experts)
     experts_per_token: int = 0
     expert_intermediate: int = 0
+    tool_vocab: bool = False  # the tokenizer has the tool demo's tokens (TOOL_VOCAB)
 
     def digest(self) -> str:
         """Hash of the spec and FORMAT_VERSION: equal digests mean an interchangeable checkpoint (a dense spec
-        hashes without the MoE fields, so dense checkpoints built before they existed stay valid)."""
+        hashes without the MoE fields, and one without tools without tool_vocab, so checkpoints built before
+        those fields existed stay valid)."""
         fields = dataclasses.asdict(self)
         if not self.num_experts:
             fields = {k: v for k, v in fields.items() if k not in _MOE_FIELDS}
+        if not self.tool_vocab:
+            del fields["tool_vocab"]
         payload = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -102,15 +112,19 @@ def build_tiny_checkpoint(path: Path, spec: TinyModelSpec) -> Path:
     return path
 
 
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    """The character-level tokenizer with the chat template, as a PreTrainedTokenizerFast."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+def build_char_tokenizer(tool_vocab: bool = False) -> PreTrainedTokenizerFast:
+    """The character-level tokenizer with the chat template, as a PreTrainedTokenizerFast; with `tool_vocab`,
+    the tool demo's extension (TOOL_VOCAB)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(VOCAB)}, unk_token=UNK))
+    vocab = TOOL_VOCAB if tool_vocab else VOCAB
+    backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=UNK))
     # One pre-token per character (newlines included), then a word-level lookup; Fuse joins on decode.
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
+    if tool_vocab:  # matched before the per-character split; ordinary (not special) tokens, kept by decode
+        backend.add_tokens([AddedToken(word, normalized=False, special=False) for word in TOOL_WORDS])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD,
@@ -126,9 +140,9 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
 def _write_checkpoint(folder: Path, spec: TinyModelSpec) -> None:
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3MoeConfig
 
-    tok = build_char_tokenizer()
+    tok = build_char_tokenizer(spec.tool_vocab)
     shape = dict(
-        vocab_size=len(VOCAB),
+        vocab_size=len(tok),
         hidden_size=spec.hidden,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.heads,

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast
 
 Prompt = str | list[dict[str, Any]]
+SftExample = tuple[list[int], list[int], list[int]]  # (prompt ids, response ids, loss mask over the response)
 
 
 def load_tokenizer(hf_checkpoint: str | Path) -> PreTrainedTokenizerFast:
@@ -39,17 +40,21 @@ def special_token_ids(tok: PreTrainedTokenizerFast) -> frozenset[int]:
     return frozenset(tok.all_special_ids)
 
 
-def encode_prompt(tok: PreTrainedTokenizerFast, prompt: Prompt, apply_chat_template: bool) -> list[int]:
+def encode_prompt(
+    tok: PreTrainedTokenizerFast, prompt: Prompt, apply_chat_template: bool, tools: list[Any] | None = None
+) -> list[int]:
     """Token ids of a prompt, templated with the checkpoint's chat template (generation prompt appended).
 
     With templating on, a plain string becomes one user message; with it off, the prompt must be a string and is
     encoded as-is. `add_special_tokens=False` because the template already places bos/eos where it wants them.
+    `tools` (functions or JSON schemas) are listed to the model by templates that describe tools (Qwen's system
+    block); a multi-turn rollout passes its environment's tools.
     """
     if apply_chat_template:
         if tok.chat_template is None:
             raise ValueError(f"the tokenizer from {tok.name_or_path!r} has no chat template; turn templating off")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, tools=tools)
     elif isinstance(prompt, str):
         text = prompt
     else:

@@ -1,6 +1,7 @@
 """`exact_match`: the offline toy tasks (reverse / copy / add digits), scored from token ids.
 
-Rule: take `response_tokens` up to the first EOS. No EOS (the response was truncated) -> 0. Any other
+Rule: take the model's last turn (`Sample.last_turn_tokens`: the whole response unless a multi-turn episode put
+tool calls and results before it) up to the first EOS. No EOS (the response was truncated) -> 0. Any other
 special token before EOS -> 0. Otherwise decode those ids and compare with `str(label)` exactly -> 1 / 0.
 
 Why ids and not `response_text`: text decoded with `skip_special_tokens` drops pad/eos/chat markers, so a
@@ -35,4 +36,4 @@ def exact_match_score(
 
 async def exact_match_reward(sample: Sample, ctx: RewardContext) -> float:
     """Registry entry `exact_match` (config: `rm_type: exact_match`)."""
-    return exact_match_score(sample.response_tokens, sample.label, ctx.eos_token_id, ctx.special_token_ids, ctx.decode)
+    return exact_match_score(sample.last_turn_tokens, sample.label, ctx.eos_token_id, ctx.special_token_ids, ctx.decode)

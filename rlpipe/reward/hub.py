@@ -16,11 +16,9 @@ unknown name gets an error listing the valid ones (verl's `register_adv_est` pat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import math
-import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from rlpipe.reward.exact_match import exact_match_reward
 from rlpipe.reward.f1 import f1_reward
 from rlpipe.reward.math_grader import math_reward
 from rlpipe.reward.remote import remote_reward
+from rlpipe.threads import in_daemon_thread
 
 RewardFn = Callable[[Sample, RewardContext], Awaitable[float]]
 
@@ -80,6 +79,11 @@ class RewardError(RuntimeError):
     own error (type and message), then names the reward and the sample. The reward's exception is the cause."""
 
 
+class EnvironmentFailure(RuntimeError):
+    """A multi-turn episode's environment raised or timed out (`Sample.metadata["env_error"]`): the sample has no
+    trustworthy reward, so `rollout.reward_failure` treats it as a failed reward call."""
+
+
 @dataclass
 class Scored:
     """What `score_groups` made of a batch: the groups that keep, and how many reward calls failed.
@@ -109,39 +113,10 @@ class _Failure:
     timed_out: bool
 
 
-def _in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """`fn(*args)` on a fresh daemon thread, as a future of this event loop, which stays free meanwhile.
-
-    A thread cannot be killed: when the caller stops waiting (the reward timed out) the call runs on in the
-    background until it returns, and its result is ignored. Daemon, so a call that never returns cannot hold up
-    the process's exit; not the loop's default executor, which `asyncio.run` would wait for on the way out."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # cancelled: the caller timed out
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        try:
-            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
-        except BaseException as err:  # handed to the awaiting coroutine, which decides
-            outcome = (None, err)
-        with contextlib.suppress(RuntimeError):  # the loop closed while this call overran: nobody waits for it
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name=f"rlpipe-reward-{getattr(fn, '__name__', 'fn')}", daemon=True).start()
-    return future
-
-
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a sync or async reward and return its result: a sync one on its own thread (`_in_thread`), so that
+    """Call a sync or async reward and return its result: a sync one on its own thread (`in_daemon_thread`), so that
     a slow or hanging one can be timed out instead of freezing the event loop."""
-    result = fn(*args) if inspect.iscoroutinefunction(fn) else await _in_thread(fn, *args)
+    result = fn(*args) if inspect.iscoroutinefunction(fn) else await in_daemon_thread(fn, *args)
     return await result if inspect.isawaitable(result) else result
 
 
@@ -208,7 +183,9 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored
     At most `ctx.max_concurrency` reward calls are in flight (it bounds the load on a remote RM); a sync custom
     reward runs on worker threads, so it must be thread-safe (pure functions of the sample are). Running them one
     at a time instead would make a reward that hangs on every sample cost the whole batch times the timeout. With
-    `ctx.group_rm` and a custom reward each group is one call. Each call is bounded by `ctx.reward_timeout_s`. A
+    `ctx.group_rm` and a custom reward each group is one call. Each call is bounded by `ctx.reward_timeout_s`.
+    Multi-turn samples: the reward an environment gave (`metadata["env_reward"]`) is the sample's reward, and a
+    failed environment (`metadata["env_error"]`) counts as a failed call. A
     reward that returns something other than a finite number is a bug and raises TypeError under every policy.
     """
     if ctx.custom_rm_path is not None:
@@ -223,6 +200,10 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored
     limit = asyncio.Semaphore(ctx.max_concurrency)
 
     async def bounded(samples: list[Sample]) -> Any:
+        if failed := [s.metadata["env_error"] for s in samples if "env_error" in s.metadata]:
+            return _Failure(EnvironmentFailure(failed[0]), timed_out=False)  # the episode never finished
+        if not per_group and "env_reward" in samples[0].metadata:
+            return samples[0].metadata["env_reward"]  # the environment judged its own episode
         async with limit:
             return await _attempt(fn, samples if per_group else samples[0], ctx)
 

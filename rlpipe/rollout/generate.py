@@ -7,7 +7,8 @@ a custom rollout function receives the same `RolloutSource` and may call `source
 
 A sample is generated "from where it stands" (`RolloutSource.continue_samples`): a fresh one from its prompt,
 one aborted earlier (partial rollout) from its prompt plus the tokens it already has, with what is left of
-the `max_response_len` budget; its new tokens and log-probs are appended to the old ones.
+the `max_response_len` budget; its new tokens and log-probs are appended to the old ones. With an environment
+(`rollout.env`) a sample is an episode of turns (rlpipe.rollout.multi_turn), resumed the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample, Status
 from rlpipe.reward import RewardContext, group_by_index, score_groups
 from rlpipe.rollout.engine import GenerateOutput, RolloutEngine, SamplingParams
+from rlpipe.rollout.multi_turn import EpisodeRunner
 from rlpipe.rollout.waves import collect_groups
 
 FINISH_STATUS = {"stop": Status.COMPLETED, "length": Status.TRUNCATED, "abort": Status.ABORTED}
@@ -38,9 +40,18 @@ class RolloutSource:
     decode: Any  # tokenizer.decode, to fill response_text
     buffer: list[list[Sample]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)  # this rollout's numbers, logged with it
+    episodes: EpisodeRunner | None = None  # multi-turn: the environments samples play against (rollout.env)
 
     def generate_groups(self, prompts: list[Sample], params: SamplingParams, rollout_id: int) -> list[list[Sample]]:
-        """`params.n` responses per prompt, in one batched engine call; one group (list) per prompt."""
+        """`params.n` responses per prompt, in one batched engine call (multi-turn: one per turn); one group (list)
+        per prompt."""
+        if self.episodes is not None:
+            groups = self.new_groups(prompts, params.n, rollout_id)
+            self.continue_samples([s for g in groups for s in g], params, rollout_id)
+            for g, group in enumerate(groups):
+                for k, sample in enumerate(group):
+                    sample.group_index, sample.index = g, g * params.n + k
+            return groups
         outputs = self.engine.generate([p.prompt_tokens for p in prompts], params)
         version = self.engine.weight_version
         groups = []
@@ -53,12 +64,19 @@ class RolloutSource:
         return [[_pending(prompt, rollout_id) for _ in range(n)] for prompt in prompts]
 
     def continue_samples(self, samples: list[Sample], params: SamplingParams, rollout_id: int) -> None:
-        """Generate every unfinished sample of `samples` from where it stands, in one engine call, in place.
-
-        Each row is prompt + response so far with n=1; the call runs to the largest remaining budget and each
-        row is cut back to its own (a cut row ends "length"), so one call serves fresh and resumed samples."""
+        """Generate every unfinished sample of `samples` from where it stands, in place: one engine call, or, with
+        an environment (`rollout.env`), one per turn until every episode ends (rlpipe.rollout.multi_turn)."""
         todo = [s for s in samples if s.status in UNFINISHED]
-        budgets = [params.max_new_tokens - s.response_length for s in todo]
+        if self.episodes is not None:
+            self.episodes.run(self, todo, params, rollout_id)
+        else:
+            self.generate_turn(todo, params, rollout_id, [params.max_new_tokens - s.response_length for s in todo])
+
+    def generate_turn(self, todo: list[Sample], params: SamplingParams, rollout_id: int, budgets: list[int]) -> None:
+        """Continue each sample of `todo` by up to its budget of new tokens, in one engine call, in place.
+
+        Each row is prompt + response so far with n=1; the call runs to the largest budget and each row is cut back
+        to its own (a cut row ends "length"), so one call serves fresh and resumed samples."""
         for s in [s for s, b in zip(todo, budgets, strict=True) if b <= 0]:
             s.status = Status.TRUNCATED  # nothing left to generate
         todo, budgets = [s for s, b in zip(todo, budgets, strict=True) if b > 0], [b for b in budgets if b > 0]

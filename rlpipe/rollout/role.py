@@ -18,11 +18,12 @@ from rlpipe.config.dotted import import_dotted
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample
-from rlpipe.data.tokenizer import encode_sft_pair, load_tokenizer, special_token_ids
+from rlpipe.data.tokenizer import SftExample, encode_sft_pair, load_tokenizer, special_token_ids
 from rlpipe.loading import loading
 from rlpipe.reward import RewardContext
 from rlpipe.rollout.engine import RolloutEngine
 from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
+from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer, episode_metrics, scripted_episode
 from rlpipe.rollout.samples_io import load_rollout_data, sample_from_dict, sample_to_dict, save_rollout_data
 
 
@@ -44,8 +45,11 @@ class RolloutRole:
         with loading("the tokenizer", cfg.ckpt.hf_checkpoint):
             self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
         ro = cfg.rollout
+        self.episodes = self._episodes()
         self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
-        self.source = RolloutSource(self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode)
+        self.source = RolloutSource(
+            self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode, episodes=self.episodes
+        )
         self.rollout_fn = import_dotted(ro.rollout_function_path) if ro.rollout_function_path else generate_rollout
         self.eval_sets = {
             name: RolloutSource(
@@ -53,16 +57,30 @@ class RolloutRole:
                 engine,
                 self._reward_context(ds.rm_type),
                 self.tokenizer.decode,
+                episodes=self.episodes,
             )
             for name, ds in cfg.eval.datasets.items()
         }
 
+    def _episodes(self) -> EpisodeRunner | None:
+        """Multi-turn (rollout.env): the runner that plays samples against one environment each."""
+        ro = self.cfg.rollout
+        if ro.env is None:
+            return None
+        factory = import_dotted(ro.env)
+        return EpisodeRunner(
+            make_env=lambda: factory(self.cfg), env_name=ro.env, render=ObservationRenderer(self.tokenizer),
+            max_turns=ro.max_turns, max_turn_tokens=ro.max_turn_tokens, env_timeout_s=ro.env_timeout_s,
+        )  # fmt: skip
+
     def _dataset(self, path: str, input_key: str | None, label_key: str | None, shuffle: bool) -> PromptDataset:
         ro = self.cfg.rollout
+        tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
         return PromptDataset(
             path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
             metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
             max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
+            tools=list(tools.values()) if tools else None,
         )  # fmt: skip
 
     def _reward_context(self, rm_type: str | None) -> RewardContext:
@@ -93,6 +111,7 @@ class RolloutRole:
             "response_len_mean": sum(s.response_length for s in samples) / len(samples),
             "staleness_rollouts_mean": sum(ages) / len(ages),
             "staleness_rollouts_max": float(max(ages)),
+            **episode_metrics(samples),
         }
         return Rollout(samples, metrics)
 
@@ -106,6 +125,9 @@ class RolloutRole:
             params = replace(sampling_params(self.cfg, name), seed=self.cfg.rollout.seed + i)
             groups = source.generate_groups(source.dataset.rows_as_samples(), params, rollout_id)
             source.metrics = {}
+            results |= {
+                f"{name}/{key}": value for key, value in episode_metrics([s for g in groups for s in g]).items()
+            }
             groups = source.score_groups(groups)
             results |= {f"{name}/{key}": value for key, value in source.metrics.items() if value}  # failures only
             scores = [float(s.reward or 0.0) for g in groups for s in g]
@@ -115,9 +137,19 @@ class RolloutRole:
                 results[f"{name}/pass@{params.n}"] = sum(solved) / len(solved) if solved else math.nan
         return results
 
-    def sft_pairs(self) -> list[tuple[list[int], list[int]]]:
-        """(templated prompt ids, label ids + EOS) for every training prompt: the supervised warm-up data."""
-        return [encode_sft_pair(self.tokenizer, s.prompt, str(s.label)) for s in self.dataset.rows_as_samples()]
+    def sft_examples(self) -> list[SftExample]:
+        """(templated prompt ids, response ids, loss mask) for every training prompt: the supervised warm-up data.
+        The response is the label + EOS, or, for a multi-turn run whose rows carry a `trace` (the model's turns of a
+        solved episode), that episode played against the environment, its observations masked out."""
+        examples = []
+        for sample in self.dataset.rows_as_samples():
+            if self.episodes is not None and "trace" in sample.metadata:
+                ids, mask = scripted_episode(self.episodes, sample, sample.metadata["trace"], self.tokenizer)
+                examples.append((sample.prompt_tokens, ids, mask))
+            else:
+                prompt, response = encode_sft_pair(self.tokenizer, sample.prompt, str(sample.label))
+                examples.append((prompt, response, [1] * len(response)))
+        return examples
 
     # ------------------------------------------------------------------------------------------ weights
     def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:

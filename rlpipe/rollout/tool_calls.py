@@ -49,6 +49,11 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     return calls
 
 
+def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
+    """One call in the format `parse_tool_calls` reads (on one line: the tiny demo vocabulary has no newline)."""
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+
+
 class ToolError(Exception):
     """A tool refused its arguments; the message goes back to the model."""
 
@@ -65,9 +70,14 @@ _MAX_DIGITS = 64  # operands and results beyond this are refused: no arithmetic 
 
 
 def calculator(expression: str) -> str:
-    """Evaluate integer/decimal arithmetic (+ - * / // % and parentheses, unary minus) without `eval`: the
-    expression is parsed and only those nodes are computed. Powers are not offered, and numbers beyond
-    64 digits are refused, so no input can make it run long."""
+    """Evaluate an arithmetic expression: numbers, + - * / // %, parentheses and unary minus.
+
+    Parsed and computed node by node, never `eval`ed; powers are not offered and numbers beyond 64 digits are
+    refused, so no input can make it run long.
+
+    Args:
+        expression: The arithmetic expression to evaluate, e.g. "12345+67890".
+    """
     try:
         tree = ast.parse(str(expression), mode="eval")
     except SyntaxError as exc:

@@ -95,6 +95,8 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
     aborted = sum(any(s.status in UNFINISHED for s in g) for g in leftover)
     if ro.partial_rollout:
         source.buffer.extend(leftover + surplus)  # whole groups, tokens so far; resumed by a later rollout
+    elif source.episodes is not None:
+        source.episodes.end(_flat(leftover))  # their episodes are dropped unfinished: free the environments
     for g, group in enumerate(kept):  # the trainer reads groups as consecutive runs of n_samples
         for k, sample in enumerate(group):
             sample.group_index, sample.index = g, g * n + k

@@ -14,6 +14,7 @@ import torch
 
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
+from rlpipe.data.tokenizer import SftExample
 from rlpipe.loading import loading
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.dist_ckpt import is_torch_dist, prune_iterations
@@ -90,9 +91,9 @@ class TrainerRole:
         self.rollouts_trained += 1
         return metrics
 
-    def sft_update(self, pairs: list[tuple[list[int], list[int]]], lr: float) -> dict[str, float]:
-        """One supervised step on (prompt ids, response ids) pairs at a fixed learning rate."""
-        samples = [Sample(prompt="", prompt_tokens=p, response_tokens=r) for p, r in pairs]
+    def sft_update(self, examples: list[SftExample], lr: float) -> dict[str, float]:
+        """One supervised step on (prompt ids, response ids, loss mask) examples at a fixed learning rate."""
+        samples = [Sample(prompt="", prompt_tokens=p, response_tokens=r, loss_mask=m) for p, r, m in examples]
         return sft_update(self.trainer, TrainBatch.of(samples), lr, self.cfg.algo.calculate_per_token_loss)
 
     def offload(self) -> None:
