@@ -88,3 +88,43 @@ def test_at_tensor_parallel_2_too(world_of_one, sampled, tmp_path) -> None:
         results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         for name, data in sampled.items():
             assert _max_mismatch(results[name], data["engine"]) <= GOLDEN_BOUND, (rank, name)
+
+
+class _CountingEnv:
+    """Answers every turn with a tool message; done after three turns."""
+
+    async def reset(self, sample) -> None:
+        self.turn = 0
+
+    async def step(self, action: str):
+        from rlpipe.rollout.env import StepResult
+
+        self.turn += 1
+        return StepResult(done=True) if self.turn == 3 else StepResult([{"role": "tool", "content": str(self.turn)}])
+
+
+def test_multi_turn_episodes_are_scored_by_the_trainer_as_the_engine_sampled_them(world_of_one, sampled) -> None:
+    """Token in, token out across turns: the trainer scores prompt + turns + observations in one forward, and its
+    log-probs of the model's tokens equal the engine's, turn by turn (observations are masked out)."""
+    from rlpipe.data.sample import Sample
+    from rlpipe.rollout.generate import RolloutSource
+    from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer
+
+    data = sampled["dense"]
+    engine = HFEngine(data["folder"], seed=7)
+    tok = engine.tokenizer
+    runner = EpisodeRunner(_CountingEnv, "counting", ObservationRenderer(tok), max_turns=3)
+    source = RolloutSource(None, engine, None, tok.decode, episodes=runner)  # type: ignore[arg-type]
+    samples = [Sample(prompt="", prompt_tokens=p, loss_mask=[]) for p in PROMPTS]
+    digits = tuple(tok.convert_tokens_to_ids(list("0123456789")))  # a turn ends at its first digit (or EOS)
+    params = SamplingParams(max_new_tokens=48, temperature=0.7, stop_token_ids=digits)
+    source.continue_samples(samples, params, rollout_id=0)
+    assert sum(s.metadata["turns"] for s in samples) > len(samples)  # multi-turn episodes, not single turns
+    trainer = MegatronTrainer(make_spec(Path(data["folder"]), temperature=0.7))
+    trainer.load_hf(Path(data["folder"]))
+    scored = trainer.compute_log_probs([s.tokens for s in samples], [len(s.prompt_tokens) for s in samples])
+    for sample, log_probs in zip(samples, scored, strict=True):
+        mask = torch.tensor(sample.loss_mask, dtype=torch.bool)
+        assert (~mask).any() or sample.metadata["turns"] == 1
+        engine_lp = torch.tensor(sample.rollout_log_probs)
+        assert (log_probs[mask] - engine_lp[mask]).abs().max().item() <= GOLDEN_BOUND
