@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,43 +24,12 @@ from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
 from rlpipe.data.tokenizer import encode_prompt, load_tokenizer
 from rlpipe.reward import RewardContext, RewardError, score_groups
 from rlpipe.rollout.engine import SamplingParams
-from rlpipe.rollout.env import StepResult
-from rlpipe.rollout.generate import RolloutSource
 from rlpipe.rollout.hf_engine import HFEngine
 from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer, episode_metrics, scripted_episode
 from rlpipe.rollout.samples_io import sample_from_dict, sample_to_dict
+from tests.rollout.multi_turn_helpers import ScriptedEnv, conversation, fresh, make_source, one_token_turns, runs
 
 torch.set_num_threads(1)
-PROMPTS = ["12+34=", "5+6=", "70+8="]
-
-
-@dataclass
-class ScriptedEnv:
-    """Answers turn k with the tool message str(k) (k = 1, 2, ...), and says done with reward 1 after `turns`
-    turns; records the actions it saw. `fail_at` raises at that turn; `hang_at` never answers it. Its state is
-    the turn count, which a reset takes from the sample (so it survives a restart mid-episode)."""
-
-    turns: int = 3
-    fail_at: int | None = None
-    hang_at: int | None = None
-    actions: list[str] = field(default_factory=list)
-    resets: int = 0
-    done_before: int = 0
-
-    async def reset(self, sample: Sample) -> None:
-        self.resets += 1
-        self.done_before = sample.metadata.get("turns", 0)
-
-    async def step(self, action: str) -> StepResult:
-        self.actions.append(action)
-        k = self.done_before + len(self.actions)
-        if k == self.fail_at:
-            raise ValueError("the environment broke")
-        if k == self.hang_at:
-            await asyncio.Event().wait()
-        if k >= self.turns:
-            return StepResult(done=True, reward=1.0, info={"steps": 1.0})
-        return StepResult(observation=[{"role": "tool", "content": str(k)}], info={"steps": 1.0})
 
 
 @pytest.fixture(scope="module")
@@ -74,68 +42,15 @@ def engine(tool_ckpt: Path) -> HFEngine:
     return HFEngine(tool_ckpt, seed=0)
 
 
-def make_source(engine: HFEngine, env_factory, **limits) -> RolloutSource:
-    tok = engine.tokenizer
-    limits = {"max_turns": 8, **limits}
-    runner = EpisodeRunner(env_factory, "tests.ScriptedEnv", ObservationRenderer(tok), **limits)
-    return RolloutSource(None, engine, None, tok.decode, episodes=runner)  # type: ignore[arg-type]
-
-
-def fresh(engine: HFEngine) -> list[Sample]:
-    tok = engine.tokenizer
-    return [
-        Sample(prompt=p, prompt_tokens=encode_prompt(tok, p, True), loss_mask=[], metadata={}, index=i, group_index=i)
-        for i, p in enumerate(PROMPTS)
-    ]
-
-
-def one_token_turns(engine: HFEngine, max_new_tokens: int = 40) -> SamplingParams:
-    every_token = tuple(range(len(engine.tokenizer)))
-    return SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, stop_token_ids=every_token)
-
-
-def conversation(tok, sample: Sample, observations: list[str]) -> list[int]:
-    """The template's own rendering of the episode up to the model's last turn (independent of the renderer)."""
-    turns, start = [], 0
-    for length in _runs(sample.loss_mask):
-        turns.append(sample.response_tokens[start : start + length[0]])
-        start += sum(length)
-    messages = [{"role": "user", "content": sample.prompt}]
-    for turn, obs in zip(turns[:-1], observations, strict=True):
-        messages += [{"role": "assistant", "content": _content(tok, turn)}, {"role": "tool", "content": obs}]
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tok.encode(text, add_special_tokens=False) + turns[-1]
-
-
-def _runs(mask: list[int]) -> list[tuple[int, int]]:
-    """(model tokens, observation tokens) per turn of a loss mask."""
-    runs, i = [], 0
-    while i < len(mask):
-        j = i
-        while j < len(mask) and mask[j] == 1:
-            j += 1
-        k = j
-        while k < len(mask) and mask[k] == 0:
-            k += 1
-        runs.append((j - i, k - j))
-        i = k
-    return runs
-
-
-def _content(tok, turn: list[int]) -> str:
-    """An assistant turn as message content: its text without the closing EOS the template writes itself."""
-    return tok.decode(turn[:-1] if turn[-1] == tok.eos_token_id else turn)
-
-
 def test_an_episode_is_the_templates_conversation_token_for_token_with_observations_masked(engine) -> None:
     envs: list[ScriptedEnv] = []
-    source = make_source(engine, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1])
-    samples = fresh(engine)
-    source.continue_samples(samples, one_token_turns(engine), rollout_id=0)
+    source = make_source(engine, engine.tokenizer, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1])
+    samples = fresh(engine.tokenizer)
+    source.continue_samples(samples, one_token_turns(engine.tokenizer), rollout_id=0)
     tok = engine.tokenizer
     for sample, env in zip(samples, envs, strict=True):
         assert sample.status == Status.COMPLETED
-        assert [m for m, _ in _runs(sample.loss_mask)] == [1, 1, 1]  # three one-token turns
+        assert [m for m, _ in runs(sample.loss_mask)] == [1, 1, 1]  # three one-token turns
         assert sample.prompt_tokens + sample.response_tokens == conversation(tok, sample, ["1", "2"])
         masked = [i for i, m in enumerate(sample.loss_mask) if m == 0]
         assert masked and all(sample.rollout_log_probs[i] == 0.0 for i in masked)
@@ -186,23 +101,23 @@ def test_qwen_tool_results_follow_the_models_im_end_as_the_template_renders_them
 
 def test_budgets_end_episodes_as_truncated(engine) -> None:
     tok = engine.tokenizer
-    source = make_source(engine, lambda: ScriptedEnv(turns=5), max_turns=2)
-    samples = fresh(engine)
-    source.continue_samples(samples, one_token_turns(engine), rollout_id=0)
+    source = make_source(engine, engine.tokenizer, lambda: ScriptedEnv(turns=5), max_turns=2)
+    samples = fresh(engine.tokenizer)
+    source.continue_samples(samples, one_token_turns(engine.tokenizer), rollout_id=0)
     for sample in samples:  # the environment wanted a third turn: max_turns cut it, nothing appended after turn 2
         assert (sample.status, sample.metadata["turns"]) == (Status.TRUNCATED, 2)
         assert sample.loss_mask[-1] == 1 and "env_reward" not in sample.metadata
 
     # an observation that would leave no room for another turn is not appended
     obs_len = len(ObservationRenderer(tok)([{"role": "tool", "content": "1"}], tok.eos_token_id))
-    source = make_source(engine, lambda: ScriptedEnv(turns=5))
-    samples = fresh(engine)
-    source.continue_samples(samples, one_token_turns(engine, max_new_tokens=1 + obs_len), rollout_id=0)
+    source = make_source(engine, engine.tokenizer, lambda: ScriptedEnv(turns=5))
+    samples = fresh(engine.tokenizer)
+    source.continue_samples(samples, one_token_turns(engine.tokenizer, max_new_tokens=1 + obs_len), rollout_id=0)
     assert all((s.status, s.response_length, s.metadata["turns"]) == (Status.TRUNCATED, 1, 1) for s in samples)
 
     # max_turn_tokens cuts a turn that would run longer
-    source = make_source(engine, lambda: ScriptedEnv(turns=5), max_turn_tokens=2)
-    samples = fresh(engine)
+    source = make_source(engine, engine.tokenizer, lambda: ScriptedEnv(turns=5), max_turn_tokens=2)
+    samples = fresh(engine.tokenizer)
     source.continue_samples(samples, SamplingParams(max_new_tokens=40, temperature=1.0), rollout_id=0)
     for sample in samples:
         assert len(sample.last_turn_tokens) <= 2
@@ -220,9 +135,9 @@ def reward_ctx(engine: HFEngine, policy: str) -> RewardContext:
 
 def test_a_failing_or_hanging_environment_ends_its_episode_and_counts_as_a_failed_reward(engine) -> None:
     made = iter([ScriptedEnv(fail_at=2), ScriptedEnv(hang_at=1), ScriptedEnv(turns=2)])
-    source = make_source(engine, lambda: next(made), env_timeout_s=0.2)
-    samples = fresh(engine)
-    source.continue_samples(samples, one_token_turns(engine), rollout_id=0)
+    source = make_source(engine, engine.tokenizer, lambda: next(made), env_timeout_s=0.2)
+    samples = fresh(engine.tokenizer)
+    source.continue_samples(samples, one_token_turns(engine.tokenizer), rollout_id=0)
     broke, hung, fine = samples
     assert "ValueError: the environment broke" in broke.metadata["env_error"]
     assert broke.metadata["turns"] == 2 and hung.metadata["turns"] == 1
@@ -241,17 +156,17 @@ def test_an_episode_cut_short_resumes_with_its_turns(engine) -> None:
     """A partial rollout's aborted episode: the rest is generated from where it stands, against its own environment
     when it is still live, else (restored from a checkpoint) against a fresh one that was reset."""
     envs: list[ScriptedEnv] = []
-    source = make_source(engine, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1], max_turns=1)
-    samples = fresh(engine)
-    source.continue_samples(samples, one_token_turns(engine), rollout_id=0)
+    source = make_source(engine, engine.tokenizer, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1], max_turns=1)
+    samples = fresh(engine.tokenizer)
+    source.continue_samples(samples, one_token_turns(engine.tokenizer), rollout_id=0)
     assert all(s.status == Status.TRUNCATED for s in samples)  # max_turns=1: one turn, the observation not added
 
     # the same first turn again, now stopped before the model's second turn as an abort would
-    source = make_source(engine, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1], max_turns=8)
-    first = fresh(engine)
+    source = make_source(engine, engine.tokenizer, lambda: envs.append(ScriptedEnv(turns=3)) or envs[-1], max_turns=8)
+    first = fresh(engine.tokenizer)
     runner = source.episodes
     asyncio.run(runner._reset(first))
-    params = one_token_turns(engine)
+    params = one_token_turns(engine.tokenizer)
     source.generate_turn(first, params, 0, [params.max_new_tokens] * 3)
     for sample in first:
         sample.metadata["turns"] = 1
