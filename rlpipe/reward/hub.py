@@ -10,6 +10,7 @@ unknown name gets an error listing the valid ones (verl's `register_adv_est` pat
     deepscaler   last \\boxed{} after </think>, math-verify           1 / 0
     dapo         "Answer:" line, Minerva normalisation               +1 / -1
     f1           SQuAD token F1                                      [0, 1]
+    reasoning_gym  the problem's own reasoning-gym verifier          [0, 1]  (rlpipe.data.reasoning_gym)
     remote       HTTP reward service at rm_url                       service's number
 """
 
@@ -32,6 +33,7 @@ from rlpipe.reward.deepscaler import deepscaler_reward
 from rlpipe.reward.exact_match import exact_match_reward
 from rlpipe.reward.f1 import f1_reward
 from rlpipe.reward.math_grader import math_reward
+from rlpipe.reward.reasoning_gym import reasoning_gym_reward
 from rlpipe.reward.remote import remote_reward
 from rlpipe.threads import in_daemon_thread
 
@@ -63,6 +65,7 @@ register("deepscaler", deepscaler_reward)
 register("dapo", dapo_reward)
 register("f1", f1_reward)
 register("remote", remote_reward)
+register("reasoning_gym", reasoning_gym_reward)
 
 # The built-in names, for the config schema to validate `rm_type` against.
 REWARD_TYPES: tuple[str, ...] = tuple(sorted(_REGISTRY))

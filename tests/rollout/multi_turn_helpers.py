@@ -4,7 +4,11 @@ own rendering of an episode (the independent reference for its tokens)."""
 from __future__ import annotations
 
 import asyncio
+import string
 from dataclasses import dataclass, field
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from rlpipe.data.sample import Sample
 from rlpipe.data.tokenizer import encode_prompt
@@ -94,3 +98,15 @@ def runs(mask: list[int]) -> list[tuple[int, int]]:
 def _content(tok, turn: list[int]) -> str:
     """An assistant turn as message content: its text without the closing EOS the template writes itself."""
     return tok.decode(turn[:-1] if turn[-1] == tok.eos_token_id else turn)
+
+
+def char_tokenizer_with(template: str) -> PreTrainedTokenizerFast:
+    """A character tokenizer (printable ASCII) with Qwen's special tokens and the chat `template`."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate([*specials, *sorted(set(string.printable))])}))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=template
+    )

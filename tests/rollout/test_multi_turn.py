@@ -10,13 +10,10 @@ and Qwen3's (TRL's copies of them) on a character tokenizer.
 from __future__ import annotations
 
 import asyncio
-import string
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from trl.chat_template_utils import qwen2_5_chat_template, qwen3_chat_template
 
 from rlpipe.data.sample import Sample, Status
@@ -27,7 +24,15 @@ from rlpipe.rollout.engine import SamplingParams
 from rlpipe.rollout.hf_engine import HFEngine
 from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer, episode_metrics, scripted_episode
 from rlpipe.rollout.samples_io import sample_from_dict, sample_to_dict
-from tests.rollout.multi_turn_helpers import ScriptedEnv, conversation, fresh, make_source, one_token_turns, runs
+from tests.rollout.multi_turn_helpers import (
+    ScriptedEnv,
+    char_tokenizer_with,
+    conversation,
+    fresh,
+    make_source,
+    one_token_turns,
+    runs,
+)
 
 torch.set_num_threads(1)
 
@@ -66,17 +71,6 @@ def test_an_episode_is_the_templates_conversation_token_for_token_with_observati
     metrics = episode_metrics(samples)
     assert metrics["env/turns_mean"] == 3.0 and metrics["env/steps_mean"] == 3.0 and metrics["env/errors"] == 0.0
     assert metrics["env/masked_tokens_mean"] == sum(s.loss_mask.count(0) for s in samples) / 3
-
-
-def char_tokenizer_with(template: str) -> PreTrainedTokenizerFast:
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate([*specials, *sorted(set(string.printable))])}))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=template
-    )
 
 
 @pytest.mark.parametrize("template", [qwen2_5_chat_template, qwen3_chat_template], ids=["qwen2.5", "qwen3"])
