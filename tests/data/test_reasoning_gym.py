@@ -63,5 +63,5 @@ def test_the_reward_is_the_datasets_own_verdict_on_the_answer_tag(tmp_path: Path
 
 def test_a_row_without_its_entry_is_named() -> None:
     tok = char_tokenizer_with(qwen2_5_chat_template)
-    with pytest.raises(RewardError, match="no metadata.reasoning_gym entry"):
+    with pytest.raises(RewardError, match=r"no metadata\.reasoning_gym entry"):
         score(tok, [{"prompt": "q", "label": "1", "metadata": {}}], ["<answer>1</answer>"])

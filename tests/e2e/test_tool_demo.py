@@ -30,3 +30,17 @@ def test_tool_demo_learns_to_use_the_calculator(tmp_path: Path) -> None:
     evals = records(tmp_path, "tiny-tool-add-d5", "eval")
     assert [e["rollout_id"] for e in evals] == [0, 40, 80]
     assert evals[-1]["add/env/tool_calls_mean"] >= 0.9 and evals[-1]["add/reward_mean"] > evals[0]["add/reward_mean"]
+
+
+@pytest.mark.slow
+def test_the_tool_demo_runs_against_an_openenv_environment(tmp_path: Path) -> None:
+    """The same demo with its calculator served by a real OpenEnv MCP environment (tests/envs/openenv_calculator.py)
+    through the connector: the warm-up traces and the rollouts both run against it."""
+    run = launch(
+        tmp_path, "+experiment=tool-cpu", "rollout.env=tests.envs.openenv_calculator.make", "rollout.num_rollout=6",
+        "eval.interval=6",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    train = records(tmp_path, "tiny-tool-add-d5", "train")
+    assert len(train) == 6 and all(r["env/tool_success_rate"] >= 0.7 and r["env/errors"] == 0 for r in train)
+    assert sum(r["reward_mean"] for r in train) / 6 >= 0.1  # as the built-in calculator's run (~0.18 at the start)
