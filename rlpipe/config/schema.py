@@ -197,7 +197,7 @@ class RolloutConfig(Group):
         "rlpipe.rollout.env.calculator_env or rlpipe.rollout.sandbox.python_env; None: single-turn.",
     )
     max_turns: PositiveInt = F(
-        8,
+        16,
         "Multi-turn: most assistant turns per episode (turns); the environment's tool calls answered in between.",
         "--generate-max-turns",
     )

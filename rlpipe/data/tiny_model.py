@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -138,6 +136,7 @@ def build_char_tokenizer(tool_vocab: bool = False) -> PreTrainedTokenizerFast:
 
 
 def _write_checkpoint(folder: Path, spec: TinyModelSpec) -> None:
+    import torch  # here, not at the top: the config phase reads this module's vocabulary without importing torch
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3MoeConfig
 
     tok = build_char_tokenizer(spec.tool_vocab)

@@ -71,6 +71,7 @@ MILES_DEFAULTS: dict[str, Any] = {
     "rollout.num_steps_per_rollout": None,
     "rollout.top_p": 1.0,
     "rollout.top_k": -1,
+    "rollout.max_turns": 16,  # --generate-max-turns (miles/utils/arguments.py)
     "eval.n_samples": 1,
     "perf.sequence_parallel": False,
     "perf.micro_batch_size": 1,
