@@ -330,3 +330,19 @@ def test_secret_flag_values_are_never_written_out() -> None:
     result = import_miles(script, base_dir=None)
     text = to_experiment_yaml(result, "x") + "\n".join(map(str, result.unmapped))
     assert "--wandb-key" in text and "sk-live-1234" not in text and "<redacted>" in text
+
+
+def test_miles_multi_turn_flags_import_to_max_turns_and_name_rollout_env() -> None:
+    """Miles' retool multi-turn launcher (examples/retool_v2): the turn budget maps; the generate hub and its tool
+    plug-ins are named with rlpipe's way to do the same (an environment), not dropped silently."""
+    script = (
+        "python3 train.py --custom-generate-function-path miles.rollout.generate_hub.multi_turn.generate "
+        "--generate-tool-specs-path examples.retool_v2.tool_sandbox.tool_specs --generate-tool-call-parser qwen25 "
+        "--generate-max-turns 4 --log-multi-turn\n"
+    )
+    result = import_miles(script, base_dir=None)
+    assert result.config["rollout"]["max_turns"] == 4
+    found = {u.flag: u.reason for u in result.unmapped}
+    for flag in ("--custom-generate-function-path", "--generate-tool-specs-path", "--generate-tool-call-parser"):
+        assert "rollout.env" in found[flag]
+    assert "env/*" in found["--log-multi-turn"]

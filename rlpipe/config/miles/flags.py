@@ -268,8 +268,9 @@ PLUGIN_SETTINGS: dict[str, tuple[str, object]] = {
 PLUGIN_MISSING: dict[str, str] = {
     "rollout.sft_rollout.generate_rollout": "supervised fine-tuning as the rollout: rlpipe's SFT job is not built "
     "yet; a supervised phase before RL is the `warmup` group",
-    "rollout.generate_hub.agentic_tool_call.generate": "multi-turn tool calling: not built in rlpipe yet",
-    "rollout.generate_hub.multi_turn.generate": "multi-turn generation: not built in rlpipe yet",
+    "rollout.generate_hub.agentic_tool_call.generate": "multi-turn tool calling: in rlpipe, rollout.env "
+    "(docs/agentic.md)",
+    "rollout.generate_hub.multi_turn.generate": "multi-turn generation: in rlpipe, rollout.env (docs/agentic.md)",
     "rollout.on_policy_distillation.reward_func": "on-policy distillation's reward: in rlpipe it is "
     "algo.advantage_estimator=on_policy_distillation with algo.opd_teacher_load",
 }
@@ -281,8 +282,25 @@ RM_TYPE_MISSING = "rlpipe's reward hub has no {name}: port Miles' rm_hub functio
 ENGINE_TP_FLAGS = ("--sglang-tp-size", "--sglang-tensor-parallel-size")
 
 
+# Miles' multi-turn generate hub (miles/rollout/generate_hub/multi_turn.py) and its tool flags: rlpipe's multi-turn
+# rollout is built in and takes an environment instead, whose tools are Python functions (docs/agentic.md).
+_MULTI_TURN_FIX = (
+    "multi-turn rollouts in rlpipe: set rollout.env to an environment factory (e.g. a ToolEnv of your tools, ported "
+    "from Miles' execute_tool; docs/agentic.md); tool calls are parsed in the Qwen/Hermes format"
+)
+MULTI_TURN_FLAGS = {
+    "--custom-generate-function-path": _MULTI_TURN_FIX,
+    "--generate-tool-specs-path": _MULTI_TURN_FIX,
+    "--generate-execute-tool-function-path": _MULTI_TURN_FIX,
+    "--generate-tool-call-parser": _MULTI_TURN_FIX,
+    "--log-multi-turn": "rlpipe logs every multi-turn rollout's env/* metrics (turns, tool calls, errors, time)",
+}
+
+
 def classify(flag: str) -> tuple[Literal["miles", "megatron", "unknown"], str]:
     """Which kind of flag rlpipe has no field for, and a reason to show."""
+    if flag in MULTI_TURN_FLAGS:
+        return "miles", MULTI_TURN_FLAGS[flag]
     if flag in LAUNCHER_SGLANG_FLAGS:
         return "miles", f"{LAUNCHER_SGLANG_FLAGS[flag]}: a slime/Miles flag, not an SGLang server argument"
     if flag.removeprefix("--") in miles_flag_names():
