@@ -73,7 +73,7 @@ def conversation(tok, sample: Sample, observations: list[str]) -> list[int]:
     for length in runs(sample.loss_mask):
         turns.append(sample.response_tokens[start : start + length[0]])
         start += sum(length)
-    messages = [{"role": "user", "content": sample.prompt}]
+    messages = list(sample.prompt) if isinstance(sample.prompt, list) else [{"role": "user", "content": sample.prompt}]
     for turn, obs in zip(turns[:-1], observations, strict=True):
         messages += [{"role": "assistant", "content": _content(tok, turn)}, {"role": "tool", "content": obs}]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -46,3 +46,10 @@ SECOND_CALL_STARTED = threading.Event()
 def keep_all_once_second_call_runs(cfg: object, samples: list[Sample]) -> bool:
     assert SECOND_CALL_STARTED.wait(timeout=60)
     return True
+
+
+def three_turn_env(cfg: object) -> object:
+    """rollout.env for the multi-turn mode tests: a scripted environment that answers two turns, then is done."""
+    from tests.rollout.multi_turn_helpers import ScriptedEnv
+
+    return ScriptedEnv(turns=3)
