@@ -52,6 +52,12 @@ class Summary:
     reward_last: float  # ... and over the last 10
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
+    # multi-turn runs: the same first/last means of the episode numbers in SAMPLED_EPISODE_KEYS
+    episodes: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+# What the end-of-run report shows of multi-turn rollouts (rlpipe.rollout.multi_turn.episode_metrics).
+SAMPLED_EPISODE_KEYS = ("env/tool_success_rate", "env/turns_mean")
 
 
 class StalenessError(RuntimeError):
@@ -111,12 +117,16 @@ class Loop:
                 self.trainer.offload()
         eval_before = self.evaluate(start) if (start == 0 and cfg.eval.before_train) else {}
         rewards: list[float] = []
+        episodes: dict[str, list[float]] = {}
         bar = _progress(range(start, total), start, total, cfg.log.progress)
         last_eval = last_save = None
         for rollout_id in bar:
             metrics = self.iteration(rollout_id, total)
             self.metrics.log("train", rollout_id, metrics)
             rewards.append(metrics["reward_mean"])
+            for key in SAMPLED_EPISODE_KEYS:
+                if key in metrics:
+                    episodes.setdefault(key, []).append(metrics[key])
             bar.set_postfix(_postfix(metrics), refresh=False)
             done = rollout_id + 1
             if cfg.eval.interval and done % cfg.eval.interval == 0:
@@ -133,7 +143,10 @@ class Loop:
         eval_after = last_eval[1] if last_eval and last_eval[0] == total else self.evaluate(total)
         self.metrics.plot()
         self.metrics.close()
-        return Summary(start, total, _mean(rewards[:10]), _mean(rewards[-10:]), eval_before, eval_after)
+        return Summary(
+            start, total, _mean(rewards[:10]), _mean(rewards[-10:]), eval_before, eval_after,
+            {key: (_mean(values[:10]), _mean(values[-10:])) for key, values in episodes.items()},
+        )  # fmt: skip
 
     def iteration(self, rollout_id: int, total: int) -> dict[str, float]:
         """One rollout's life: generate -> (engine offloaded) -> train -> one weight sync; its metrics."""
@@ -285,6 +298,8 @@ def _mean(values: list[float]) -> float:
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
     shown = {"reward": metrics["reward_mean"], "kl": metrics.get("kl_loss"), "ent": metrics.get("entropy")}
     out = {k: f"{v:.3f}" for k, v in shown.items() if v is not None}
+    if "env/tool_success_rate" in metrics:  # multi-turn: how many tool calls worked
+        out["tools"] = f"{metrics['env/tool_success_rate']:.2f}"
     if "mismatch_logprob_abs_diff_max" in metrics:  # engine vs trainer: how far from on-policy the samples are
         out["lp_diff"] = f"{metrics['mismatch_logprob_abs_diff_max']:.1e}"
     out["t(r/t/s)"] = f"{metrics['time_rollout']:.2f}/{metrics['time_train']:.2f}/{metrics['time_sync']:.2f}s"

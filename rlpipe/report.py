@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlpipe.loop import Summary
+from rlpipe.loop import SAMPLED_EPISODE_KEYS, Summary
 
 
 def print_report(summary: Summary, run_dir: Path) -> None:
@@ -28,7 +28,11 @@ def print_report(summary: Summary, run_dir: Path) -> None:
         f"{summary.reward_first:.3f}",
         f"{summary.reward_last:.3f}",
     )
+    for key, (first, last) in summary.episodes.items():
+        table.add_row(f"sampled {key} (first / last {n})", f"{first:.3f}", f"{last:.3f}")
     for key in sorted(summary.eval_after):
+        if "/env/" in key and not key.endswith(SAMPLED_EPISODE_KEYS):
+            continue  # the episode details are in metrics.jsonl; the table keeps what says whether it works
         before = summary.eval_before.get(key)
         table.add_row(f"eval {key}", "-" if before is None else f"{before:.3f}", f"{summary.eval_after[key]:.3f}")
     console.print(table)
