@@ -18,9 +18,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlpipe.config import ConfigError, Resolved, load
 from rlpipe.metrics import MetricsLogger, save_curves
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 POLL_S = 1.0  # how often the Ray launcher asks for its jobs' status
 
@@ -111,7 +115,7 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
             ):
                 point = waiting.pop(0)
                 command = shlex.join([sys.executable, str(launch), *point.overrides])
-                job = client.submit_job(entrypoint=f"cd {shlex.quote(cwd)} && {command}")
+                job = _submit(client, f"cd {shlex.quote(cwd)} && {command}")
                 point.seconds = time.monotonic()
                 running[job] = point
                 print(f"[{point.index + 1}/{len(points)}] {point.label}: Ray job {job}", flush=True)
@@ -126,6 +130,22 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
                     del running[job]
     finally:
         ray.shutdown()
+
+
+AGENT_WAIT_S = 120.0  # how long a fresh Ray's job agent may take to register (seconds)
+
+
+def _submit(client: JobSubmissionClient, entrypoint: str) -> str:
+    """Submit one job. A Ray just started may not have its job agent registered yet and answers "No available agent
+    to submit job, please try again later": asked again until it has one, for at most AGENT_WAIT_S."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(POLL_S)
 
 
 def admissible(
