@@ -25,7 +25,7 @@ def ctx(**overrides: object) -> RewardContext:
 
 
 def test_reward_types_are_the_sorted_builtin_names() -> None:
-    assert REWARD_TYPES == ("dapo", "deepscaler", "exact_match", "f1", "math", "remote")
+    assert REWARD_TYPES == ("dapo", "deepscaler", "exact_match", "f1", "math", "reasoning_gym", "remote")
     for name in REWARD_TYPES:
         assert asyncio.iscoroutinefunction(get_reward(name))
 
