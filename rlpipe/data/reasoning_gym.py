@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from rlpipe.data.rows import write_jsonl_atomic
 
 ENTRY_KEY = "reasoning_gym"
 
@@ -44,14 +44,7 @@ def write_reasoning_gym(path: str | Path, name: str, size: int, seed: int, **opt
     """Write `reasoning_gym_rows(...)` as jsonl at `path`, atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in reasoning_gym_rows(name, size, seed, **options))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_jsonl_atomic(path, reasoning_gym_rows(name, size, seed, **options))
     return path
 
 

@@ -1,4 +1,4 @@
-"""Read dataset rows from jsonl or parquet, with errors that name the file and the line.
+"""Read dataset rows from jsonl or parquet, with errors that name the file and the line; write jsonl atomically.
 
 Kept apart from `dataset.py` so light callers (the task maker, the SFT warm-up) read rows without importing
 transformers.
@@ -7,7 +7,9 @@ transformers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,16 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DatasetError(f"{path}: cannot read parquet file ({e})") from e
     # Row numbers count from 1 like jsonl lines, so messages read the same for both formats.
     yield from enumerate(table.to_pylist(), start=1)
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write `rows` as jsonl at `path` (whose folder exists): a temporary sibling renamed into place, so a reader
+    never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -15,15 +15,12 @@ of the tool demo (conf/experiment/tool-cpu.yaml).
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from rlpipe.data.rows import read_rows
+from rlpipe.data.rows import read_rows, write_jsonl_atomic
 from rlpipe.rollout.tool_calls import tool_call_text
 
 Task = Literal["reverse", "copy", "add"]
@@ -76,8 +73,8 @@ def write_task_dataset(
         return train_path, eval_path
     indices = random.Random(seed).sample(range(space), n_eval + n_train)
     rows = [_row(task, i, digits, as_messages, tools) for i in indices]
-    _write_jsonl_atomic(eval_path, rows[:n_eval])
-    _write_jsonl_atomic(train_path, rows[n_eval:])
+    write_jsonl_atomic(eval_path, rows[:n_eval])
+    write_jsonl_atomic(train_path, rows[n_eval:])
     return train_path, eval_path
 
 
@@ -116,14 +113,3 @@ def _check_task(task: str, digits: int) -> None:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,10 +7,9 @@ in [0, 1] (no answer tag: 0).
 
 from __future__ import annotations
 
+from rlpipe.data.reasoning_gym import ENTRY_KEY
 from rlpipe.data.sample import Sample
 from rlpipe.reward.context import RewardContext
-
-ENTRY_KEY = "reasoning_gym"  # rlpipe.data.reasoning_gym.ENTRY_KEY; not imported: the data module is the CLI's
 
 
 async def reasoning_gym_reward(sample: Sample, ctx: RewardContext) -> float:

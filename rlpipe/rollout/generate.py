@@ -23,7 +23,7 @@ from rlpipe.data.sample import Sample, Status
 from rlpipe.reward import RewardContext, group_by_index, score_groups
 from rlpipe.rollout.engine import GenerateOutput, RolloutEngine, SamplingParams
 from rlpipe.rollout.multi_turn import EpisodeRunner
-from rlpipe.rollout.waves import collect_groups
+from rlpipe.rollout.waves import collect_groups, number_groups
 
 FINISH_STATUS = {"stop": Status.COMPLETED, "length": Status.TRUNCATED, "abort": Status.ABORTED}
 UNFINISHED = (Status.PENDING, Status.ABORTED)
@@ -48,9 +48,7 @@ class RolloutSource:
         if self.episodes is not None:
             groups = self.new_groups(prompts, params.n, rollout_id)
             self.continue_samples([s for g in groups for s in g], params, rollout_id)
-            for g, group in enumerate(groups):
-                for k, sample in enumerate(group):
-                    sample.group_index, sample.index = g, g * params.n + k
+            number_groups(groups, params.n)
             return groups
         outputs = self.engine.generate([p.prompt_tokens for p in prompts], params)
         version = self.engine.weight_version

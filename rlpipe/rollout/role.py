@@ -46,6 +46,9 @@ class RolloutRole:
             self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
         ro = cfg.rollout
         self.episodes = self._episodes()
+        # what the chat template lists to the model: the environment's tools, asked once (an env may list them remotely)
+        tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
+        self.tools = list(tools.values()) if tools else None
         self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
         self.source = RolloutSource(
             self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode, episodes=self.episodes
@@ -75,12 +78,11 @@ class RolloutRole:
 
     def _dataset(self, path: str, input_key: str | None, label_key: str | None, shuffle: bool) -> PromptDataset:
         ro = self.cfg.rollout
-        tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
         return PromptDataset(
             path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
             metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
             max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
-            tools=list(tools.values()) if tools else None,
+            tools=self.tools,
         )  # fmt: skip
 
     def _reward_context(self, rm_type: str | None) -> RewardContext:

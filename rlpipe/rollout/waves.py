@@ -97,9 +97,7 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
         source.buffer.extend(leftover + surplus)  # whole groups, tokens so far; resumed by a later rollout
     elif source.episodes is not None:
         source.episodes.end(_flat(leftover))  # their episodes are dropped unfinished: free the environments
-    for g, group in enumerate(kept):  # the trainer reads groups as consecutive runs of n_samples
-        for k, sample in enumerate(group):
-            sample.group_index, sample.index = g, g * n + k
+    number_groups(kept, n)
     source.metrics |= {
         "sampling_waves": float(waves),
         "groups_kept": float(len(kept)),
@@ -110,6 +108,14 @@ def collect_groups(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> li
         **{f"groups_dropped/{reason}": float(count) for reason, count in dropped.items()},
     }
     return kept
+
+
+def number_groups(groups: list[list[Sample]], n: int) -> None:
+    """Number `groups` in order (group_index) and their samples as consecutive runs of `n` (index): how the trainer
+    and the group rewards read them."""
+    for g, group in enumerate(groups):
+        for k, sample in enumerate(group):
+            sample.group_index, sample.index = g, g * n + k
 
 
 def _too_few(cfg: RunConfig, rollout_id: int, kept: int, waves: int, metrics: dict[str, float]) -> str:
