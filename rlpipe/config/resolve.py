@@ -10,6 +10,7 @@ collected across all rules and raised together. Nothing here imports torch, Ray 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -755,6 +756,9 @@ def _reward_type(r: Resolver) -> None:
         value = r.get(key)
         if value is not None and value not in REWARD_TYPES:
             r.problem(key, "unknown reward type", "one of: " + ", ".join(REWARD_TYPES), value)
+        elif value == "reasoning_gym" and importlib.util.find_spec("reasoning_gym") is None:
+            missing = "scores with the reasoning-gym package, which is not installed"
+            r.problem(key, missing, "pip install 'rlpipe[envs]'", value)
     remote = "remote" in (r.get("rollout.rm_type"), *(ds["rm_type"] for ds in r.d["eval"]["datasets"].values()))
     if remote and not r.get("rollout.rm_url") and not r.get("rollout.custom_rm_path"):
         r.problem(

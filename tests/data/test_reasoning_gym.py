@@ -65,3 +65,18 @@ def test_a_row_without_its_entry_is_named() -> None:
     tok = char_tokenizer_with(qwen2_5_chat_template)
     with pytest.raises(RewardError, match=r"no metadata\.reasoning_gym entry"):
         score(tok, [{"prompt": "q", "label": "1", "metadata": {}}], ["<answer>1</answer>"])
+
+
+def test_the_reward_without_its_package_is_refused_at_config_time(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    from rlpipe.config import ConfigError, load
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "reasoning_gym" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as info:
+        load([f"demo.cache_dir={tmp_path}", "rollout.rm_type=reasoning_gym"])
+    (problem,) = [p for p in info.value.problems if p.key == "rollout.rm_type"]
+    assert "not installed" in problem.message and "rlpipe[envs]" in problem.fix
