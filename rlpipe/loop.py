@@ -18,6 +18,11 @@ Modes (each a config switch on this same loop):
     debug.rollout_only   generate, score and log; no trainer call (the engine keeps ckpt.hf_checkpoint).
     debug.train_only     train on saved rollouts (the rollout side reads them); no engine call, no eval.
 
+The SFT job (algo.loss_type=sft_loss) is this loop too: each rollout is the next batch of conversations
+(rlpipe.rollout.sft), trained with the supervised loss on the LR schedule. The engine, when there is one, serves only
+generation-based eval: it gets the weights right before an evaluation, not after every rollout, and is offloaded
+otherwise under colocate. Every evaluation also reports the held-out loss of the eval conversations (trainer side).
+
 `trainer` and `rollout` are a `TrainerRole` and a `RolloutRole` in-process, or Ray groups of them that
 answer the same calls (rlpipe.cluster). Under colocate the two time-slice the same devices: the rollout
 side is offloaded while the trainer trains, and brought back before the weight sync.
@@ -52,12 +57,15 @@ class Summary:
     reward_last: float  # ... and over the last 10
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
-    # multi-turn runs: the same first/last means of the episode numbers in SAMPLED_EPISODE_KEYS
-    episodes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # the same first/last means of the per-rollout numbers in TRACKED_KEYS the run has (multi-turn, SFT)
+    tracked: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sft: bool = False  # the SFT job: its reward is not a number to report
 
 
-# What the end-of-run report shows of multi-turn rollouts (rlpipe.rollout.multi_turn.episode_metrics).
+# What the end-of-run report shows besides the reward: multi-turn rollouts' episode numbers
+# (rlpipe.rollout.multi_turn.episode_metrics) and the SFT job's loss.
 SAMPLED_EPISODE_KEYS = ("env/tool_success_rate", "env/turns_mean")
+TRACKED_KEYS = ("sft_loss", *SAMPLED_EPISODE_KEYS)
 
 
 class StalenessError(RuntimeError):
@@ -80,6 +88,9 @@ class Loop:
         self.offload_train = run.cfg.cluster.offload_train
         self.trains = not run.cfg.debug.rollout_only
         self.generates = not run.cfg.debug.train_only  # an engine is there to generate, sync and evaluate
+        self.sft = run.cfg.algo.loss_type == "sft_loss"  # the engine only evaluates; weights go to it on demand
+        self.engine_current = False  # SFT: whether the engine holds the trainer's current weights
+        self._eval_conversations: dict[str, Any] | None = None
         self.version = 0  # engine weight version that holds the trainer's current weights (after each sync)
         # Async: one worker generates the next rollout; `ahead` is it in flight, `cursor` the rollout side's
         # state where that rollout began (what a checkpoint taken now must hold to redo it on resume).
@@ -111,22 +122,24 @@ class Loop:
         self.metrics = MetricsLogger(self.run_dir, cfg.log, cfg.run_name, resume_from=start)
         if start == 0 and cfg.warmup is not None and self.trains:
             self.warmup()
-        if self.trains and self.generates:
+        if self.trains and self.generates and not self.sft:
             self.sync_weights()
             if self.offload_train:
                 self.trainer.offload()
+        elif self.sft and self.generates and self.offload_rollout:
+            self.rollout.offload()  # the trainer has the devices until an evaluation needs the engine
         eval_before = self.evaluate(start) if (start == 0 and cfg.eval.before_train) else {}
         rewards: list[float] = []
-        episodes: dict[str, list[float]] = {}
+        tracked: dict[str, list[float]] = {}
         bar = _progress(range(start, total), start, total, cfg.log.progress)
         last_eval = last_save = None
         for rollout_id in bar:
             metrics = self.iteration(rollout_id, total)
             self.metrics.log("train", rollout_id, metrics)
             rewards.append(metrics["reward_mean"])
-            for key in SAMPLED_EPISODE_KEYS:
+            for key in TRACKED_KEYS:
                 if key in metrics:
-                    episodes.setdefault(key, []).append(metrics[key])
+                    tracked.setdefault(key, []).append(metrics[key])
             bar.set_postfix(_postfix(metrics), refresh=False)
             done = rollout_id + 1
             if cfg.eval.interval and done % cfg.eval.interval == 0:
@@ -145,25 +158,27 @@ class Loop:
         self.metrics.close()
         return Summary(
             start, total, _mean(rewards[:10]), _mean(rewards[-10:]), eval_before, eval_after,
-            {key: (_mean(values[:10]), _mean(values[-10:])) for key, values in episodes.items()},
+            {key: (_mean(values[:10]), _mean(values[-10:])) for key, values in tracked.items()}, self.sft,
         )  # fmt: skip
 
     def iteration(self, rollout_id: int, total: int) -> dict[str, float]:
         """One rollout's life: generate -> (engine offloaded) -> train -> one weight sync; its metrics."""
         t0 = time.perf_counter()
         rollout = self.next_rollout(rollout_id, total)
-        if self.offload_rollout:
+        engine_in_loop = self.generates and not self.sft  # SFT: the engine stays out of the training rollouts
+        if self.offload_rollout and engine_in_loop:
             self.rollout.offload()
         metrics = rollout.metrics | self.staleness(rollout)
         t1 = time.perf_counter()
         if self.trains:
-            if self.offload_train:
+            if self.offload_train and engine_in_loop:
                 self.trainer.onload()
             metrics |= self.trainer.rl_update(rollout.samples)
             skipped = metrics.get("nonfinite_steps", 0.0) + metrics.get("critic_nonfinite_steps", 0.0)
             self.count_nonfinite(skipped, f"rollout {rollout_id}")
         t2 = time.perf_counter()
-        if self.trains and self.generates:
+        self.engine_current = self.engine_current and not self.trains
+        if self.trains and engine_in_loop:
             metrics["time_wait"] = self.wait_for_generation()
             self.sync_weights()  # once per rollout, however many optimizer steps ran
             if self.offload_train:  # after the sync: the weights are read from the trainer's device copy
@@ -192,7 +207,7 @@ class Loop:
         for step in bar:
             chosen = [examples[i] for i in rng.sample(range(len(examples)), min(warm.batch_size, len(examples)))]
             metrics = self.trainer.sft_update(chosen, warm.lr)
-            self.count_nonfinite(metrics.get("nonfinite_step", 0.0), f"warm-up step {step}")
+            self.count_nonfinite(metrics.get("nonfinite_steps", 0.0), f"warm-up step {step}")
             self.metrics.log("warmup", step, metrics)
             bar.set_postfix(sft_loss=f"{metrics['sft_loss']:.3f}", refresh=False)
             if self.stop.requested:
@@ -226,7 +241,7 @@ class Loop:
 
     def staleness(self, rollout: Rollout) -> dict[str, float]:
         """Policy versions between each sample's generating weights and the weights it is trained from."""
-        if not (self.trains and self.generates):
+        if not (self.trains and self.generates) or self.sft:
             return {}
         lags = [self.version - s.weight_version for s in rollout.samples]
         bound = self.cfg.rollout.max_staleness
@@ -256,14 +271,45 @@ class Loop:
         if self.offload_rollout:
             self.rollout.onload()
         self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())
+        self.engine_current = True
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
-        """Each eval dataset's metrics under the engine's current weights (nothing in train-only runs)."""
-        if not self.generates:
-            return {}
-        results = self.rollout.evaluate(rollout_id)
+        """Each eval dataset's metrics under the engine's current weights (nothing in train-only runs); the SFT
+        job's also the eval loss of every eval dataset's conversations, and its engine gets the weights first."""
+        results = self.eval_loss() if self.sft and self.trains else {}
+        if self.generates:
+            if self.sft:
+                results |= self.sft_generation_eval(rollout_id)
+            else:
+                results |= self.rollout.evaluate(rollout_id)
         if results:
             self.metrics.log("eval", rollout_id, results)
+        return results
+
+    def eval_loss(self) -> dict[str, float]:
+        """The trainer's held-out loss and perplexity on each eval dataset's conversations (the SFT job)."""
+        if self._eval_conversations is None:
+            self._eval_conversations = self.rollout.eval_conversations()
+        return {
+            f"{name}/{key}": value
+            for name, samples in self._eval_conversations.items()
+            for key, value in self.trainer.eval_loss(samples).items()
+        }
+
+    def sft_generation_eval(self, rollout_id: int) -> dict[str, float]:
+        """The SFT job's generation-based eval: the engine gets the current weights (onloaded under colocate, the
+        trainer offloaded meanwhile), evaluates, and gives the devices back."""
+        if not self.engine_current:
+            self.sync_weights()  # onloads the engine first when it was offloaded
+        elif self.offload_rollout:
+            self.rollout.onload()
+        if self.offload_train:
+            self.trainer.offload()
+        results = self.rollout.evaluate(rollout_id)
+        if self.offload_rollout:
+            self.rollout.offload()
+        if self.offload_train:
+            self.trainer.onload()
         return results
 
     def stop_after(self, done: int, saved: bool) -> None:
@@ -296,7 +342,10 @@ def _mean(values: list[float]) -> float:
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
-    shown = {"reward": metrics["reward_mean"], "kl": metrics.get("kl_loss"), "ent": metrics.get("entropy")}
+    if "sft_loss" in metrics:  # the SFT job: its reward is 0 by construction
+        shown = {"loss": metrics["sft_loss"]}
+    else:
+        shown = {"reward": metrics["reward_mean"], "kl": metrics.get("kl_loss"), "ent": metrics.get("entropy")}
     out = {k: f"{v:.3f}" for k, v in shown.items() if v is not None}
     if "env/tool_success_rate" in metrics:  # multi-turn: how many tool calls worked
         out["tools"] = f"{metrics['env/tool_success_rate']:.2f}"

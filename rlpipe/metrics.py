@@ -39,7 +39,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, log: LogConfig, run_name: str, resume_from: int) -> None:
         self.path = run_dir / "metrics.jsonl"
-        self.plot_path = run_dir / "reward_curve.png"
+        self.run_dir = run_dir
         # A resumed run keeps the records its checkpoint covers and redoes the rest; a fresh run starts empty.
         kept = [r for r in self.read(self.path) if covered_by_checkpoint(r, resume_from)]
         _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -91,14 +91,20 @@ class MetricsLogger:
             self._wandb.log(scalars, step=step)
 
     def plot(self) -> Path:
-        """Reward per rollout (and eval reward) as a PNG beside metrics.jsonl."""
+        """Reward per rollout (and eval reward) as reward_curve.png beside metrics.jsonl; for the SFT job the
+        training and eval loss as loss_curve.png."""
         records = self.read(self.path)
         train = [r for r in records if r["phase"] == "train"]
-        curves = {"sampled reward (train)": [(r["rollout_id"], r["reward_mean"]) for r in train]}
+        sft = any("sft_loss" in r for r in train)
+        train_key, eval_suffix, what = (
+            ("sft_loss", "/loss", "loss") if sft else ("reward_mean", "/reward_mean", "reward")
+        )
+        curves = {f"{what} (train)": [(r["rollout_id"], r[train_key]) for r in train if train_key in r]}
         evals = [r for r in records if r["phase"] == "eval"]
-        for key in sorted({k for r in evals for k in r if k.endswith("/reward_mean")}):
+        for key in sorted({k for r in evals for k in r if k.endswith(eval_suffix)}):
             curves[f"eval {key.split('/')[0]}"] = [(r["rollout_id"], r[key]) for r in evals if key in r]
-        return save_curves(self.plot_path, curves, marked={label for label in curves if label.startswith("eval ")})
+        marked = {label for label in curves if label.startswith("eval ")}
+        return save_curves(self.run_dir / f"{what}_curve.png", curves, marked, ylabel=f"mean {what}")
 
     def close(self) -> None:
         if self._tb is not None:
@@ -107,9 +113,11 @@ class MetricsLogger:
             self._wandb.finish()
 
 
-def save_curves(path: Path, curves: dict[str, list[tuple[int, float]]], marked: set[str] | None = None) -> Path:
-    """Mean reward per rollout, one line per curve (`marked` ones with dots), as a PNG at `path`: a run's
-    reward_curve.png and a sweep's rewards.png."""
+def save_curves(
+    path: Path, curves: dict[str, list[tuple[int, float]]], marked: set[str] | None = None, ylabel: str = "mean reward"
+) -> Path:
+    """A mean per rollout (reward, or the SFT job's loss), one line per curve (`marked` ones with dots), as a PNG at
+    `path`: a run's reward_curve.png / loss_curve.png and a sweep's rewards.png."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to a file
@@ -120,7 +128,7 @@ def save_curves(path: Path, curves: dict[str, list[tuple[int, float]]], marked: 
         if points:
             ax.plot(*zip(*points, strict=True), marker="o" if label in (marked or set()) else None, label=label)
     ax.set_xlabel("rollout")
-    ax.set_ylabel("mean reward")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
     if any(curves.values()):

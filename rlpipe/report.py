@@ -23,17 +23,20 @@ def print_report(summary: Summary, run_dir: Path) -> None:
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     n = min(10, summary.last_rollout - summary.first_rollout)
-    table.add_row(
-        f"sampled reward (mean of first / last {n} rollouts)",
-        f"{summary.reward_first:.3f}",
-        f"{summary.reward_last:.3f}",
-    )
-    for key, (first, last) in summary.episodes.items():
-        table.add_row(f"sampled {key} (first / last {n})", f"{first:.3f}", f"{last:.3f}")
+    if not summary.sft:  # the SFT job has no reward; its loss is tracked
+        table.add_row(
+            f"sampled reward (mean of first / last {n} rollouts)",
+            f"{summary.reward_first:.3f}",
+            f"{summary.reward_last:.3f}",
+        )
+    for key, (first, last) in summary.tracked.items():
+        what = "train" if key == "sft_loss" else "sampled"
+        table.add_row(f"{what} {key} (first / last {n})", f"{first:.3f}", f"{last:.3f}")
     for key in sorted(summary.eval_after):
         if "/env/" in key and not key.endswith(SAMPLED_EPISODE_KEYS):
             continue  # the episode details are in metrics.jsonl; the table keeps what says whether it works
         before = summary.eval_before.get(key)
         table.add_row(f"eval {key}", "-" if before is None else f"{before:.3f}", f"{summary.eval_after[key]:.3f}")
     console.print(table)
-    console.print(f"metrics: {run_dir / 'metrics.jsonl'}   plot: {run_dir / 'reward_curve.png'}")
+    plot = run_dir / ("loss_curve.png" if summary.sft else "reward_curve.png")
+    console.print(f"metrics: {run_dir / 'metrics.jsonl'}   plot: {plot}")

@@ -97,6 +97,11 @@ class TrainerGroup:
 
         return self._all("sft_update", ray.put(examples), lr)
 
+    def eval_loss(self, samples: Any) -> dict[str, float]:
+        import ray
+
+        return self._all("eval_loss", ray.put(samples))
+
     def hf_named_tensors(self) -> Any:
         """The next weights for the engines: an object reference to rank 0's (object-store sync), or, with
         broadcast sync, the broadcast already under way for the rollout side to receive."""

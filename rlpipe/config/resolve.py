@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlpipe.config import consistency, limits
+from rlpipe.config import consistency, limits, sft
 from rlpipe.config.errors import ConfigError
 from rlpipe.config.hf import hf_architecture, read_hf_config
 from rlpipe.config.identity import same_run
@@ -70,9 +70,10 @@ def _accelerator(r: Resolver) -> None:
 DEMO_CHECKPOINT_PREFIX = "tiny-qwen2-"  # the demo's checkpoints in demo.cache_dir: tiny-qwen2-<architecture hash>
 
 
-def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path, Path]:
+def demo_paths(demo: dict[str, Any], model: dict[str, Any], conversations: bool = False) -> tuple[Path, Path, Path]:
     """(checkpoint folder, train jsonl, eval jsonl) the demo builds; the checkpoint is named by a hash of the
-    architecture and seed, the data files by `rlpipe.data.tasks.task_dataset_paths`."""
+    architecture and seed, the data files by `rlpipe.data.tasks.task_dataset_paths` (`conversations`: the SFT
+    job's)."""
     from rlpipe.data.tasks import task_dataset_paths
 
     cache = Path(demo["cache_dir"])
@@ -86,6 +87,7 @@ def demo_paths(demo: dict[str, Any], model: dict[str, Any]) -> tuple[Path, Path,
         demo["seed"],
         demo["digits"],
         tools=demo["tools"],
+        conversations=conversations,
     )
     return cache / f"{DEMO_CHECKPOINT_PREFIX}{model_hash}", train, evalset
 
@@ -116,7 +118,8 @@ def _demo(r: Resolver) -> None:
         )
     if missing:
         return
-    ckpt, train, evalset = demo_paths(demo, r.d["model"])
+    conversations = sft.is_sft(r)
+    ckpt, train, evalset = demo_paths(demo, r.d["model"], conversations)
     why = f"built offline by the demo (task {demo['task']}) on first run, cached in {demo['cache_dir']}"
     # The demo writes its task files next to each other; a user's own data file would be ignored or written over.
     user_data = {"rollout.prompt_data": r.get("rollout.prompt_data"), "eval.datasets": list(r.d["eval"]["datasets"])}
@@ -135,6 +138,8 @@ def _demo(r: Resolver) -> None:
     r.derive("eval.datasets", {demo["task"]: {"path": str(evalset)}}, why)
     if r.get("rollout.rm_type") is None and r.get("rollout.custom_rm_path") is None:
         r.derive("rollout.rm_type", "exact_match", "demo tasks are scored by exact match up to EOS")
+    if conversations:
+        r.derive("rollout.input_key", "messages", f"{why}: conversations for the SFT job")
     _demo_vocabulary(r)
     _demo_add_learns(r)
 
@@ -354,7 +359,7 @@ def _debug(r: Resolver) -> None:
                 f"debug.{key}=" + "'dumps/rollout_{rollout_id}.pkl'",
                 path,
             )
-    if dbg["train_only"] and not dbg["load_rollout_data"]:
+    if dbg["train_only"] and not dbg["load_rollout_data"] and not sft.is_sft(r):  # SFT reads its conversations
         r.problem(
             "debug.train_only",
             "train-only runs without an engine and trains on saved rollouts, but none are given",
@@ -362,7 +367,8 @@ def _debug(r: Resolver) -> None:
         )
     if dbg["train_only"] and dbg["rollout_only"]:
         r.problem("debug.rollout_only", "rollout-only and train-only exclude each other", "keep one of them")
-    if (dbg["train_only"] or dbg["rollout_only"]) and r.get("rollout.mode") == "async":
+    # (the SFT job's async is Miles' train_async SFT: the next conversations are read while the trainer trains)
+    if (dbg["train_only"] or dbg["rollout_only"]) and r.get("rollout.mode") == "async" and not sft.is_sft(r):
         r.problem(
             "rollout.mode",
             "async overlaps generation with training, and a debug mode runs only one of them",
@@ -370,7 +376,12 @@ def _debug(r: Resolver) -> None:
             "async",
         )
     if dbg["train_only"] and r.get("eval.interval"):
-        r.warn("eval.interval", "train-only runs have no engine to evaluate with; evaluation is skipped")
+        skipped = (
+            "generation-based evaluation is skipped (the eval loss is not)"
+            if sft.is_sft(r)
+            else "evaluation is skipped"
+        )
+        r.warn("eval.interval", f"train-only runs have no engine to evaluate with; {skipped}")
 
 
 def _weight_sync(r: Resolver) -> None:
@@ -551,6 +562,8 @@ def _topology(r: Resolver) -> None:
     per_engine = r.get("sglang.rollout_num_gpus_per_engine")
     if r.get("rollout.engine") == "hf":
         rollout_gpus, engines = (cl["rollout_num_gpus"] or 0) if not cl["colocate"] else actor, 1
+    elif r.get("debug.train_only") and not cl["colocate"]:
+        rollout_gpus, engines = 0, 0  # no engine is started (slime/Miles place no rollout GPUs either)
     else:
         rollout_gpus = cl["rollout_num_gpus"]
         if rollout_gpus is None:
@@ -815,6 +828,7 @@ RULES: tuple[Callable[[Resolver], None], ...] = (
     _accelerator,
     limits.placement,
     _demo,
+    sft.job,
     _model_from_hf,
     run_folder_name,
     input_files,

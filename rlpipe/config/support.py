@@ -51,12 +51,12 @@ def supported(r: Resolver) -> None:
         )
     if cfg["log"]["wandb"] and not installed("wandb"):
         r.path_problem("log.wandb", "wandb is not installed", "pip install wandb, or log.wandb=false")
-    if cfg["algo"]["loss_type"] != "policy_loss":
+    if cfg["algo"]["loss_type"] == "custom_loss":
         r.problem(
             "algo.loss_type",
-            f"{cfg['algo']['loss_type']} as the RL-phase loss is not built yet; a supervised phase is declared "
-            "with `warmup`",
-            "algo.loss_type=policy_loss",
+            "custom_loss is not built yet",
+            "algo.loss_type=policy_loss (RL) or sft_loss (the SFT job)",
+            "custom_loss",
         )
     if cfg["cluster"]["backend"] == "local" and topology.get("actor_gpus", 1) > 1:
         r.problem(

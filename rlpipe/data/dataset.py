@@ -18,13 +18,17 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
+from rlpipe.data.conversation import ConversationError, encode_conversation
 from rlpipe.data.rows import DatasetError, read_rows
-from rlpipe.data.sample import Sample
+from rlpipe.data.sample import Sample, Status
 from rlpipe.data.tokenizer import Prompt, encode_prompt
 
 __all__ = ["DatasetError", "PromptDataset"]
 
 log = logging.getLogger(__name__)
+
+
+Supervised = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # an SftExample, immutable
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class _Row:
     label: Any
     metadata: dict[str, Any]
     prompt_tokens: tuple[int, ...]
+    conversation: Supervised | None = None  # conversations: the whole conversation as supervised tokens
 
 
 class PromptDataset:
@@ -43,6 +48,11 @@ class PromptDataset:
     (a string becomes one user message); `max_prompt_len` drops longer prompts (in tokens); `shuffle` / `seed`
     set the per-epoch order; `tools` are listed by the chat template (multi-turn environments' tools).
     `Sample.prompt` keeps the prompt as written; `prompt_tokens` is the templated one.
+
+    With `conversations` (the SFT job) `input_key` holds a whole conversation, assistant turns included: it is kept
+    as supervised tokens (`training_sample`, rlpipe.data.conversation), and as a prompt for generation-based eval:
+    the messages before the first assistant turn, labelled with the last assistant turn's content unless the row
+    has a label (with rollout.env the eval plays the episode, so a tool conversation is evaluated as one).
     """
 
     def __init__(
@@ -57,8 +67,10 @@ class PromptDataset:
         shuffle: bool = True,
         seed: int = 0,
         tools: list[Any] | None = None,
+        conversations: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.conversations = conversations
         self.shuffle = shuffle
         self.seed = seed
         self.tools = tools
@@ -84,6 +96,17 @@ class PromptDataset:
     def rows_as_samples(self) -> list[Sample]:
         """Every row once, in file order, without moving the cursor (evaluation, supervised warm-up)."""
         return [self._sample(i) for i in range(len(self._rows))]
+
+    def training_sample(self, sample: Sample) -> Sample:
+        """A conversation row's sample as the trainer sees it (SFT): the tokens before the first assistant turn as
+        the prompt, the rest as the response, trained on the assistant turns only; nothing to generate."""
+        conversation = self._rows[sample.index].conversation
+        if conversation is None:
+            raise DatasetError(f"{self.path}: rows are prompts, not conversations; build it with conversations=True")
+        prompt, response, mask = conversation
+        sample.prompt_tokens, sample.response_tokens, sample.loss_mask = list(prompt), list(response), list(mask)
+        sample.status = Status.COMPLETED
+        return sample
 
     def state_dict(self) -> dict[str, int]:
         """The cursor; `num_rows` guards against resuming over a different file."""
@@ -127,20 +150,36 @@ class PromptDataset:
         rows, too_long = [], 0
         for line_no, raw in read_rows(self.path):
             prompt = self._field(raw, input_key, line_no)
-            label = self._field(raw, label_key, line_no) if label_key is not None else None
+            where = f"{self.path}:{line_no}"
+            conversation = self._conversation(tok, prompt, where) if self.conversations else None
+            if conversation is not None:  # the task as posed: the messages before the first assistant turn
+                turns = [i for i, m in enumerate(prompt) if m["role"] == "assistant"]
+                label = raw[label_key] if label_key is not None and label_key in raw else prompt[turns[-1]]["content"]
+                prompt = prompt[: turns[0]]
+            else:
+                label = self._field(raw, label_key, line_no) if label_key is not None else None
             metadata = raw.get(metadata_key) if metadata_key is not None else None
-            _check_prompt(prompt, apply_chat_template, f"{self.path}:{line_no}")
+            _check_prompt(prompt, apply_chat_template, where)
             tokens = encode_prompt(tok, prompt, apply_chat_template, self.tools)
             if max_prompt_len is not None and len(tokens) > max_prompt_len:
                 too_long += 1
                 continue
-            rows.append(_Row(prompt, label, dict(metadata or {}), tuple(tokens)))
+            rows.append(_Row(prompt, label, dict(metadata or {}), tuple(tokens), conversation))
         if too_long:
             log.warning("%s: dropped %d prompts longer than %d tokens", self.path, too_long, max_prompt_len)
         if not rows:
             reason = f" (all {too_long} longer than max_prompt_len={max_prompt_len})" if too_long else ""
             raise DatasetError(f"{self.path}: the dataset has no usable rows{reason}")
         return rows
+
+    def _conversation(self, tok: PreTrainedTokenizerFast, messages: Any, where: str) -> Supervised:
+        """A row's conversation as (prompt ids, response ids, loss mask), or a DatasetError naming the row."""
+        _check_prompt(messages, True, where)
+        try:
+            prompt, response, mask = encode_conversation(tok, messages, self.tools)
+        except ConversationError as err:
+            raise DatasetError(f"{where}: {err}") from None
+        return tuple(prompt), tuple(response), tuple(mask)
 
     def _field(self, raw: dict[str, Any], key: str, line_no: int) -> Any:
         if key not in raw:

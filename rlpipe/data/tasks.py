@@ -10,7 +10,9 @@ Every prompt character is in the tiny model's vocabulary (`rlpipe.data.tiny_mode
 Splits come from one seeded sample of distinct problems: the first `n_eval` are the eval split and the next
 `n_train` the train split, so they are disjoint and the eval split does not change with `n_train`.
 With `tools`, add problems also carry a solved calculator episode (`metadata.trace`) for the supervised warm-up
-of the tool demo (conf/experiment/tool-cpu.yaml).
+of the tool demo (conf/experiment/tool-cpu.yaml). With `conversations` (the SFT job, conf/experiment/sft-cpu.yaml)
+each row is `{"messages": [user, assistant answer], "label": answer, ...}`, and with `tools` the messages are the
+solved episode itself: user, the assistant's calculator call, the tool's result, the assistant's answer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlpipe.data.rows import read_rows, write_jsonl_atomic
-from rlpipe.rollout.tool_calls import tool_call_text
+from rlpipe.rollout.tool_calls import calculator, tool_call_text
 
 Task = Literal["reverse", "copy", "add"]
 TASKS: tuple[str, ...] = ("reverse", "copy", "add")
@@ -51,6 +53,7 @@ def write_task_dataset(
     digits: int = 3,
     as_messages: bool = True,
     tools: bool = False,
+    conversations: bool = False,
 ) -> tuple[Path, Path]:
     """Write (or reuse) `<task>...train.jsonl` and `...eval.jsonl` in `folder`; returns (train_path, eval_path).
 
@@ -61,7 +64,9 @@ def write_task_dataset(
     _check_task(task, digits)
     if tools and task != "add":
         raise ValueError(f"only the add task has a tool (the calculator); task {task!r} has none")
-    train_path, eval_path = task_dataset_paths(folder, task, n_train, n_eval, seed, digits, as_messages, tools)
+    train_path, eval_path = task_dataset_paths(
+        folder, task, n_train, n_eval, seed, digits, as_messages, tools, conversations
+    )
     space = problem_count(task, digits)
     if n_train < 1 or n_eval < 0 or n_train + n_eval > space:
         raise ValueError(
@@ -72,7 +77,7 @@ def write_task_dataset(
     if train_path.is_file() and eval_path.is_file():
         return train_path, eval_path
     indices = random.Random(seed).sample(range(space), n_eval + n_train)
-    rows = [_row(task, i, digits, as_messages, tools) for i in indices]
+    rows = [_row(task, i, digits, as_messages, tools, conversations) for i in indices]
     write_jsonl_atomic(eval_path, rows[:n_eval])
     write_jsonl_atomic(train_path, rows[n_eval:])
     return train_path, eval_path
@@ -87,9 +92,11 @@ def task_dataset_paths(
     digits: int,
     as_messages: bool = True,
     tools: bool = False,
+    conversations: bool = False,
 ) -> tuple[Path, Path]:
     """(train, eval) file paths `write_task_dataset` uses: the names carry every argument."""
-    stem = f"{task}-d{digits}-s{seed}-{n_train}x{n_eval}-{'chat' if as_messages else 'text'}{'-tools' if tools else ''}"
+    kind = ("chat" if as_messages else "text") + ("-tools" if tools else "") + ("-sft" if conversations else "")
+    stem = f"{task}-d{digits}-s{seed}-{n_train}x{n_eval}-{kind}"
     return Path(folder) / f"{stem}.train.jsonl", Path(folder) / f"{stem}.eval.jsonl"
 
 
@@ -99,12 +106,24 @@ def sft_pairs(path: str | Path) -> Iterator[tuple[str | list[dict[str, str]], st
         yield row["prompt"], row["label"]
 
 
-def _row(task: Task, index: int, digits: int, as_messages: bool, tools: bool) -> dict[str, Any]:
+def _row(task: Task, index: int, digits: int, as_messages: bool, tools: bool, conversations: bool) -> dict[str, Any]:
     text, answer = make_problem(task, index, digits)
     prompt: str | list[dict[str, str]] = [{"role": "user", "content": text}] if as_messages else text
     metadata: dict[str, Any] = {"task": task}
+    trace = [tool_call_text("calculator", {"expression": text.rstrip("=")}), answer] if tools else [answer]
+    if conversations:
+        if not as_messages:
+            raise ValueError("a conversation is chat messages: as_messages must be on")
+        messages: list[dict[str, str]] = [{"role": "user", "content": text}, {"role": "assistant", "content": trace[0]}]
+        if tools:  # the calculator's reply, then the answer
+            result = calculator(text.rstrip("="))
+            messages += [
+                {"role": "tool", "name": "calculator", "content": result},
+                {"role": "assistant", "content": answer},
+            ]
+        return {"messages": messages, "label": answer, "metadata": metadata}
     if tools:  # call the calculator on the sum, then answer with its result
-        metadata["trace"] = [tool_call_text("calculator", {"expression": text.rstrip("=")}), answer]
+        metadata["trace"] = trace
     return {"prompt": prompt, "label": answer, "metadata": metadata}
 
 

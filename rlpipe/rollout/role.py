@@ -49,6 +49,7 @@ class RolloutRole:
         # what the chat template lists to the model: the environment's tools, asked once (an env may list them remotely)
         tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
         self.tools = list(tools.values()) if tools else None
+        self.sft = cfg.algo.loss_type == "sft_loss"  # the SFT job: datasets of conversations
         self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
         self.source = RolloutSource(
             self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode, episodes=self.episodes
@@ -64,6 +65,8 @@ class RolloutRole:
             )
             for name, ds in cfg.eval.datasets.items()
         }
+        # Generation-based eval needs a reward; an SFT job's eval datasets without one have an eval loss only.
+        self.scored_eval = [n for n, ds in cfg.eval.datasets.items() if ds.rm_type or ro.custom_rm_path or not self.sft]
 
     def _episodes(self) -> EpisodeRunner | None:
         """Multi-turn (rollout.env): the runner that plays samples against one environment each."""
@@ -82,7 +85,7 @@ class RolloutRole:
             path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
             metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
             max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
-            tools=self.tools,
+            tools=self.tools, conversations=self.sft,
         )  # fmt: skip
 
     def _reward_context(self, rm_type: str | None) -> RewardContext:
@@ -123,6 +126,8 @@ class RolloutRole:
         (drop_group) are left out of the means; NaN when none is left."""
         results: dict[str, float] = {}
         for i, (name, source) in enumerate(self.eval_sets.items()):
+            if name not in self.scored_eval:
+                continue
             # A fixed seed per dataset: the same weights give the same score, so evaluations compare weights.
             params = replace(sampling_params(self.cfg, name), seed=self.cfg.rollout.seed + i)
             groups = source.generate_groups(source.dataset.rows_as_samples(), params, rollout_id)
@@ -138,6 +143,13 @@ class RolloutRole:
                 solved = [any((s.reward or 0.0) > 0 for s in g) for g in groups]
                 results[f"{name}/pass@{params.n}"] = sum(solved) / len(solved) if solved else math.nan
         return results
+
+    def eval_conversations(self) -> dict[str, list[Sample]]:
+        """The SFT job's held-out data: every eval dataset's conversations as supervised samples, for the eval loss."""
+        return {
+            name: [source.dataset.training_sample(s) for s in source.dataset.rows_as_samples()]
+            for name, source in self.eval_sets.items()
+        }
 
     def sft_examples(self) -> list[SftExample]:
         """(templated prompt ids, response ids, loss mask) for every training prompt: the supervised warm-up data.

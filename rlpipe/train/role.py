@@ -21,7 +21,7 @@ from rlpipe.train.dist_ckpt import is_torch_dist, prune_iterations
 from rlpipe.train.hf_export import export_hf
 from rlpipe.train.setup import critic_spec, trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
-from rlpipe.train.update import TrainBatch, rl_update, sft_update
+from rlpipe.train.update import TrainBatch, eval_loss, rl_update, sft_update
 
 CRITIC_PART = "critic"  # the critic's sub-folder inside each checkpoint iteration folder
 
@@ -85,7 +85,13 @@ class TrainerRole:
             self.critic.load_hf(folder)
 
     def rl_update(self, samples: list[Sample]) -> dict[str, float]:
-        """One rollout's training; under ppo the first algo.num_critic_only_steps rollouts train the critic only."""
+        """One rollout's training; under ppo the first algo.num_critic_only_steps rollouts train the critic only.
+        The SFT job (algo.loss_type=sft_loss) takes num_steps_per_rollout supervised steps on the schedule."""
+        if self.cfg.algo.loss_type == "sft_loss":
+            steps = self.cfg.rollout.num_steps_per_rollout
+            assert steps is not None  # resolved
+            per_token = self.cfg.algo.calculate_per_token_loss
+            return sft_update(self.trainer, TrainBatch.of(samples), None, per_token, steps)
         train_actor = self.critic is None or self.rollouts_trained >= self.cfg.algo.num_critic_only_steps
         metrics = rl_update(self.trainer, self.cfg, samples, critic=self.critic, train_actor=train_actor)
         self.rollouts_trained += 1
@@ -95,6 +101,10 @@ class TrainerRole:
         """One supervised step on (prompt ids, response ids, loss mask) examples at a fixed learning rate."""
         samples = [Sample(prompt="", prompt_tokens=p, response_tokens=r, loss_mask=m) for p, r, m in examples]
         return sft_update(self.trainer, TrainBatch.of(samples), lr, self.cfg.algo.calculate_per_token_loss)
+
+    def eval_loss(self, samples: list[Sample]) -> dict[str, float]:
+        """Per-token negative log-likelihood (and perplexity) of held-out supervised samples (the SFT job's eval)."""
+        return eval_loss(self.trainer, TrainBatch.of(samples))
 
     def offload(self) -> None:
         self.trainer.offload()

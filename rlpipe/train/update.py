@@ -293,16 +293,39 @@ def _masked_mean(per_token: list[torch.Tensor], masks: list[torch.Tensor]) -> fl
     return float(masked(torch.cat(per_token), mask).sum() / mask.sum().clamp_min(1.0))
 
 
-def sft_update(trainer: MegatronTrainer, batch: TrainBatch, lr: float, per_token: bool) -> dict[str, float]:
-    """One supervised step (negative log-likelihood of the responses) at a fixed learning rate."""
-    reduction = LossReduction.for_global_batch(batch.loss_masks, per_token)  # over the whole batch
-    shard = batch.select(_data_parallel_share(list(range(len(batch.seqs)))))
+def sft_update(
+    trainer: MegatronTrainer, batch: TrainBatch, lr: float | None, per_token: bool, n_steps: int = 1
+) -> dict[str, float]:
+    """Supervised steps (negative log-likelihood of the trained response tokens) over `batch` in `n_steps` equal,
+    consecutive slices; `lr` None follows the LR schedule (the SFT job), a value holds it fixed (the warm-up).
+    Metrics are averaged over the steps, plus `sft_tokens`: trained tokens per step."""
+    steps = []
+    for rows in _optimizer_steps(len(batch.seqs), n_steps):
+        step = batch.select(rows)
+        reduction = LossReduction.for_global_batch(step.loss_masks, per_token)  # over the whole step
+        shard = step.select(_data_parallel_share(list(range(len(rows)))))
+        loss_fn = _sft_loss_fn(shard.loss_masks, reduction)
+        metrics = _sum_over_data_parallel(trainer.train_step(shard.seqs, shard.response_starts, loss_fn, lr=lr))
+        steps.append(metrics | {"sft_tokens": float(sum(m.sum() for m in step.loss_masks))})
+    return combine_steps(steps)
 
-    def loss_fn(local: list[int], log_probs: list[torch.Tensor], entropies: list[torch.Tensor]):
-        loss = sft_loss(torch.cat(log_probs), [shard.loss_masks[i] for i in local], reduction)
+
+def _sft_loss_fn(loss_masks: list[torch.Tensor], reduction: LossReduction):
+    """The trainer's loss callback of one supervised step; `loss_masks` are this rank's samples'."""
+
+    def loss_fn(local: list[int], log_probs: list[torch.Tensor], _entropies: list[torch.Tensor]):
+        loss = sft_loss(torch.cat(log_probs), [loss_masks[i] for i in local], reduction)
         return loss, {"sft_loss": loss.detach()}
 
-    return _sum_over_data_parallel(trainer.train_step(shard.seqs, shard.response_starts, loss_fn, lr=lr))
+    return loss_fn
+
+
+def eval_loss(trainer: MegatronTrainer, batch: TrainBatch) -> dict[str, float]:
+    """Held-out negative log-likelihood of the trained tokens, no grad: `loss` (per token) and its `perplexity`."""
+    log_probs = trainer.compute_log_probs(batch.seqs, batch.response_starts)
+    assert isinstance(log_probs, list)
+    nll = -_masked_mean(log_probs, batch.loss_masks)
+    return {"loss": nll, "perplexity": float(np.exp(nll))}
 
 
 def _data_parallel_share(rows: list[int], lengths: list[int] | None = None) -> list[int]:

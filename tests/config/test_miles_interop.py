@@ -165,15 +165,15 @@ def test_miles_and_slime_plugins_become_rlpipe_s_own(package: str, tmp_path: Pat
 def test_a_plugin_or_reward_rlpipe_lacks_is_named_with_what_to_do(tmp_path: Path) -> None:
     result = import_miles(
         TRAIN.replace("--rm-type math", "--rm-type gemma_math")
-        + "--rollout-function-path miles.rollout.sft_rollout.generate_rollout\n",
+        + "--rollout-function-path miles.rollout.generate_hub.multi_turn.generate\n",
         base_dir=None,
     )
     reasons = {u.flag: u.reason for u in result.unmapped}
-    assert "SFT job is not built yet" in reasons["--rollout-function-path"]
+    assert "rollout.env" in reasons["--rollout-function-path"]
     assert "no gemma_math" in reasons["--rm-type"] and "rollout.custom_rm_path" in reasons["--rm-type"]
     kept = result.config["miles"]["extra_args"]
     assert kept[kept.index("--rm-type") + 1] == "gemma_math"  # kept for the export
-    assert kept[kept.index("--rollout-function-path") + 1] == "miles.rollout.sft_rollout.generate_rollout"
+    assert kept[kept.index("--rollout-function-path") + 1] == "miles.rollout.generate_hub.multi_turn.generate"
     assert import_miles(TRAIN.replace("math", "remote_rm"), base_dir=None).config["rollout"]["rm_type"] == "remote"
 
 
@@ -223,3 +223,27 @@ def test_icepop_tis_function_is_rlpipe_s_masked_tis(function: str, tmp_path: Pat
 def test_slime_s_cispo_estimator_is_a_policy_loss_over_grpo(tmp_path: Path) -> None:
     run = load_imported(TRAIN.replace("--advantage-estimator grpo", "") + "--advantage-estimator cispo\n", tmp_path)
     assert (run.cfg.algo.advantage_estimator, run.cfg.algo.policy_loss) == ("grpo", "cispo")
+
+
+SFT_SCRIPT = (
+    "python3 train_async.py --hf-checkpoint /root/Qwen3-4B-Base --ref-load /root/Qwen3-4B-Base_torch_dist "
+    "--rollout-function-path {package}.rollout.sft_rollout.generate_rollout --prompt-data /root/openhermes2_5.parquet "
+    "--input-key messages --rollout-shuffle --num-epoch 3 --rollout-batch-size 128 --global-batch-size 128 "
+    "--loss-type sft_loss --calculate-per-token-loss --disable-compute-advantages-and-returns --debug-train-only "
+    "--loss-mask-type qwen3 --actor-num-gpus-per-node 8\n"
+)
+
+
+@pytest.mark.parametrize("package", ["slime", "miles"])
+def test_an_sft_script_imports_as_the_sft_job(package: str, tmp_path: Path) -> None:
+    """slime's and Miles' SFT recipe (scripts/run-qwen3-4B-base-sft.sh): their SFT rollout becomes rlpipe's, the
+    flags the SFT job makes unnecessary are named as such, and it resolves with no engine (train-only)."""
+    text = SFT_SCRIPT.format(package=package)
+    reasons = {u.flag: u.reason for u in import_miles(text, base_dir=None).unmapped}
+    assert "computes no advantages" in reasons["--disable-compute-advantages-and-returns"]
+    assert "chat template" in reasons["--loss-mask-type"]
+    run = load_imported(text, tmp_path)
+    ro = run.cfg.rollout
+    assert run.cfg.algo.loss_type == "sft_loss" and run.cfg.algo.calculate_per_token_loss
+    assert ro.rollout_function_path == "rlpipe.rollout.sft.generate_rollout" and ro.input_key == "messages"
+    assert (ro.n_samples, ro.batch_size, ro.mode, run.cfg.debug.train_only) == (1, 128, "async", True)

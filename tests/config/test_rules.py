@@ -325,6 +325,22 @@ GOOD = [
         {"debug.train_only": (True, "load_rollout_data")},
         warns=("no engine to evaluate with",),
     ),
+    # ---- the SFT job (algo.loss_type=sft_loss)
+    Good(
+        "sft-job",
+        ["algo.loss_type=sft_loss", "rollout.n_samples=1"],
+        {
+            "rollout.rollout_function_path": ("rlpipe.rollout.sft.generate_rollout", "the next conversations"),
+            "rollout.apply_chat_template": (True, "renders each conversation with the chat template"),
+            "rollout.global_batch_size": (16, "batch_size 16 x n_samples 1"),
+        },
+    ),
+    Good(
+        "sft-job-without-engine",  # Miles' --debug-train-only SFT: no saved rollouts needed, async is prefetch
+        ["algo.loss_type=sft_loss", "rollout.n_samples=1", "debug.train_only=true", "rollout.mode=async"],
+        {},
+        {"debug.train_only": True, "rollout.mode": "async"},
+    ),
 ]
 
 
@@ -659,7 +675,7 @@ BAD = [
         ["algo.loss_type=custom_loss"],
         [
             ("algo.custom_loss_function_path", "custom_loss", "algo.custom_loss_function_path="),
-            ("algo.loss_type", "not built yet", "algo.loss_type=policy_loss"),
+            ("algo.loss_type", "not built yet", "sft_loss (the SFT job)"),
         ],
     ),
     # ---- reward
@@ -752,6 +768,31 @@ BAD = [
             ("rollout.rm_type", "unknown reward type", "math"),
             ("perf.max_tokens_per_gpu", "unset", "perf.max_tokens_per_gpu="),
         ],
+    ),
+    # ---- the SFT job
+    Bad(
+        "sft-groups",
+        ["algo.loss_type=sft_loss", "rollout.n_samples=4"],
+        [("rollout.n_samples", "trains on each conversation once", "rollout.n_samples=1")],
+    ),
+    Bad(
+        "sft-with-rl-terms",
+        [
+            "algo.loss_type=sft_loss",
+            "rollout.n_samples=1",
+            "algo.kl_coef=0.1",
+            "ckpt.ref_load={tmp}/hf",
+            "rollout.partial_rollout=true",
+        ],
+        [
+            ("algo.kl_coef", "has no reward to put a KL penalty in", "algo.kl_coef=0"),
+            ("rollout.partial_rollout", "generates nothing to resume", "rollout.partial_rollout=false"),
+        ],
+    ),
+    Bad(
+        "sft-rollout-in-an-rl-run",
+        ["rollout.rollout_function_path=rlpipe.rollout.sft.generate_rollout"],
+        [("rollout.rollout_function_path", "serves conversations", "algo.loss_type=sft_loss")],
     ),
 ]
 

@@ -50,7 +50,7 @@ def test_default_job_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
 
 
 def test_unsupported_mode_is_refused_before_anything_heavy(tmp_path: Path) -> None:
-    result = launch(tmp_path, "algo.loss_type=sft_loss")
+    result = launch(tmp_path, "algo.loss_type=custom_loss", "algo.custom_loss_function_path=rlpipe.algo.sft_loss")
     assert result.returncode == 2
     assert "algo.loss_type" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built

@@ -258,6 +258,7 @@ PLUGIN_EQUIVALENTS: dict[str, str] = {
     f"{_FILTERS}.check_reward_nonzero_std": "rlpipe.rollout.filters.check_reward_nonzero_std",
     f"{_FILTERS}.check_no_aborted": "rlpipe.rollout.filters.check_no_aborted",
     "rollout.filter_hub.buffer_filters.pop_first": "rlpipe.rollout.buffer.pop_first",
+    "rollout.sft_rollout.generate_rollout": "rlpipe.rollout.sft.generate_rollout",  # the SFT job's rollout
 }
 # Plug-ins that are a setting in rlpipe rather than a function: the part after the package -> (key, value).
 PLUGIN_SETTINGS: dict[str, tuple[str, object]] = {
@@ -266,8 +267,6 @@ PLUGIN_SETTINGS: dict[str, tuple[str, object]] = {
 }
 # ... and what the others are, where rlpipe has nothing like them yet.
 PLUGIN_MISSING: dict[str, str] = {
-    "rollout.sft_rollout.generate_rollout": "supervised fine-tuning as the rollout: rlpipe's SFT job is not built "
-    "yet; a supervised phase before RL is the `warmup` group",
     "rollout.generate_hub.agentic_tool_call.generate": "multi-turn tool calling: in rlpipe, rollout.env "
     "(docs/agentic.md)",
     "rollout.generate_hub.multi_turn.generate": "multi-turn generation: in rlpipe, rollout.env (docs/agentic.md)",
@@ -297,10 +296,20 @@ MULTI_TURN_FLAGS = {
 }
 
 
+# Flags of Miles' and slime's SFT scripts that the SFT job (algo.loss_type=sft_loss) makes unnecessary.
+SFT_FLAGS = {
+    "--disable-compute-advantages-and-returns": "the SFT job (algo.loss_type=sft_loss) computes no advantages",
+    "--loss-mask-type": "rlpipe finds the assistant turns with the checkpoint's own chat template, for every model "
+    "family (rlpipe.data.conversation), so there is no per-family mask type to pick",
+}
+
+
 def classify(flag: str) -> tuple[Literal["miles", "megatron", "unknown"], str]:
     """Which kind of flag rlpipe has no field for, and a reason to show."""
     if flag in MULTI_TURN_FLAGS:
         return "miles", MULTI_TURN_FLAGS[flag]
+    if flag in SFT_FLAGS:
+        return "miles", SFT_FLAGS[flag]
     if flag in LAUNCHER_SGLANG_FLAGS:
         return "miles", f"{LAUNCHER_SGLANG_FLAGS[flag]}: a slime/Miles flag, not an SGLang server argument"
     if flag.removeprefix("--") in miles_flag_names():
