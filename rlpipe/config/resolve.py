@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlpipe.config import consistency, limits, sft
+from rlpipe.config import consistency, limits, lora, sft
 from rlpipe.config.errors import ConfigError
 from rlpipe.config.hf import hf_architecture, read_hf_config
 from rlpipe.config.identity import same_run
@@ -610,8 +610,9 @@ def _algo(r: Resolver) -> None:
     al, ro = r.d["algo"], r.d["rollout"]
     if al["eps_clip_high"] is None:
         r.derive("algo.eps_clip_high", al["eps_clip"], "defaults to eps_clip (symmetric clip)")
+    lora_base = bool(r.get("lora.rank"))  # LoRA: the frozen base is the reference (adapters off), nothing to load
     if al["use_kl_loss"]:
-        if not r.get("ckpt.ref_load"):
+        if not r.get("ckpt.ref_load") and not lora_base:
             r.problem(
                 "ckpt.ref_load",
                 "algo.use_kl_loss needs the reference model's weights",
@@ -627,7 +628,7 @@ def _algo(r: Resolver) -> None:
                 "algo.kl_coef=0 or algo.use_kl_loss=false",
                 al["kl_coef"],
             )
-    elif al["kl_coef"] > 0 and not r.get("ckpt.ref_load"):
+    elif al["kl_coef"] > 0 and not r.get("ckpt.ref_load") and not lora_base:
         r.problem(
             "ckpt.ref_load",
             "algo.kl_coef > 0 needs the reference model's weights",
@@ -852,6 +853,7 @@ RULES: tuple[Callable[[Resolver], None], ...] = (
     _algo,
     limits.objective,
     _critic_and_teacher,
+    lora.rules,
     _dotted_paths,
     _reward_type,
     _sglang_extra,

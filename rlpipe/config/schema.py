@@ -485,6 +485,31 @@ class ClusterConfig(Group):
     )
 
 
+class LoraConfig(Group):
+    """LoRA adapters on the trainer's linear layers (Miles' --lora-* flags); rank 0 trains every weight."""
+
+    rank: NonNegativeInt = F(0, "Adapter rank r (0: no LoRA, full fine-tuning).", "--lora-rank")
+    alpha: PositiveFloat = F(16.0, "Adapter scale numerator: the update is alpha / rank x B A.", "--lora-alpha")
+    dropout: float = F(0.0, "Dropout on the adapters' input.", "--lora-dropout", ge=0.0, lt=1.0)
+    target_modules: str = F(
+        "all-linear",
+        "Comma list of the HF projections that get adapters (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) "
+        "or all-linear (every one).",
+        "--target-modules",
+    )
+    exclude_modules: str | None = F(
+        None, "Comma list of projections to leave out of target_modules.", "--exclude-modules"
+    )
+    adapter_path: str | None = F(
+        None, "A peft adapter folder to start from (its rank and alpha must match).", "--lora-adapter-path"
+    )
+    sync: Literal["merged", "adapter"] = F(
+        "merged",
+        "What the engine gets after each step: the merged weights (W + alpha/r B A, any engine) or the adapters only "
+        "(the HF engine applies them with peft, SGLang through its LoRA adapter endpoints).",
+    )
+
+
 # ---------------------------------------------------------------------------------------------- top level
 class WarmupConfig(Group):
     """A supervised phase (sft_loss on the prompt data's labels) run by the same trainer before RL."""
@@ -574,6 +599,7 @@ class RunConfig(Group):
     sglang: SGLangConfig = SGLangConfig()
     cluster: ClusterConfig = ClusterConfig()
     log: LogConfig = LogConfig()
+    lora: LoraConfig = LoraConfig()
     warmup: WarmupConfig | None = F(None, "Optional supervised warm-up phase before RL.")
     demo: DemoConfig | None = F(None, "Build the tiny offline model and task instead of reading checkpoints.")
     debug: DebugConfig = DebugConfig()

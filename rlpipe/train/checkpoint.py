@@ -65,6 +65,9 @@ class TrainState:
     optimizer: MegatronOptimizer
     scheduler: OptimizerParamScheduler
     distributed_optimizer: bool
+    # LoRA: the names of the trained part of the module; only those are saved (the frozen base comes from the
+    # initial weights, loaded before the checkpoint), so a checkpoint holds adapters and their optimizer state.
+    trainable: Callable[[str], bool] | None = None
 
 
 class CheckpointWriteError(RuntimeError):
@@ -208,7 +211,7 @@ def load(directory: Path, state: TrainState, part: str | None = None) -> tuple[i
     same_layout = common.get("layout") == _layout()
     request = _sharded_state(state, {}, saved_format, is_loading=True, with_rng=same_layout)
     loaded = dist_checkpointing.load(request, str(folder))
-    state.module.load_state_dict(loaded["model"])
+    state.module.load_state_dict(loaded["model"], strict=state.trainable is None)
     # The fp32 main params come from the optimizer state (torch_dist filled the plain optimizer's in place), not
     # from the (bf16) model: no reload_model_params here, it would round them.
     _load_optimizer(state.optimizer, loaded["optimizer"])
@@ -227,6 +230,8 @@ def _save_one(folder: Path, state: TrainState, common: dict) -> None:
 def _sharded_state(state: TrainState, common: dict, optimizer_format: dict, is_loading: bool, with_rng: bool) -> dict:
     """The state dict torch_dist writes or fills: sharded tensors and objects, plus common values."""
     model = state.module.sharded_state_dict()
+    if state.trainable is not None:
+        model = {name: entry for name, entry in model.items() if state.trainable(name)}
     _materialize_optimizer_state(state.optimizer)
     content = {
         **common,

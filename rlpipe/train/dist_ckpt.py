@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -172,23 +172,31 @@ def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path
 
 
 @torch.no_grad()
-def load_model(module: torch.nn.Module, path: Path) -> None:
-    """Fill `module` (any TP / PP layout) from a torch_dist checkpoint folder or iteration folder."""
-    loaded = dist_checkpointing.load(module.sharded_state_dict(), str(iteration_folder(path)))
+def load_model(module: torch.nn.Module, path: Path, skip: Callable[[str], bool] | None = None) -> None:
+    """Fill `module` (any TP / PP layout) from a torch_dist checkpoint folder or iteration folder; entries whose
+    name `skip` accepts are left as they are (LoRA adapters, which a base model's checkpoint does not have)."""
+    request = _without(module.sharded_state_dict(), skip)
+    loaded = dist_checkpointing.load(request, str(iteration_folder(path)))
     own = module.state_dict().keys()  # a full checkpoint's common state (iteration, schedule, ...) comes back too
-    module.load_state_dict({name: value for name, value in loaded.items() if name in own})
+    module.load_state_dict({name: value for name, value in loaded.items() if name in own}, strict=skip is None)
 
 
-def load_model_state(module: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+def load_model_state(
+    module: torch.nn.Module, path: Path, skip: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
     """This rank's parameter shards from a torch_dist checkpoint, by local name, without touching `module`.
 
     torch_dist loads in place into the tensors of the request, so the request gets buffers of its own: the
     module's would be overwritten, and the result would alias the live weights (a KL reference or teacher that
     trains along with the policy)."""
-    request = dict_list_map_inplace(_own_buffer, module.sharded_state_dict())
+    request = dict_list_map_inplace(_own_buffer, _without(module.sharded_state_dict(), skip))
     loaded = dist_checkpointing.load(request, str(iteration_folder(path)))
     names = {name for name, _ in module.named_parameters()}
     return {name: t.detach().cpu() for name, t in loaded.items() if name in names}
+
+
+def _without(sharded: dict, skip: Callable[[str], bool] | None) -> dict:
+    return sharded if skip is None else {name: entry for name, entry in sharded.items() if not skip(name)}
 
 
 def _own_buffer(entry: object) -> object:

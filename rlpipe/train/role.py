@@ -19,11 +19,13 @@ from rlpipe.loading import loading
 from rlpipe.train.critic import MegatronCritic
 from rlpipe.train.dist_ckpt import is_torch_dist, prune_iterations
 from rlpipe.train.hf_export import export_hf
+from rlpipe.train.peft_adapter import load_adapter, save_adapter
 from rlpipe.train.setup import critic_spec, trainer_spec
 from rlpipe.train.trainer import MegatronTrainer
 from rlpipe.train.update import TrainBatch, eval_loss, rl_update, sft_update
 
 CRITIC_PART = "critic"  # the critic's sub-folder inside each checkpoint iteration folder
+ADAPTER_FOLDER = "adapter"  # LoRA: the peft adapter folder inside each ckpt.save_hf export
 
 
 class TrainerRole:
@@ -36,7 +38,8 @@ class TrainerRole:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.trainer = MegatronTrainer(trainer_spec(cfg))
-        if cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0:
+        self.lora = cfg.lora.rank > 0  # the base is frozen: it is the KL reference too (adapters switched off)
+        if (cfg.algo.use_kl_loss or cfg.algo.kl_coef > 0) and not self.lora:
             assert cfg.ckpt.ref_load is not None  # the resolver requires it
             with loading("the reference weights (ckpt.ref_load)", cfg.ckpt.ref_load):
                 self.trainer.load_reference(Path(cfg.ckpt.ref_load))
@@ -51,7 +54,9 @@ class TrainerRole:
         """(next rollout, loop state) from the latest full checkpoint under ckpt.load; else (0, {}) after
         loading the initial weights: a weights-only torch_dist checkpoint in ckpt.load, else ckpt.ref_load (an
         empty `load` warm-starts from the reference), else the HF checkpoint. HF folders and torch_dist
-        checkpoints are both accepted."""
+        checkpoints are both accepted. With LoRA, `_init_lora` instead."""
+        if self.lora:
+            return self._init_lora()
         cfg = self.cfg
         load = Path(cfg.ckpt.load) if cfg.ckpt.load else None
         if load is not None:
@@ -75,6 +80,28 @@ class TrainerRole:
                 self.trainer.load_torch_dist(init)
             else:
                 self.trainer.load_hf(init)
+        return 0, {}
+
+    def _init_lora(self) -> tuple[int, dict[str, Any]]:
+        """LoRA: the frozen base from ckpt.ref_load, else the HF checkpoint (HF folder or torch_dist); then the
+        latest checkpoint under ckpt.load, which holds the adapters, their optimizer state and the loop state; else
+        lora.adapter_path's adapters, or fresh ones (B = 0: the base model exactly)."""
+        cfg = self.cfg
+        assert cfg.ckpt.hf_checkpoint is not None  # resolved
+        base = Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint)
+        with loading("the base weights LoRA trains on", base):
+            if is_torch_dist(base):
+                self.trainer.load_torch_dist(base)
+            else:
+                self.trainer.load_hf(base)
+        if cfg.ckpt.load:
+            with loading("the LoRA checkpoint to resume (ckpt.load)", cfg.ckpt.load):
+                loaded = self.trainer.load_checkpoint(Path(cfg.ckpt.load))
+            if loaded is not None:
+                return loaded
+        if cfg.lora.adapter_path:
+            with loading("the adapters to start from (lora.adapter_path)", cfg.lora.adapter_path):
+                self.trainer.load_adapters(load_adapter(Path(cfg.lora.adapter_path)))
         return 0, {}
 
     def _init_critic(self) -> None:
@@ -119,6 +146,9 @@ class TrainerRole:
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return self.trainer.hf_named_tensors()
 
+    def adapter_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        return self.trainer.adapter_named_tensors()
+
     def save(self, next_rollout: int, loop_state: dict[str, Any]) -> None:
         assert self.cfg.ckpt.save is not None
         parts = {CRITIC_PART: self.critic} if self.critic is not None else {}
@@ -126,8 +156,13 @@ class TrainerRole:
         if self.cfg.ckpt.keep_last and torch.distributed.get_rank() == 0:
             prune_iterations(Path(self.cfg.ckpt.save), self.cfg.ckpt.keep_last)
         if self.cfg.ckpt.save_hf:  # every rank helps gather the weights; rank 0 writes them
-            named = self.trainer.hf_named_tensors()
+            named = self.trainer.hf_named_tensors()  # with LoRA: merged
+            adapters = self.trainer.adapter_named_tensors() if self.lora else []
             if torch.distributed.get_rank() == 0:
                 assert self.cfg.ckpt.hf_checkpoint is not None  # resolved
                 out = Path(self.cfg.ckpt.save_hf.format(rollout_id=next_rollout))
                 export_hf(named, Path(self.cfg.ckpt.hf_checkpoint), out)
+                if self.lora:  # and the adapters alone, as peft loads them: out/adapter
+                    spec = self.trainer.spec.lora
+                    assert spec is not None
+                    save_adapter(adapters, spec, self.cfg.ckpt.hf_checkpoint, out / ADAPTER_FOLDER)

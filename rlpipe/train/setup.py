@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from rlpipe.config.lora import projections
 from rlpipe.config.schema import RunConfig
-from rlpipe.train.spec import TrainerSpec
+from rlpipe.train.spec import LoraSpec, TrainerSpec
 
 
 def trainer_spec(cfg: RunConfig) -> TrainerSpec:
@@ -46,11 +47,20 @@ def trainer_spec(cfg: RunConfig) -> TrainerSpec:
         seed=cfg.seed,
         temperature=cfg.rollout.temperature or 1.0,  # greedy rollouts (0) score log-probs at temperature 1
         routing_replay=cfg.algo.use_rollout_routing_replay,
+        lora=lora_spec(cfg),
     )
+
+
+def lora_spec(cfg: RunConfig) -> LoraSpec | None:
+    lo = cfg.lora
+    if not lo.rank:
+        return None
+    return LoraSpec(lo.rank, lo.alpha, lo.dropout, projections(lo.target_modules, lo.exclude_modules))
 
 
 def critic_spec(cfg: RunConfig) -> TrainerSpec:
     """The PPO critic's spec: the policy's layout and schedule at its own learning rate (optim.critic_lr)."""
     lr = cfg.optim.critic_lr
     assert lr is not None  # resolved for ppo
-    return dataclasses.replace(trainer_spec(cfg), lr=lr, routing_replay=False)  # replay is the policy's only
+    # replay is the policy's only; so is LoRA (refused with ppo at config time)
+    return dataclasses.replace(trainer_spec(cfg), lr=lr, routing_replay=False, lora=None)

@@ -19,6 +19,20 @@ LrDecayStyle = Literal["constant", "linear", "cosine"]
 
 
 @dataclass(frozen=True)
+class LoraSpec:
+    """LoRA's settings for the trainer (rlpipe.train.lora; the config group is `lora`)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    projections: tuple[str, ...]  # the HF projections that get adapters (rlpipe.config.lora.projections)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+@dataclass(frozen=True)
 class TrainerSpec:
     """Everything `MegatronTrainer` reads. Field meanings follow Megatron's flags of the same name.
 
@@ -58,6 +72,7 @@ class TrainerSpec:
     seed: int
     temperature: float  # logits / temperature before log-softmax, matching the rollout sampler
     routing_replay: bool  # MoE: routers can replay the engine's experts (moe_enable_routing_replay)
+    lora: LoraSpec | None  # adapters on the linear layers, the base frozen (rlpipe.train.lora); None: full training
 
     def __post_init__(self) -> None:
         if self.params_dtype not in ("fp32", "bf16"):
@@ -111,5 +126,6 @@ def single_process_spec(hf_checkpoint: Path, **overrides: object) -> TrainerSpec
         seed=0,
         temperature=1.0,
         routing_replay=False,
+        lora=None,
     )
     return dataclasses.replace(spec, **overrides)

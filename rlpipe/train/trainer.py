@@ -35,7 +35,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from transformers import AutoConfig
 
-from rlpipe.train import checkpoint, dist_ckpt
+from rlpipe.train import checkpoint, dist_ckpt, lora
 from rlpipe.train.batching import (
     MicroBatch,
     local_labels,
@@ -74,12 +74,20 @@ class MegatronTrainer:
         self.hf_config = AutoConfig.from_pretrained(spec.hf_checkpoint)
         tensor_parallel.model_parallel_cuda_manual_seed(spec.seed)
         self.config = transformer_config_from_hf(self.hf_config, spec)
+        self._layer_offset = get_transformer_layer_offset(self.config)  # global number of this stage's layer 0
+        module = self._build_module()
+        # LoRA: the base frozen and adapters added before DDP and the optimizer, which then hold adapters only.
+        self.adapters = (
+            lora.add_adapters(module, spec.lora, self.hf_config, self._layer_offset, spec.seed, spec.sequence_parallel)
+            if spec.lora is not None
+            else []
+        )
         self.model = DistributedDataParallel(
             self.config,
             DistributedDataParallelConfig(
                 grad_reduce_in_fp32=True, use_distributed_optimizer=spec.use_distributed_optimizer
             ),
-            self._build_module(),
+            module,
         )
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
@@ -120,7 +128,6 @@ class MegatronTrainer:
         # Frozen weight sets by role ("reference": the KL anchor, "teacher": on-policy distillation), this rank's
         # shards on the host; see load_reference.
         self._frozen: dict[str, dict[str, torch.Tensor]] = {}
-        self._layer_offset = get_transformer_layer_offset(self.config)  # global number of this stage's layer 0
         # Global number of this expert-parallel rank's expert 0 (experts are split evenly over the EP ranks).
         experts_here = (self.config.num_moe_experts or 0) // self.config.expert_model_parallel_size
         self._expert_offset = parallel_state.get_expert_model_parallel_rank() * experts_here
@@ -136,6 +143,10 @@ class MegatronTrainer:
     def _module(self) -> torch.nn.Module:
         return self.model.module  # the GPTModel inside DDP: parameter names without the "module." prefix
 
+    def _base_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The model's own parameters by local name: everything but LoRA adapters (those are `self.adapters`)."""
+        return [(name, p) for name, p in self._module.named_parameters() if not lora.is_adapter(name)]
+
     def _global_name(self, local_name: str) -> str:
         """The whole-model name of one of this stage's parameters; a tied output layer (the last stage's copy
         of the embedding under pipeline parallelism) maps to the embedding it shares."""
@@ -146,7 +157,7 @@ class MegatronTrainer:
     def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
         """Every *.safetensors file of an HF checkpoint folder, as this rank's (TP shard, PP stage) parameters
         under local names."""
-        return self._megatron_shards(read_hf_state(path), path, [name for name, _ in self._module.named_parameters()])
+        return self._megatron_shards(read_hf_state(path), path, [name for name, _ in self._base_parameters()])
 
     def _megatron_shards(
         self, hf_state: dict[str, torch.Tensor], path: Path, names: list[str]
@@ -171,14 +182,14 @@ class MegatronTrainer:
     def load_hf(self, path: Path) -> None:
         """Load an HF checkpoint's weights into this rank's shards (the start-of-run conversion)."""
         shards = self._hf_shards(path)
-        for name, param in self._module.named_parameters():
+        for name, param in self._base_parameters():
             param.copy_(shards[name])
         self.optimizer.reload_model_params()  # refresh the optimizer's fp32 main copies (bf16 / distributed)
 
     @torch.no_grad()
     def load_torch_dist(self, path: Path) -> None:
         """Load model weights from a torch_dist checkpoint (any TP/PP layout it was saved at): `ckpt.load`."""
-        dist_ckpt.load_model(self._module, path)
+        dist_ckpt.load_model(self._module, path, skip=lora.is_adapter)
         self.optimizer.reload_model_params()
 
     def save_torch_dist(self, directory: Path, iteration: int) -> Path:
@@ -206,10 +217,10 @@ class MegatronTrainer:
         checkpoint this trainer saved is one too: `save_checkpoint`), at any layout. Shapes must match the model's."""
         path = Path(path)
         if dist_ckpt.is_torch_dist(path):
-            state = dist_ckpt.load_model_state(self._module, path)
+            state = dist_ckpt.load_model_state(self._module, path, skip=lora.is_adapter)
         else:
             state = self._hf_shards(path)
-        params = dict(self._module.named_parameters())
+        params = dict(self._base_parameters())
         wrong = [
             f"{name}: {tuple(state[name].shape) if name in state else 'missing'} vs {tuple(p.shape)}"
             for name, p in params.items()
@@ -221,7 +232,11 @@ class MegatronTrainer:
 
     @torch.no_grad()
     def compute_ref_log_probs(self, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
-        """Like `compute_log_probs`, under the reference weights (`load_reference` first)."""
+        """Like `compute_log_probs`, under the reference weights (`load_reference` first). With LoRA and no
+        reference loaded, the reference is the frozen base model: the adapters are switched off, nothing is swapped."""
+        if self.adapters and "reference" not in self._frozen:
+            with lora.disabled(self.adapters):
+                return self.compute_log_probs(seqs, response_starts)
         return self._frozen_log_probs("reference", seqs, response_starts)
 
     @torch.no_grad()
@@ -230,27 +245,30 @@ class MegatronTrainer:
         return self._frozen_log_probs("teacher", seqs, response_starts)
 
     def _frozen_log_probs(self, role: str, seqs: list[list[int]], response_starts: list[int]) -> list[torch.Tensor]:
-        """Swap the `role` weights in, score the responses, and put the trained weights back (even on error)."""
+        """Swap the `role` weights in (LoRA adapters off), score the responses, and put the trained weights back
+        (even on error)."""
         if role not in self._frozen:
             raise RuntimeError(f"no {role} weights: load them first (load_reference / load_teacher)")
         frozen = self._frozen[role]
-        params = dict(self._module.named_parameters())
+        params = dict(self._base_parameters())
         actor = {name: p.detach().cpu().clone() for name, p in params.items()}
         try:
             for name, p in params.items():
                 p.copy_(frozen[name])
-            return self.compute_log_probs(seqs, response_starts)
+            with lora.disabled(self.adapters):
+                return self.compute_log_probs(seqs, response_starts)
         finally:
             for name, p in params.items():
                 p.copy_(actor[name])
 
     def hf_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """Full HF-named weights, gathered over the TP (ETP for experts) group, the expert-parallel ranks and the
-        pipeline stages; every rank gets the whole list."""
+        pipeline stages; every rank gets the whole list. With LoRA: the merged weights, W + alpha/r · B A."""
         tied_copy = not parallel_state.is_pipeline_first_stage() and self.hf_config.tie_word_embeddings
+        merged = self._merged_deltas()
         stage = [
-            (self._global_name(name), p)
-            for name, p in self._module.named_parameters()
+            (self._global_name(name), p + merged[name] if name in merged else p)
+            for name, p in self._base_parameters()
             if not (tied_copy and name == "output_layer.weight")  # the first stage exports the shared embedding
         ]
         named = list(
@@ -266,6 +284,27 @@ class MegatronTrainer:
             named = [(n, t) for n, t in named if not is_expert(n)]
             named += gather_over_group(mine, parallel_state.get_expert_model_parallel_group())
         return gather_over_stages(named)
+
+    def _merged_deltas(self) -> dict[str, torch.Tensor]:
+        """LoRA: alpha/r · B A for each adapted base weight (local name), in its local layout."""
+        modules = dict(self._module.named_modules())
+        deltas = {}
+        for name, adapter in modules.items():
+            if isinstance(adapter, lora.SiteAdapters):
+                weight = name.removesuffix(lora.ADAPTER_SUFFIX) + ".weight"
+                deltas[weight] = adapter.delta_weight(modules[name.removesuffix(lora.ADAPTER_SUFFIX)].weight)
+        return deltas
+
+    def adapter_named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """LoRA: every adapter matrix, whole, by peft's on-disk name, on every rank (gathered over TP and stages)."""
+        return gather_over_stages([item for adapter in self.adapters for item in adapter.whole()])
+
+    @torch.no_grad()
+    def load_adapters(self, tensors: dict[str, torch.Tensor]) -> None:
+        """LoRA: set the adapters from whole matrices by peft name (a peft adapter folder's)."""
+        for adapter in self.adapters:
+            adapter.load_whole(tensors)
+        self.optimizer.reload_model_params()
 
     # ----- forward passes -----
 
@@ -506,7 +545,10 @@ class MegatronTrainer:
 
     @property
     def _train_state(self) -> checkpoint.TrainState:
-        return checkpoint.TrainState(self._module, self.optimizer, self.scheduler, self.spec.use_distributed_optimizer)
+        return checkpoint.TrainState(
+            self._module, self.optimizer, self.scheduler, self.spec.use_distributed_optimizer,
+            trainable=lora.is_adapter if self.adapters else None,
+        )  # fmt: skip
 
     def save_checkpoint(
         self,

@@ -61,7 +61,7 @@ def read_hf_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class _Dims:
+class Dims:
     heads: int
     groups: int
     head_dim: int
@@ -69,7 +69,7 @@ class _Dims:
     tied: bool
 
     @classmethod
-    def of(cls, hf_config: Any) -> _Dims:
+    def of(cls, hf_config: Any) -> Dims:
         heads = hf_config.num_attention_heads
         head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
         return cls(
@@ -81,14 +81,14 @@ class _Dims:
         )
 
 
-def _qkv_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: _Dims) -> torch.Tensor:
+def _qkv_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Dims) -> torch.Tensor:
     """Interleave HF q/k/v (weights [out, h] or biases [out]) into Megatron's per-group layout, [G, (q+2)d, ...]."""
     g, d = dims.groups, dims.head_dim
     rest = q.shape[1:]
     return torch.cat([q.reshape(g, -1, *rest), k.reshape(g, d, *rest), v.reshape(g, d, *rest)], dim=1)
 
 
-def _qkv_split(full: torch.Tensor, dims: _Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _qkv_split(full: torch.Tensor, dims: Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of `_qkv_full` applied to the gathered [G*(q+2)*d, ...] tensor."""
     g, d = dims.groups, dims.head_dim
     rest = full.shape[1:]
@@ -127,7 +127,7 @@ def hf_to_megatron(
 ) -> dict[str, torch.Tensor]:
     """This TP rank's Megatron state dict (whole model, global layer and expert numbers, no `module.` prefix)
     from HF's; experts are split over `etp` = (expert-tensor-parallel rank, size), by default the TP ones."""
-    dims = _Dims.of(hf_config)
+    dims = Dims.of(hf_config)
     family = family_of(hf_config)
     padded = padded_vocab_size(dims.vocab, tp_size, vocab_divisible_by)
     if dims.groups % tp_size:
@@ -216,7 +216,7 @@ _EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12]\.weigh
 
 def shards_to_hf(megatron_name: str, shards: list[torch.Tensor], hf_config: Any) -> list[tuple[str, torch.Tensor]]:
     """HF (name, full tensor) pairs from one Megatron parameter's TP shards (global layer number), rank order."""
-    dims = _Dims.of(hf_config)
+    dims = Dims.of(hf_config)
     family = family_of(hf_config)
     if megatron_name == "embedding.word_embeddings.weight":
         return [("model.embed_tokens.weight", torch.cat(shards)[: dims.vocab])]
