@@ -267,10 +267,14 @@ class Loop:
             )
 
     def sync_weights(self) -> None:
-        """The trainer's weights into the engine, once (brought back first if it was offloaded)."""
+        """The trainer's weights into the engine, once (brought back first if it was offloaded); with
+        lora.sync=adapter only the LoRA adapters, served on the engine's own copy of the frozen base."""
         if self.offload_rollout:
             self.rollout.onload()
-        self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())
+        if self.cfg.lora.rank and self.cfg.lora.sync == "adapter":
+            self.version = self.rollout.update_adapter(self.trainer.adapter_named_tensors())
+        else:
+            self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())
         self.engine_current = True
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:

@@ -97,6 +97,9 @@ class TrainerGroup:
 
         return self._all("sft_update", ray.put(examples), lr)
 
+    def adapter_named_tensors(self) -> Any:
+        return self._all("adapter_named_tensors")
+
     def eval_loss(self, samples: Any) -> dict[str, float]:
         import ray
 

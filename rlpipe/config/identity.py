@@ -30,7 +30,7 @@ NOT_THE_RUN = (
     "perf.max_tokens_per_gpu", "perf.micro_batch_size", "perf.use_distributed_optimizer", "perf.bias_swiglu_fusion",
     "ckpt.load", "ckpt.save", "ckpt.save_interval", "ckpt.save_hf", "ckpt.keep_last", "ckpt.no_save_optim",
     "rollout.num_rollout", "rollout.num_epoch", "rollout.max_sampling_waves", "rollout.reward_timeout_s",
-    "rollout.engine", "demo.cache_dir", "debug.save_rollout_data",
+    "rollout.engine", "demo.cache_dir", "debug.save_rollout_data", "lora.sync",
 )  # fmt: skip
 MAX_SHOWN = 12  # differences listed in one message
 

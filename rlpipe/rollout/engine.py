@@ -25,6 +25,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     return_routed_experts: bool = False  # MoE: each response's experts per token and layer (routing replay)
+    lora_name: str | None = None  # generate with this loaded LoRA adapter (lora.sync=adapter; SGLang's lora_path)
 
 
 @dataclass
@@ -52,6 +53,11 @@ class RolloutEngine(Protocol):
         """Load HF-named tensors; only legal between begin_weight_update and end_weight_update."""
 
     def end_weight_update(self) -> None: ...
+
+    def load_lora_adapter(self, name: str, named_tensors: list[tuple[str, torch.Tensor]], config: dict) -> None:
+        """Serve LoRA adapter `name` (peft-named A/B matrices, peft's adapter config) from now on, replacing an
+        adapter of that name; requests naming it (`SamplingParams.lora_name`) use it. A new weight version."""
+        ...
 
     def flush_cache(self) -> None: ...
 

@@ -55,8 +55,9 @@ def started_engine(run: Resolved, log_dir: Path, engine_urls: list[str] | None =
         for url in urls:
             router.add_worker(url)
         yield SGLangEngine(
-            router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine, routes_shape=routes_shape(cfg)
-        )
+            router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine, routes_shape=routes_shape(cfg),
+            version=cfg.sglang.version,
+        )  # fmt: skip
     finally:
         router.stop()
         for server in servers:

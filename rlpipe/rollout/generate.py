@@ -25,6 +25,7 @@ from rlpipe.rollout.engine import GenerateOutput, RolloutEngine, SamplingParams
 from rlpipe.rollout.multi_turn import EpisodeRunner
 from rlpipe.rollout.waves import collect_groups, number_groups
 
+LORA_ADAPTER_NAME = "rlpipe_lora"  # lora.sync=adapter: the name the trainer's adapter is served under
 FINISH_STATUS = {"stop": Status.COMPLETED, "length": Status.TRUNCATED, "abort": Status.ABORTED}
 UNFINISHED = (Status.PENDING, Status.ABORTED)
 
@@ -158,6 +159,7 @@ def sampling_params(cfg: RunConfig, evaluation_dataset: str | None = None) -> Sa
         stop_token_ids=tuple(ro.stop_token_ids),
         # the trainer replays training rollouts' experts (R3); evaluation needs none
         return_routed_experts=cfg.algo.use_rollout_routing_replay and evaluation_dataset is None,
+        lora_name=LORA_ADAPTER_NAME if cfg.lora.rank and cfg.lora.sync == "adapter" else None,
     )
 
 

@@ -52,6 +52,7 @@ class HFEngine:
         self._abort = threading.Event()
         # One generate or weight/memory operation at a time: weights never change under a running decode.
         self._lock = threading.Lock()
+        self._lora_base: dict[str, torch.Tensor] = {}  # weights a LoRA adapter is merged into, as they were (host)
 
     @property
     def weight_version(self) -> int:
@@ -150,6 +151,7 @@ class HFEngine:
                     "update_weights_from_tensor() outside begin_weight_update()/end_weight_update() "
                     "(SGLang rejects it the same way, with success=False)"
                 )
+            self._lora_base.clear()  # new weights: a later adapter merges into them
             # state_dict keeps both names of a tied weight (embed_tokens / lm_head); keep_vars gives the live tensors.
             params = self.model.state_dict(keep_vars=True)
             for name, tensor in named_tensors:
@@ -165,6 +167,26 @@ class HFEngine:
             if not self._updating:
                 raise RuntimeError("end_weight_update() without begin_weight_update()")
             self._updating = False
+            self._weight_version += 1
+
+    @torch.no_grad()
+    def load_lora_adapter(self, name: str, named_tensors: list[tuple[str, torch.Tensor]], config: dict) -> None:
+        """Serve a LoRA adapter by merging it: W = W_base + lora_alpha/r · B A for every adapted weight, W_base kept
+        on the host the first time, so the next adapter replaces this one. This engine serves one model, so every
+        request uses the adapter, named or not."""
+        scaling = config["lora_alpha"] / config["r"]
+        matrices = dict(named_tensors)
+        with self._lock:
+            params = self.model.state_dict(keep_vars=True)
+            for a_name, a in matrices.items():
+                if ".lora_A." not in a_name:
+                    continue
+                b = matrices[a_name.replace(".lora_A.", ".lora_B.")]
+                weight = a_name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+                target = _destination(params, weight)
+                base = self._lora_base.setdefault(weight, target.detach().to("cpu", copy=True))
+                merged = base.float() + scaling * (b.float() @ a.float())
+                target.copy_(merged.to(device=target.device, dtype=target.dtype))
             self._weight_version += 1
 
     def flush_cache(self) -> None:

@@ -22,9 +22,11 @@ from rlpipe.data.tokenizer import SftExample, encode_sft_pair, load_tokenizer, s
 from rlpipe.loading import loading
 from rlpipe.reward import RewardContext
 from rlpipe.rollout.engine import RolloutEngine
-from rlpipe.rollout.generate import RolloutSource, generate_rollout, sampling_params
+from rlpipe.rollout.generate import LORA_ADAPTER_NAME, RolloutSource, generate_rollout, sampling_params
 from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer, episode_metrics, scripted_episode
 from rlpipe.rollout.samples_io import load_rollout_data, sample_from_dict, sample_to_dict, save_rollout_data
+from rlpipe.train.peft_adapter import adapter_config
+from rlpipe.train.setup import lora_spec
 
 
 @dataclass
@@ -171,6 +173,16 @@ class RolloutRole:
         self.engine.begin_weight_update()
         self.engine.update_weights_from_tensor(named_tensors)
         self.engine.end_weight_update()
+        self.engine.flush_cache()
+        return self.engine.weight_version
+
+    def update_adapter(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """lora.sync=adapter: serve the trainer's LoRA adapter (peft-named matrices) on the engine's base weights.
+        Returns the new version."""
+        spec = lora_spec(self.cfg)
+        assert spec is not None and self.cfg.ckpt.hf_checkpoint is not None  # LoRA on, resolved
+        config = adapter_config(spec, self.cfg.ckpt.hf_checkpoint)
+        self.engine.load_lora_adapter(LORA_ADAPTER_NAME, named_tensors, config)
         self.engine.flush_cache()
         return self.engine.weight_version
 

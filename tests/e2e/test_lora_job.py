@@ -29,6 +29,17 @@ def test_lora_grpo_after_sft_learns_resumes_and_exports_what_peft_loads(tmp_path
     assert sum(rewards[-10:]) / 10 > sum(rewards[:10]) / 10 + 0.1
     assert evals[-1]["reverse/reward_mean"] > evals[0]["reverse/reward_mean"] + 0.2
 
+    # lora.sync=adapter: the engine merges the adapters itself; its weights are the merged sync's bit for bit, so
+    # the run is the same run
+    adapter = launch(tmp_path, "+experiment=lora-cpu", "rollout.num_rollout=20", "lora.sync=adapter",
+                     "run_name=adapter-sync")  # fmt: skip
+    assert adapter.returncode == 0, adapter.stderr[-3000:]
+
+    def same(record: dict) -> dict:
+        return {k: v for k, v in record.items() if not k.startswith("time_")}
+
+    assert [same(r) for r in records(tmp_path, "adapter-sync", "train")] == [same(r) for r in train[:20]]
+
     out = tmp_path / "out"
     checkpoint = out / "tiny-lora-reverse" / "checkpoints" / "iter_0000100"
     keys = FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata.keys()

@@ -5,7 +5,10 @@ unknown `sampling_params` keys are a 400 with SGLang's message; weight updates o
 success=False; generating while weights or KV cache are released is an error; abort ends requests in flight with
 finish_reason "abort"; pause holds new requests until continue. Control bodies with keys the real request struct
 lacks are rejected too (stricter than SGLang, which ignores them) so a client typo fails a test instead of a job.
-Every request is recorded (`requests`), and every decoded weight bucket (`received_weights`), for assertions.
+Every request is recorded (`requests`), every decoded weight bucket (`received_weights`) and every LoRA adapter
+loaded (`received_adapters`), for assertions. With `max_lora_rank` (--enable-lora --max-lora-rank) adapters are
+loaded from tensors and served to requests that name them (`lora_path`), each by its own engine over the current
+weights with the adapter merged (HFEngine.load_lora_adapter).
 
 In-process: `FakeSGLang(ckpt).start()` serves from a thread. As a subprocess it takes launch_server's flags:
 `python -m tests.fakes.fake_sglang --model-path CKPT --port P [--host H] [other ServerArgs flags, recorded]`; given
@@ -87,6 +90,17 @@ CONTROL_KEYS: dict[str, set[str]] = {
     "/abort_request": {"abort_all", "finished_reason", "abort_message", "weight_versions"},
     "/pause_generation": {"mode"},
     "/continue_generation": {"torch_empty_cache"},
+    # LoadLoRAAdapterFromTensorsReqInput / UnLoadLoRAAdapterReqInput (0.5.17+)
+    "/load_lora_adapter_from_tensors": {
+        "lora_name",
+        "config_dict",
+        "serialized_named_tensors",
+        "pinned",
+        "added_tokens_config",
+        "load_format",
+        "expected_checksums",
+    },
+    "/unload_lora_adapter": {"lora_name"},
 }
 MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")
 SESSION_ERROR = "{} must run between begin_weight_update() and end_weight_update()"
@@ -118,8 +132,13 @@ class FakeSGLang:
         host: str = "127.0.0.1",
         port: int = 0,
         return_routed_experts: bool = False,
+        max_lora_rank: int | None = None,
     ) -> None:
         self.engine = HFEngine(hf_checkpoint, seed=seed)
+        self.seed = seed
+        self.max_lora_rank = max_lora_rank  # None: started without --enable-lora
+        self.adapters: dict[str, HFEngine] = {}  # lora_name -> the engine serving it
+        self.received_adapters: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = []
         self.return_routed_experts = return_routed_experts  # --enable-return-routed-experts
         self.model_path = str(hf_checkpoint)
         self.host, self.port = host, port
@@ -230,8 +249,12 @@ class FakeSGLang:
             # SGLang captures routes only when the server enables it, and returns them only when asked
             return_routed_experts=self.return_routed_experts and bool(body.get("return_routed_experts")),
         )
+        lora = body.get("lora_path")
+        if lora is not None and lora not in self.adapters:
+            return _error(f"LoRA adapter {lora!r} is not loaded; loaded: {sorted(self.adapters)}")
+        engine = self.adapters[lora] if lora is not None else self.engine
         try:  # HFEngine decodes synchronously: off the event loop, so abort/pause requests still get through
-            (outputs,) = await asyncio.get_running_loop().run_in_executor(None, self.engine.generate, [ids], params)
+            (outputs,) = await asyncio.get_running_loop().run_in_executor(None, engine.generate, [ids], params)
         except (RuntimeError, ValueError) as exc:
             return _error(str(exc))
         items = [self._reply(o, len(ids), body.get("return_logprob", False)) for o in outputs]
@@ -327,11 +350,43 @@ class FakeSGLang:
         elif path == "/abort_request":
             if body.get("abort_all"):
                 engine.abort()
+        elif path in ("/load_lora_adapter_from_tensors", "/unload_lora_adapter"):
+            return self._lora(path, body)
         elif path == "/pause_generation":
             if body.get("mode", "abort") not in ("abort", "retract", "in_place"):
                 raise ValueError(f"pause mode {body['mode']!r}")
             if body.get("mode", "abort") == "abort":
                 engine.abort()
+        return None
+
+    def _lora(self, path: str, body: dict[str, Any]) -> str | None:
+        """SGLang's LoRA rules: --enable-lora, a name loaded once, a rank within --max-lora-rank, A and B of each
+        projection, names of a checkpoint (`model.layers.{i}...`, no peft `base_model.model.` prefix)."""
+        if self.max_lora_rank is None:
+            return "LoRA is not enabled; start the server with --enable-lora"
+        name = body["lora_name"]
+        if path == "/unload_lora_adapter":
+            if self.adapters.pop(name, None) is None:
+                return f"LoRA adapter {name!r} is not loaded"
+            return None
+        if name in self.adapters:
+            return f"LoRA adapter {name!r} is already loaded; unload it first"
+        config = body["config_dict"]
+        missing = {"r", "lora_alpha", "target_modules"} - set(config)
+        if missing:
+            return f"config_dict lacks {sorted(missing)}"
+        if config["r"] > self.max_lora_rank:
+            return f"LoRA rank {config['r']} exceeds --max-lora-rank {self.max_lora_rank}"
+        tensors = _WeightsUnpickler(io.BytesIO(base64.b64decode(body["serialized_named_tensors"][0]))).load()
+        matrices = (".lora_A.weight", ".lora_B.weight")
+        bad = [n for n in tensors if not n.startswith("model.layers.") or not n.endswith(matrices)]
+        if bad:
+            return f"unexpected adapter tensor names {bad[:3]}"
+        served = HFEngine(self.model_path, seed=self.seed)
+        served.model.load_state_dict(self.engine.model.state_dict())  # the base as it is now (after weight updates)
+        served.load_lora_adapter(name, list(tensors.items()), config)
+        self.adapters[name] = served
+        self.received_adapters.append((name, tensors, config))
         return None
 
 
@@ -374,13 +429,16 @@ def main() -> None:
     parser.add_argument("--node-rank", type=int, default=0)
     parser.add_argument("--dist-init-addr", default=None)
     parser.add_argument("--enable-return-routed-experts", action="store_true")
+    parser.add_argument("--enable-lora", action="store_true")
+    parser.add_argument("--max-lora-rank", type=int, default=None)
     args, rest = parser.parse_known_args()
     torch.set_num_threads(1)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # launched for GPUs (on Ray): hold the launcher to them
         _join_nodes(args)
     fake = FakeSGLang(
-        args.model_path, host=args.host, port=args.port, return_routed_experts=args.enable_return_routed_experts
-    )
+        args.model_path, host=args.host, port=args.port, return_routed_experts=args.enable_return_routed_experts,
+        max_lora_rank=args.max_lora_rank if args.enable_lora else None,
+    )  # fmt: skip
     print(f"fake sglang serving {args.model_path} on {fake.url}; other flags: {rest}", flush=True)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from train_helpers import SEQS, STARTS, hf_response_stats, init_layout, make_spec, make_tiny, spawn_world
 from train_helpers import sum_log_prob_loss as loss_of
 
+from rlpipe.data.tiny_model import TinyModelSpec, build_tiny_checkpoint
 from rlpipe.train.hf_export import export_hf
 from rlpipe.train.lora import peft_name
 from rlpipe.train.peft_adapter import load_adapter, save_adapter
@@ -189,3 +190,38 @@ def test_tp2_lora_equals_tp1(world_of_one, tmp_path: Path, sizes: dict) -> None:
         for key in ("merged", "adapters"):
             assert got[key].keys() == want[key].keys()
             assert max((got[key][k] - want[key][k]).abs().max().item() for k in want[key]) < 1e-5, key
+
+
+def test_adapter_sync_gives_each_engine_the_trainer_s_merged_weights(world_of_one, tmp_path: Path) -> None:
+    """lora.sync=adapter: after each sync the engine's effective weights are the trainer's merged ones, for the HF
+    engine (which merges) and through SGLang's adapter endpoints (the strict fake serves the adapter by name)."""
+    from rlpipe.rollout.hf_engine import HFEngine
+    from rlpipe.rollout.sglang.client import SGLangEngine
+    from rlpipe.train.peft_adapter import adapter_config
+    from tests.fakes.fake_sglang import FakeSGLang
+
+    folder = build_tiny_checkpoint(tmp_path / "base", TinyModelSpec())  # the engines need its tokenizer too
+    trainer = _lora_trainer(folder, lr=1e-2)
+    trainer.load_adapters(_random_adapters(trainer))
+    config = adapter_config(SPEC, str(folder))
+    hf_engine = HFEngine(folder)
+    fake = FakeSGLang(folder, max_lora_rank=SPEC.rank).start()
+    try:
+        client = SGLangEngine(fake.url, [fake.url], tp_size=2)
+        for sync in range(2):  # the second adapter replaces the first
+            named = trainer.adapter_named_tensors()
+            hf_engine.load_lora_adapter("rlpipe_lora", named, config)
+            client.load_lora_adapter("rlpipe_lora", named, config)
+            merged = dict(trainer.hf_named_tensors())
+            for engine in (hf_engine, fake.adapters["rlpipe_lora"]):
+                served = engine.model.state_dict()
+                assert max((served[k] - merged[k]).abs().max().item() for k in merged) < 1e-6, sync
+            trainer.train_step(SEQS[:4], STARTS[:4], loss_of(denominator=25.0))  # ids within the tiny vocabulary
+        assert [p for p in fake.paths() if "lora" in p] == [
+            "/load_lora_adapter_from_tensors", "/unload_lora_adapter", "/load_lora_adapter_from_tensors",
+        ]  # fmt: skip
+        assert fake.received_adapters[0][2]["r"] == SPEC.rank and client.weight_version == 2
+        base = fake.engine.model.state_dict()  # requests without the adapter's name get the base model
+        assert all(torch.equal(base[k], w) for k, w in load_file(folder / "model.safetensors").items())
+    finally:
+        fake.stop()

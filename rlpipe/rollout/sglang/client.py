@@ -40,6 +40,7 @@ class SGLangEngine:
         bucket_bytes: int = 512 * 2**20,
         timeout_s: float = 3600.0,
         routes_shape: tuple[int, int] | None = None,
+        version: str = "0.5.23",
     ) -> None:
         if not engine_urls:
             raise ValueError("SGLangEngine needs at least one engine URL")
@@ -51,6 +52,8 @@ class SGLangEngine:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._weight_version = 0
         self.routes_shape = routes_shape  # MoE (layers, top-k): the shape of each token's routed experts
+        self.version = version  # the servers' SGLang release: some request bodies differ between releases
+        self._adapters: set[str] = set()  # LoRA adapters this client loaded (unloaded before a reload)
 
     @property
     def weight_version(self) -> int:
@@ -96,6 +99,18 @@ class SGLangEngine:
 
     def flush_cache(self) -> None:
         self._broadcast("/flush_cache", {})
+
+    def load_lora_adapter(self, name: str, named_tensors: list[tuple[str, torch.Tensor]], config: dict) -> None:
+        """Serve LoRA adapter `name` on every engine (servers started with --enable-lora): an adapter loaded under
+        that name before is unloaded first (SGLang refuses a name twice), then the new matrices are loaded from
+        memory (/load_lora_adapter_from_tensors). Requests naming it generate with it. A new weight version."""
+        if name in self._adapters:
+            self._broadcast("/unload_lora_adapter", {"lora_name": name})
+            self._adapters.discard(name)
+        body = protocol.lora_tensors_body(name, config, named_tensors, self.tp_size, self.version)
+        self._broadcast("/load_lora_adapter_from_tensors", body)
+        self._adapters.add(name)
+        self._weight_version += 1
 
     def init_weights_update_group(
         self,

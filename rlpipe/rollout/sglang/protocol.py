@@ -50,6 +50,8 @@ def generate_body(prompt: list[int], params: SamplingParams) -> dict[str, Any]:
     body: dict[str, Any] = {"input_ids": prompt, "sampling_params": sampling, "return_logprob": True}
     if params.return_routed_experts:
         body["return_routed_experts"] = True
+    if params.lora_name is not None:
+        body["lora_path"] = params.lora_name  # the name an adapter was loaded under (SGLang's GenerateReqInput)
     return body
 
 
@@ -151,3 +153,21 @@ def update_tensor_body(payload: str, tp_size: int, weight_version: int) -> dict[
         "abort_all_requests": False,
         "weight_version": str(weight_version),
     }
+
+
+# SGLang releases whose /load_lora_adapter_from_tensors takes one payload for all TP ranks (`serialized_tensors`);
+# 0.5.17 and later take one per rank (`serialized_named_tensors`), as /update_weights_from_tensor does.
+SINGLE_PAYLOAD_LORA = ("0.5.15.post1", "0.5.16")
+
+
+def lora_tensors_body(
+    name: str, config: dict[str, Any], named_tensors: Sequence[tuple[str, torch.Tensor]], tp_size: int, version: str
+) -> dict[str, Any]:
+    """The /load_lora_adapter_from_tensors JSON: peft's adapter config and the whole A/B matrices, named as in a
+    checkpoint (`model.layers.{i}.self_attn.q_proj.lora_A.weight`); each TP rank slices its own share."""
+    tensors = {n.removeprefix("base_model.model."): t.detach().cpu().clone() for n, t in named_tensors}
+    payload = base64.b64encode(pickle.dumps(tensors)).decode("ascii")
+    body: dict[str, Any] = {"lora_name": name, "config_dict": config}
+    if version in SINGLE_PAYLOAD_LORA:
+        return body | {"serialized_tensors": payload}
+    return body | {"serialized_named_tensors": [payload] * tp_size}
