@@ -23,6 +23,25 @@ ROOT = Path(__file__).resolve().parents[1]
         ["config_latency.py", "--runs", "1", "--goal", "0"],  # every case OVER: timings alone never fail it
         ["packing.py", "--rounds", "1", "--iters", "1", "--seqs", "2", "--seq-len", "32"],
         ["logprob_head.py", "--rounds", "1", "--iters", "1", "--tokens", "16", "--vocab", "256"],
+        [
+            "lora_memory.py",
+            "--hidden",
+            "128",
+            "--layers",
+            "2",
+            "--ffn",
+            "256",
+            "--vocab",
+            "512",
+            "--ranks",
+            "4",
+            "--steps",
+            "1",
+            "--seq-len",
+            "16",
+            "--workdir",
+            ".",
+        ],
     ],
     ids=lambda args: args[0],
 )
@@ -33,6 +52,8 @@ def test_benchmark_runs(args: list[str], tmp_path: Path) -> None:
         assert "megatron rows+swiglu" in (tmp_path / "gpu_train.log").read_text()
     if args[0] == "config_latency.py":
         assert "| OVER |" in done.stdout
+    if args[0] == "lora_memory.py":  # Adam's state is the trainable parameters' (two moments each), at any scale
+        assert "r=4: optimizer state / full = 0.0" in done.stdout
 
 
 def test_config_latency_check_fails_on_a_missed_goal(tmp_path: Path) -> None:

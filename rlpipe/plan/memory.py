@@ -8,7 +8,8 @@ rlpipe's local-spec layer keeps, as torch's memory profiler lists them at the st
 bench/plan_vs_measured.py; sharded by TP, the replicated ones by sequence parallelism; full recompute keeps only each
 chunk's input; 1F1B pipelining holds PP - stage micro-batches), and on top of them the step's largest transient:
 the log-prob head's (the [tokens, V/TP] logits it saves, their gradient and two fp32 chunks of
-`rlpipe.train.logprobs`) or, under recompute, one chunk of layers rebuilt for its backward.
+`rlpipe.train.logprobs`) or, under recompute, one chunk of layers rebuilt for its backward. With LoRA (`lora.rank`)
+the weights gain the adapters, and gradients and optimizer state are the adapters' alone.
 
 Engine (one GPU of an SGLang engine): weights / engine TP, and the KV pool SGLang sizes at start
 (model_runner.profile_max_num_token): rest = free after weights - total x (1 - mem_fraction_static), i.e.
@@ -24,7 +25,7 @@ from typing import Any
 
 from rlpipe.config.limits import stage_layers
 from rlpipe.plan.gpus import GIB, RUNTIME_OVERHEAD, Gpu
-from rlpipe.plan.params import ParamCount, count_params
+from rlpipe.plan.params import ParamCount, count_params, lora_params_per_layer
 
 LOGPROB_CHUNK_BYTES = (1 << 26) * 4  # rlpipe.train.logprobs.CHUNK_ELEMENTS fp32 elements per temporary
 ASSUMED_PROMPT = 1024  # prompt tokens when rollout.max_prompt_len is unset (the plan says so)
@@ -123,9 +124,16 @@ def train_memory(cfg: dict[str, Any], topology: dict[str, Any], overhead: int = 
             dense += (count.output or (count.embedding if pp > 1 else 0)) // tp
         experts = layers * count.layer_experts // (ep * etp)
         params = dense + experts
-        if pf["use_distributed_optimizer"]:
+        adapters = layers * lora_params_per_layer(model, cfg["lora"], tp)  # LoRA: only these train
+        if adapters:
+            params += adapters
+            trained = adapters
+            optimizer = math.ceil(adapters * state_bytes / (shards if pf["use_distributed_optimizer"] else 1))
+        elif pf["use_distributed_optimizer"]:
+            trained = params
             optimizer = math.ceil(dense * state_bytes / shards) + math.ceil(experts * state_bytes / expert_dp)
         else:
+            trained = params
             optimizer = params * state_bytes
         in_flight = min(pp - stage, _micro_batches(cfg, topology)) if pp > 1 else 1
         critic = 0
@@ -142,7 +150,7 @@ def train_memory(cfg: dict[str, Any], topology: dict[str, Any], overhead: int = 
                 layers,
                 params,
                 params * a,
-                params * 4,
+                trained * 4,  # fp32 gradient buffers of what trains
                 optimizer,
                 in_flight * saved,
                 logits,

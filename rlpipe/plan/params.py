@@ -84,3 +84,27 @@ def _mlp(h: int, f: int, model: dict[str, Any]) -> int:
     fc1_out = f if model["swiglu"] is False else 2 * f  # rlpipe's families are all SwiGLU (unset: SwiGLU)
     biases = (fc1_out + h) if model["add_bias_linear"] else 0
     return h * fc1_out + f * h + biases
+
+
+def lora_params_per_layer(model: dict[str, Any], lora: dict[str, Any], tensor_parallel: int = 1) -> int:
+    """One layer's LoRA adapter parameters on one TP rank (rlpipe.train.lora's sharding: a column-parallel base keeps
+    A whole and B split by rows, a row-parallel one A split by columns and B whole); 0 with LoRA off."""
+    from rlpipe.config.lora import projections
+
+    r = lora["rank"]
+    if not r:
+        return 0
+    h, tp = model["hidden_size"], tensor_parallel
+    heads, groups = model["num_attention_heads"], model["num_query_groups"] or model["num_attention_heads"]
+    d = model["kv_channels"] or h // heads
+    f = model["ffn_hidden_size"]
+    shapes = {  # projection -> (out, in, row-parallel)
+        "q_proj": (heads * d, h, False), "k_proj": (groups * d, h, False), "v_proj": (groups * d, h, False),
+        "o_proj": (h, heads * d, True), "gate_proj": (f, h, False), "up_proj": (f, h, False),
+        "down_proj": (h, f, True),
+    }  # fmt: skip
+    total = 0
+    for name in projections(lora["target_modules"], lora["exclude_modules"]):
+        out, inp, row = shapes[name]
+        total += r * (inp // tp + out) if row else r * (inp + out // tp)
+    return total

@@ -247,3 +247,19 @@ def test_an_sft_script_imports_as_the_sft_job(package: str, tmp_path: Path) -> N
     assert run.cfg.algo.loss_type == "sft_loss" and run.cfg.algo.calculate_per_token_loss
     assert ro.rollout_function_path == "rlpipe.rollout.sft.generate_rollout" and ro.input_key == "messages"
     assert (ro.n_samples, ro.batch_size, ro.mode, run.cfg.debug.train_only) == (1, 128, "async", True)
+
+
+def test_miles_lora_flags_import_and_export_again(tmp_path: Path) -> None:
+    """Miles' LoRA flags (examples/lora): the lora group, and back to the same flags."""
+    flags = "--lora-rank 32 --lora-alpha 32 --target-modules q_proj,k_proj,v_proj,o_proj --exclude-modules k_proj\n"
+    run = load_imported(TRAIN + flags, tmp_path)
+    lo = run.cfg.lora
+    assert (lo.rank, lo.alpha, lo.target_modules, lo.exclude_modules) == (
+        32,
+        32.0,
+        "q_proj,k_proj,v_proj,o_proj",
+        "k_proj",
+    )
+    script = export_miles(run)
+    for words in ("--lora-rank 32", "--target-modules q_proj,k_proj,v_proj,o_proj", "--exclude-modules k_proj"):
+        assert words in script

@@ -327,6 +327,12 @@ GOOD = [
     ),
     # ---- the SFT job (algo.loss_type=sft_loss)
     Good(
+        "lora-kl-reference-is-the-base",  # LoRA: the frozen base is the KL reference; no ckpt.ref_load needed
+        ["lora.rank=8", "lora.target_modules='q_proj,v_proj'", "algo.use_kl_loss=true"],
+        {},
+        {"lora.rank": 8, "algo.use_kl_loss": True},
+    ),
+    Good(
         "sft-job",
         ["algo.loss_type=sft_loss", "rollout.n_samples=1"],
         {
@@ -768,6 +774,30 @@ BAD = [
             ("rollout.rm_type", "unknown reward type", "math"),
             ("perf.max_tokens_per_gpu", "unset", "perf.max_tokens_per_gpu="),
         ],
+    ),
+    # ---- LoRA
+    Bad(
+        "lora-unknown-projection",
+        ["lora.rank=8", "lora.target_modules='q_proj,qkv'"],
+        [("lora.target_modules", "qkv: not a projection", "lora.target_modules=all-linear")],
+    ),
+    Bad(
+        "lora-excludes-everything",
+        ["lora.rank=8", "lora.target_modules=q_proj", "lora.exclude_modules=q_proj"],
+        [("lora.exclude_modules", "leaves no projection", "exclude fewer")],
+    ),
+    Bad(
+        "lora-with-ppo-and-a-missing-adapter",
+        ["lora.rank=8", "algo.advantage_estimator=ppo", "lora.adapter_path={tmp}/nothing"],
+        [
+            ("lora.rank", "not ppo's critic", "lora.rank=0"),
+            ("lora.adapter_path", "no adapter_config.json", "save_pretrained"),
+        ],
+    ),
+    Bad(
+        "lora-adapter-path-without-lora",
+        ["lora.adapter_path={tmp}"],
+        [("lora.rank", "LoRA is off", "lora.rank=<the adapter's rank>")],
     ),
     # ---- the SFT job
     Bad(

@@ -81,6 +81,24 @@ def test_train_memory_terms_hand_computed() -> None:
     assert stage.logits == 2 * 4096 * (v // 2) * 2 + 2 * chunk  # saved logits and their gradient, bf16
 
 
+def test_lora_trains_and_holds_optimizer_state_for_the_adapters_only() -> None:
+    """The same Qwen2.5-7B layout with rank-16 LoRA on every projection: the weights gain the adapters (hand-counted
+    with the trainer's sharding), gradients and optimizer state are the adapters' alone (shrunk by trainable/params)."""
+    base = [*GLM4, "model=qwen2.5-7B", "perf.tensor_parallel=2", "perf.context_parallel=1",
+            "perf.sequence_parallel=false", "perf.max_tokens_per_gpu=4096"]  # fmt: skip
+    run = load([*base, "lora.rank=16"], check_paths=False)
+    (stage,) = train_memory(run.cfg.model_dump(), run.topology.model_dump(), overhead=0)
+    (plain,) = train_memory(load(base, check_paths=False).cfg.model_dump(), run.topology.model_dump(), overhead=0)
+    h, f, q, kv, r, tp = 3584, 18944, 28 * 128, 4 * 128, 16, 2
+    column = r * (h + q // tp) + 2 * r * (h + kv // tp) + 2 * r * (h + f // tp)  # q, k, v, gate, up
+    row = r * (q // tp + h) + r * (f // tp + h)  # o, down
+    adapters = 28 * (column + row)
+    assert stage.params == plain.params + adapters and stage.weights == 2 * stage.params
+    assert stage.grads == 4 * adapters
+    assert stage.optimizer == -(-adapters * 12 // 2)  # fp32 master + two moments of the adapters, over DP 2
+    assert stage.optimizer / plain.optimizer == pytest.approx(adapters / plain.params, rel=1e-6)
+
+
 def test_full_recompute_keeps_layer_inputs_and_one_layer() -> None:
     run = load(
         [*GLM4, "model=qwen2.5-1.5B", "perf.tensor_parallel=1", "perf.context_parallel=1",

@@ -124,8 +124,8 @@ def miles_arrays(run: Resolved) -> dict[str, list[str]]:
     for key, info in schema_leaves():
         flag = miles_flag(info)
         group = key.split(".")[0] if "." in key else ""
-        if flag is None or group == "cluster":
-            continue  # rlpipe-only, or a train-line flag (miles_cluster_args)
+        if flag is None or group == "cluster" or (group == "lora" and not cfg.lora.rank):
+            continue  # rlpipe-only, a train-line flag (miles_cluster_args), or LoRA's settings with LoRA off
         if group == "log" and key != "log.tensorboard" and not cfg.log.wandb and field_value(cfg, key) == info.default:
             continue  # wandb's defaults mean nothing with wandb off; a setting given anyway is kept (a round trip)
         arrays[KEY_ARRAY.get(key, GROUP_ARRAY[group])] += _field_args(cfg, key, flag)

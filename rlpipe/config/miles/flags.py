@@ -30,10 +30,11 @@ ARRAYS: tuple[str, ...] = (
     "GRPO_ARGS",
     "OPTIMIZER_ARGS",
     "SGLANG_ARGS",
+    "LORA_ARGS",
     "MISC_ARGS",
     "WANDB_ARGS",
 )
-OPTIONAL_ARRAYS = ("MISC_ARGS", "WANDB_ARGS")  # written only when they hold something
+OPTIONAL_ARRAYS = ("LORA_ARGS", "MISC_ARGS", "WANDB_ARGS")  # written only when they hold something
 GROUP_ARRAY = {
     "model": "MODEL_ARGS",
     "ckpt": "CKPT_ARGS",
@@ -45,6 +46,7 @@ GROUP_ARRAY = {
     "sglang": "SGLANG_ARGS",
     "log": "WANDB_ARGS",
     "debug": "MISC_ARGS",
+    "lora": "LORA_ARGS",  # Miles' examples/lora scripts
     "": "MISC_ARGS",  # top-level fields (seed)
 }
 # Where Miles' own scripts (scripts/run-glm4-9B.sh) put these, rather than by schema group.
