@@ -110,8 +110,9 @@ def main() -> None:
             )  # fmt: skip
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     full = rows[0]
-    print(f"model: {full['params'] / 1e6:.1f} M parameters (hidden {args.hidden}, {args.layers} layers, ffn "
-          f"{args.ffn}, vocab {args.vocab}); batch {args.batch} x {args.seq_len} tokens; Adam, fp32, 1 CPU process")  # fmt: skip
+    shape = f"hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}"
+    print(f"model: {full['params'] / 1e6:.1f} M parameters ({shape}); batch {args.batch} x {args.seq_len} tokens; "
+          "Adam, fp32, 1 CPU process")  # fmt: skip
     print("| run | trainable | optimizer state | gradient buffers | peak RSS | step time |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
