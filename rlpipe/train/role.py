@@ -75,12 +75,16 @@ class TrainerRole:
         else:
             assert cfg.ckpt.hf_checkpoint is not None  # resolved
             init = Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint)
-        with loading("the initial weights", init):
-            if is_torch_dist(init):
-                self.trainer.load_torch_dist(init)
-            else:
-                self.trainer.load_hf(init)
+        self._load_weights(init, "the initial weights")
         return 0, {}
+
+    def _load_weights(self, folder: Path, what: str) -> None:
+        """Model weights from an HF folder or a torch_dist checkpoint, with a progress line naming `what`."""
+        with loading(what, folder):
+            if is_torch_dist(folder):
+                self.trainer.load_torch_dist(folder)
+            else:
+                self.trainer.load_hf(folder)
 
     def _init_lora(self) -> tuple[int, dict[str, Any]]:
         """LoRA: the frozen base from ckpt.ref_load, else the HF checkpoint (HF folder or torch_dist); then the
@@ -88,12 +92,7 @@ class TrainerRole:
         lora.adapter_path's adapters, or fresh ones (B = 0: the base model exactly)."""
         cfg = self.cfg
         assert cfg.ckpt.hf_checkpoint is not None  # resolved
-        base = Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint)
-        with loading("the base weights LoRA trains on", base):
-            if is_torch_dist(base):
-                self.trainer.load_torch_dist(base)
-            else:
-                self.trainer.load_hf(base)
+        self._load_weights(Path(cfg.ckpt.ref_load or cfg.ckpt.hf_checkpoint), "the base weights LoRA trains on")
         if cfg.ckpt.load:
             with loading("the LoRA checkpoint to resume (ckpt.load)", cfg.ckpt.load):
                 loaded = self.trainer.load_checkpoint(Path(cfg.ckpt.load))
