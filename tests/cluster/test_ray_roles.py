@@ -14,10 +14,11 @@ from rlpipe.config import load
 from rlpipe.data.demo import build_demo_assets
 
 
-def _run(tmp_path: Path, trainers: int):
+def _run(tmp_path: Path, trainers: int, *overrides: str):
     return load([
         "cluster.backend=ray", "cluster.accelerator=cpu", f"cluster.actor_num_gpus_per_node={trainers}",
         f"demo.cache_dir={tmp_path / 'cache'}", "ckpt.save=null", "ckpt.load=null", "rollout.num_rollout=1",
+        *overrides,
     ])  # fmt: skip
 
 
@@ -57,7 +58,7 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
     finally:
         remove_placement_group(group)
 
-    local_metrics, local_weights = _in_process_step(_run(tmp_path, trainers=1), samples)
+    local_metrics, local_weights, _ = _in_process_step(_run(tmp_path, trainers=1), samples)
     start = dict(_hf_weights(run))
     assert max((local_weights[k] - start[k]).abs().max().item() for k in start) > 1e-4  # the step moved them
     assert max((ray_weights[k] - local_weights[k]).abs().max().item() for k in local_weights) < 1e-6
@@ -78,7 +79,8 @@ def _hf_weights(run):
     return load_file(f"{run.cfg.ckpt.hf_checkpoint}/model.safetensors").items()
 
 
-def _in_process_step(run, samples) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def _in_process_step(run, samples, held_out=None) -> tuple[dict[str, float], dict[str, torch.Tensor], dict]:
+    """One in-process trainer's step on `samples`: its metrics, weights and (given held-out samples) eval loss."""
     from rlpipe.train.distributed import init_single_process, teardown
     from rlpipe.train.role import TrainerRole
 
@@ -88,6 +90,33 @@ def _in_process_step(run, samples) -> tuple[dict[str, float], dict[str, torch.Te
         role = TrainerRole(run.cfg)
         role.init_weights()
         metrics = role.rl_update(samples)
-        return metrics, dict(role.hf_named_tensors())
+        return metrics, dict(role.hf_named_tensors()), role.eval_loss(held_out) if held_out else {}
     finally:
         teardown()
+
+
+def test_lora_adapter_sync_and_the_sft_eval_loss_on_ray(ray_cluster, tmp_path: Path) -> None:
+    """LoRA with lora.sync=adapter over two data-parallel trainer actors: only the adapters travel to the rollout
+    manager, and the engine then serves exactly the trainer's merged weights; the trainer group answers the SFT job's
+    eval loss as one in-process trainer does."""
+    from ray.util import remove_placement_group
+
+    run = _run(tmp_path, 2, "lora.rank=4", "lora.sync=adapter", "algo.loss_type=sft_loss", "rollout.n_samples=1")
+    build_demo_assets(run.cfg)
+    group = reserve(plan_placement(run), timeout_s=30)
+    try:
+        trainer = TrainerGroup(run, plan_placement(run), group)
+        rollout = RolloutGroup(run, plan_placement(run), group, tmp_path / "logs")
+        assert trainer.init_weights() == (0, {})
+        samples = rollout.generate(0).samples  # the next conversations, as supervised samples
+        metrics = trainer.rl_update(samples)
+        assert metrics["sft_loss"] > 0 and metrics["nonfinite_steps"] == 0
+        assert rollout.update_adapter(trainer.adapter_named_tensors()) == 1
+        assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1]
+        held_out = rollout.eval_conversations()
+        ray_loss = trainer.eval_loss(held_out["reverse"])
+    finally:
+        remove_placement_group(group)
+    local = _run(tmp_path, 1, "lora.rank=4", "algo.loss_type=sft_loss", "rollout.n_samples=1")
+    *_, local_loss = _in_process_step(local, samples, held_out["reverse"])
+    assert ray_loss["loss"] == pytest.approx(local_loss["loss"], rel=1e-5)
