@@ -99,13 +99,13 @@ def main() -> None:
         print(json.dumps(measure(args, args.one)))
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
-        forwarded = [a for a in sys.argv[1:] if not a.startswith("--workdir")]
-        if args.workdir:
-            forwarded = [a for a in forwarded if a != args.workdir]
+        shape = ("hidden", "layers", "ffn", "vocab", "batch", "seq_len", "steps")
+        forwarded = [word for key in shape for word in (f"--{key.replace('_', '-')}", str(getattr(args, key)))]
+        forwarded += ["--workdir", str(Path(workdir).resolve())]  # the subprocess runs from the repository
         rows = []
         for rank in [0, *args.ranks]:  # 0: full fine-tuning, the baseline, run first
             done = subprocess.run(
-                [sys.executable, __file__, *forwarded, "--workdir", workdir, "--one", str(rank)],
+                [sys.executable, __file__, *forwarded, "--one", str(rank)],
                 capture_output=True, text=True, check=True, cwd=ROOT,
             )  # fmt: skip
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
