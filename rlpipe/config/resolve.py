@@ -742,13 +742,15 @@ def _same_model(
 
 
 def _dotted_paths(r: Resolver) -> None:
-    """Import and signature-check every dotted path, all in one bounded child process (`check_dotted_paths`)."""
+    """Import and signature-check every dotted path the config gives, all in one bounded child process
+    (`check_dotted_paths`); rlpipe's own ones that a rule filled in (the SFT rollout, the demo's calculator) are not
+    re-checked."""
     from rlpipe.config.dotted import DOTTED_FIELDS, check_dotted_paths
     from rlpipe.reward.custom import REWARD_ARGS, reward_signature
 
     checks = {}
     for key, (n_args, expected) in DOTTED_FIELDS.items():
-        if path := r.get(key):
+        if (path := r.get(key)) and not r.derived(key):
             if key == "rollout.custom_rm_path":  # the reward hub owns the reward signature rules
                 n_args, expected = REWARD_ARGS, reward_signature(r.get("rollout.group_rm"))
             checks[key] = (path, n_args, expected)

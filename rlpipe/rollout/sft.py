@@ -8,9 +8,13 @@ makes it the rollout function of an SFT job.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.sample import Sample
-from rlpipe.rollout.generate import RolloutSource
+
+if TYPE_CHECKING:  # a light module: the config phase imports it to check its signature when a config names it
+    from rlpipe.rollout.generate import RolloutSource
 
 
 def generate_rollout(cfg: RunConfig, rollout_id: int, source: RolloutSource) -> list[list[Sample]]:
