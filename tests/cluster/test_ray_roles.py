@@ -3,6 +3,8 @@ in-process trainer, and a weight sync leaves the engine serving exactly the trai
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +24,28 @@ def _run(tmp_path: Path, trainers: int, *overrides: str):
     ])  # fmt: skip
 
 
-def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tmp_path: Path) -> None:
-    import ray
+@contextlib.contextmanager
+def _roles(run, tmp_path: Path) -> Iterator[tuple[TrainerGroup, RolloutGroup]]:
+    """The trainer group and the rollout manager of `run` on a reserved placement group, released afterwards."""
     from ray.util import remove_placement_group
 
-    run = _run(tmp_path, trainers=2)
-    assert run.topology.data_parallel == 2
     build_demo_assets(run.cfg)
     group = reserve(plan_placement(run), timeout_s=30)
     try:
-        trainer = TrainerGroup(run, plan_placement(run), group)
-        rollout = RolloutGroup(run, plan_placement(run), group, tmp_path / "logs")
+        yield (
+            TrainerGroup(run, plan_placement(run), group),
+            RolloutGroup(run, plan_placement(run), group, tmp_path / "logs"),
+        )
+    finally:
+        remove_placement_group(group)
+
+
+def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tmp_path: Path) -> None:
+    import ray
+
+    run = _run(tmp_path, trainers=2)
+    assert run.topology.data_parallel == 2
+    with _roles(run, tmp_path) as (trainer, rollout):
         assert trainer.init_weights() == (0, {})
         rollout.update_weights(trainer.hf_named_tensors())
         assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1]
@@ -55,8 +68,6 @@ def test_data_parallel_step_matches_in_process_and_sync_is_exact(ray_cluster, tm
         version = rollout.update_weights(trainer.hf_named_tensors())
         assert version == 3
         assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1] != trainer_digest
-    finally:
-        remove_placement_group(group)
 
     local_metrics, local_weights, _ = _in_process_step(_run(tmp_path, trainers=1), samples)
     start = dict(_hf_weights(run))
@@ -99,14 +110,8 @@ def test_lora_adapter_sync_and_the_sft_eval_loss_on_ray(ray_cluster, tmp_path: P
     """LoRA with lora.sync=adapter over two data-parallel trainer actors: only the adapters travel to the rollout
     manager, and the engine then serves exactly the trainer's merged weights; the trainer group answers the SFT job's
     eval loss as one in-process trainer does."""
-    from ray.util import remove_placement_group
-
     run = _run(tmp_path, 2, "lora.rank=4", "lora.sync=adapter", "algo.loss_type=sft_loss", "rollout.n_samples=1")
-    build_demo_assets(run.cfg)
-    group = reserve(plan_placement(run), timeout_s=30)
-    try:
-        trainer = TrainerGroup(run, plan_placement(run), group)
-        rollout = RolloutGroup(run, plan_placement(run), group, tmp_path / "logs")
+    with _roles(run, tmp_path) as (trainer, rollout):
         assert trainer.init_weights() == (0, {})
         samples = rollout.generate(0).samples  # the next conversations, as supervised samples
         metrics = trainer.rl_update(samples)
@@ -115,8 +120,6 @@ def test_lora_adapter_sync_and_the_sft_eval_loss_on_ray(ray_cluster, tmp_path: P
         assert _digests(trainer, rollout)[0] == _digests(trainer, rollout)[1]
         held_out = rollout.eval_conversations()
         ray_loss = trainer.eval_loss(held_out["reverse"])
-    finally:
-        remove_placement_group(group)
     local = _run(tmp_path, 1, "lora.rank=4", "algo.loss_type=sft_loss", "rollout.n_samples=1")
     *_, local_loss = _in_process_step(local, samples, held_out["reverse"])
     assert ray_loss["loss"] == pytest.approx(local_loss["loss"], rel=1e-5)
