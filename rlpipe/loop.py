@@ -88,7 +88,7 @@ class Loop:
         self.offload_train = run.cfg.cluster.offload_train
         self.trains = not run.cfg.debug.rollout_only
         self.generates = not run.cfg.debug.train_only  # an engine is there to generate, sync and evaluate
-        self.sft = run.cfg.algo.loss_type == "sft_loss"  # the engine only evaluates; weights go to it on demand
+        self.sft = run.cfg.sft_job  # the engine only evaluates; weights go to it on demand
         self.engine_current = False  # SFT: whether the engine holds the trainer's current weights
         self._eval_conversations: dict[str, Any] | None = None
         self.version = 0  # engine weight version that holds the trainer's current weights (after each sync)
@@ -177,7 +177,8 @@ class Loop:
             skipped = metrics.get("nonfinite_steps", 0.0) + metrics.get("critic_nonfinite_steps", 0.0)
             self.count_nonfinite(skipped, f"rollout {rollout_id}")
         t2 = time.perf_counter()
-        self.engine_current = self.engine_current and not self.trains
+        if self.trains:
+            self.engine_current = False  # trained since the last sync
         if self.trains and engine_in_loop:
             metrics["time_wait"] = self.wait_for_generation()
             self.sync_weights()  # once per rollout, however many optimizer steps ran
@@ -271,7 +272,7 @@ class Loop:
         lora.sync=adapter only the LoRA adapters, served on the engine's own copy of the frozen base."""
         if self.offload_rollout:
             self.rollout.onload()
-        if self.cfg.lora.rank and self.cfg.lora.sync == "adapter":
+        if self.cfg.lora_adapter_sync:
             self.version = self.rollout.update_adapter(self.trainer.adapter_named_tensors())
         else:
             self.version = self.rollout.update_weights(self.trainer.hf_named_tensors())

@@ -605,5 +605,15 @@ class RunConfig(Group):
     debug: DebugConfig = DebugConfig()
     miles: MilesConfig = MilesConfig()
 
+    @property
+    def sft_job(self) -> bool:
+        """The SFT job (algo.loss_type=sft_loss): conversations trained on, the engine for evaluation only."""
+        return self.algo.loss_type == "sft_loss"
+
+    @property
+    def lora_adapter_sync(self) -> bool:
+        """LoRA with lora.sync=adapter: the engine gets the adapters alone, served under one name."""
+        return self.lora.rank > 0 and self.lora.sync == "adapter"
+
 
 GROUPS: tuple[str, ...] = ("model", "ckpt", "rollout", "eval", "perf", "algo", "optim", "sglang", "cluster")

@@ -48,6 +48,6 @@ def build_demo_assets(cfg: RunConfig) -> None:
         demo.seed,
         demo.digits,
         tools=demo.tools,
-        conversations=cfg.algo.loss_type == "sft_loss",
+        conversations=cfg.sft_job,
     )
     assert str(train) == cfg.rollout.prompt_data, (train, cfg.rollout.prompt_data)

@@ -159,7 +159,7 @@ def sampling_params(cfg: RunConfig, evaluation_dataset: str | None = None) -> Sa
         stop_token_ids=tuple(ro.stop_token_ids),
         # the trainer replays training rollouts' experts (R3); evaluation needs none
         return_routed_experts=cfg.algo.use_rollout_routing_replay and evaluation_dataset is None,
-        lora_name=LORA_ADAPTER_NAME if cfg.lora.rank and cfg.lora.sync == "adapter" else None,
+        lora_name=LORA_ADAPTER_NAME if cfg.lora_adapter_sync else None,
     )
 
 

@@ -51,7 +51,7 @@ class RolloutRole:
         # what the chat template lists to the model: the environment's tools, asked once (an env may list them remotely)
         tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
         self.tools = list(tools.values()) if tools else None
-        self.sft = cfg.algo.loss_type == "sft_loss"  # the SFT job: datasets of conversations
+        self.sft = cfg.sft_job  # the SFT job: datasets of conversations
         self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
         self.source = RolloutSource(
             self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode, episodes=self.episodes

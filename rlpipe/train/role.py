@@ -113,7 +113,7 @@ class TrainerRole:
     def rl_update(self, samples: list[Sample]) -> dict[str, float]:
         """One rollout's training; under ppo the first algo.num_critic_only_steps rollouts train the critic only.
         The SFT job (algo.loss_type=sft_loss) takes num_steps_per_rollout supervised steps on the schedule."""
-        if self.cfg.algo.loss_type == "sft_loss":
+        if self.cfg.sft_job:
             steps = self.cfg.rollout.num_steps_per_rollout
             assert steps is not None  # resolved
             per_token = self.cfg.algo.calculate_per_token_loss

@@ -81,7 +81,7 @@ def server_command(cfg: RunConfig, slot: EngineSlot, *, python: str = sys.execut
         argv += ["--quantization", SGLANG_QUANTIZATION[sg.rollout_quantization]]
     if cfg.algo.use_rollout_routing_replay:  # each response's experts, per layer, for the trainer to replay
         argv.append("--enable-return-routed-experts")
-    if cfg.lora.rank and cfg.lora.sync == "adapter":  # the trainer's adapter is loaded after each step (as Miles)
+    if cfg.lora_adapter_sync:  # the trainer's adapter is loaded after each step (as Miles)
         targets = projections(cfg.lora.target_modules, cfg.lora.exclude_modules)
         argv += ["--enable-lora", "--max-lora-rank", str(cfg.lora.rank), "--max-loras-per-batch", "1"]
         argv += ["--lora-target-modules", *targets]
