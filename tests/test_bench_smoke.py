@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ["async_overlap.py", "--rounds", "1", "--rollouts", "3", "--skip", "1", "--response-len", "8"],
         ["config_latency.py", "--runs", "1", "--goal", "0"],  # every case OVER: timings alone never fail it
         ["packing.py", "--rounds", "1", "--iters", "1", "--seqs", "2", "--seq-len", "32"],
+        ["batch_planner.py", "--samples", "64", "--rounds", "1", "--budget", "4096", "--max-len", "2048", "--dp", "2"],
         ["logprob_head.py", "--rounds", "1", "--iters", "1", "--tokens", "16", "--vocab", "256"],
         [
             "lora_memory.py",

@@ -15,8 +15,11 @@ sequence over the TP ranks, so it must divide evenly. Padding is never scored.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
+from itertools import chain
 
+import numpy as np
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
@@ -70,22 +73,29 @@ def split_fixed(n: int, micro_batch_size: int) -> list[list[int]]:
 
 
 def split_by_tokens(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Greedy, in order: add a sample to the current micro-batch while the token total stays <= max_tokens.
+    """Pack samples into micro-batches of at most `max_tokens` tokens, as few as best-fit decreasing finds.
 
-    A sample longer than max_tokens goes alone in its own micro-batch.
+    Longest first, each sample goes to the micro-batch with the least room that still fits it (a new one if none
+    does); a sample longer than max_tokens goes alone. At most 11/9 of the fewest possible (plus one), so a rollout
+    of mixed lengths runs fewer forward passes than packing in arrival order would (bench/batch_planner.py); micro-batch boundaries never
+    change the loss (every sample's terms are summed whatever its neighbours). Deterministic: ties go by index,
+    each micro-batch lists its indices ascending, and micro-batches come in order of their first index.
+    O(n log n + n·m) with m micro-batches (the room list is a sorted Python list): ~10 ms for 8,192 samples.
     """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i, length in enumerate(lengths):
-        if current and used + length > max_tokens:
-            groups.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += length
-    if current:
-        groups.append(current)
-    return groups
+    room: list[tuple[int, int]] = []  # (tokens left, group) of the groups that can still take a sample, ascending
+    for i in order:
+        k = bisect_left(room, (lengths[i], -1))
+        if k < len(room):
+            left, g = room.pop(k)
+        else:
+            left, g = max_tokens, len(groups)
+            groups.append([])
+        groups[g].append(i)
+        if left > lengths[i]:
+            insort(room, (left - lengths[i], g))
+    return sorted((sorted(g) for g in groups), key=lambda g: g[0])
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -132,9 +142,13 @@ def packed_micro_batch(
     total = _round_up(sum(lengths), multiple_of)
     blocks = lengths + ([total - sum(lengths)] if total > sum(lengths) else [])
     tokens = torch.zeros(1, total, dtype=torch.long)
-    tokens[0, : sum(lengths)] = torch.tensor([t for i in indices for t in seqs[i]], dtype=torch.long)
-    position_ids = torch.cat([torch.arange(n) for n in blocks]).unsqueeze(0)  # [1, T]
-    cu_seqlens = torch.tensor([0, *blocks], dtype=torch.int32).cumsum(0, dtype=torch.int32)  # [n + 1]
+    # numpy reads the Python ints ~5x faster than torch.tensor of a list (bench/batch_planner.py, the layout line)
+    flat = np.fromiter(chain.from_iterable(seqs[i] for i in indices), dtype=np.int64, count=sum(lengths))
+    tokens[0, : sum(lengths)] = torch.from_numpy(flat)
+    starts = np.cumsum([0, *blocks])  # [n + 1]
+    # Each position minus the start of its sequence: positions restart at 0 per sequence.
+    position_ids = torch.from_numpy(np.arange(total) - np.repeat(starts[:-1], blocks)).unsqueeze(0)  # [1, T]
+    cu_seqlens = torch.from_numpy(starts.astype(np.int32))  # [n + 1]
     spans, offset = [], 0
     for i, n in zip(indices, lengths, strict=True):
         spans.append(Span(row=0, offset=offset, length=n, response_start=response_starts[i]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from rlpipe.train.batching import packed_micro_batch, padded_micro_batch, split_by_tokens, split_fixed
@@ -12,9 +14,26 @@ def test_split_fixed() -> None:
     assert split_fixed(4, 4) == [[0, 1, 2, 3]]
 
 
-def test_split_by_tokens_is_greedy_and_isolates_long_samples() -> None:
-    assert split_by_tokens([3, 4, 2, 6, 1], max_tokens=7) == [[0, 1], [2], [3, 4]]
-    assert split_by_tokens([2, 10, 2], max_tokens=5) == [[0], [1], [2]]  # 10 > cap: alone
+def test_split_by_tokens_packs_best_fit_decreasing_and_isolates_long_samples() -> None:
+    # In arrival order this needs three micro-batches ([5], [3, 2], [4]); longest first, best fit, two.
+    assert split_by_tokens([5, 3, 2, 4], max_tokens=7) == [[0, 2], [1, 3]]
+    assert split_by_tokens([2, 10, 2], max_tokens=5) == [[0, 2], [1]]  # 10 > cap: alone
+    assert split_by_tokens([4, 4, 4], max_tokens=4) == [[0], [1], [2]]  # exactly full
+
+
+def test_split_by_tokens_covers_every_sample_once_within_the_budget() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 60))]
+        cap = rng.randint(5, 80)
+        groups = split_by_tokens(lengths, cap)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in g) <= cap or len(g) == 1 for g in groups)
+        assert all(g == sorted(g) for g in groups) and [g[0] for g in groups] == sorted(g[0] for g in groups)
+        # Any-fit packing: no two micro-batches could have been one (a later one was opened only for a sample
+        # that no earlier one had room for).
+        totals = sorted(sum(lengths[i] for i in g) for g in groups if sum(lengths[i] for i in g) <= cap)
+        assert len(totals) < 2 or totals[0] + totals[1] > cap
 
 
 def test_padded_layout() -> None:
