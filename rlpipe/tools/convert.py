@@ -5,7 +5,12 @@
 
 torch_dist stores each tensor by its global shape, so one written here (TP=1, PP=1) loads into any layout.
 Going back, HF_DIR supplies config.json and the tokenizer files, copied next to the exported weights. The
-conversion is exact: the same HF <-> Megatron mapping the trainer uses (`rlpipe.train.weights`), in fp32.
+conversion is exact: the same HF <-> Megatron mapping the trainer uses (`rlpipe.train.weights`), in the weights' own
+dtype (bf16 stays bf16; any other mix goes through fp32, which holds each exactly).
+
+The weights pass through one model's worth of parameters and nothing more: no optimizer or gradient buffers (a
+trainer's would hold the model three times over), the HF files read tensor by tensor, the HF output written a file
+at a time (`rlpipe.train.hf_export`).
 
 The paths are checked first, before torch or Megatron is imported: an input that is missing or the wrong kind of
 folder, an output that is a file, lies inside an input (or holds one), cannot be created, or is a non-empty folder
@@ -21,9 +26,14 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rlpipe.config.files import TRACKER_FILE, not_creatable_in  # both torch-free
 from rlpipe.train.spec import single_process_spec  # plain values: no torch
+
+if TYPE_CHECKING:
+    import torch
+    from megatron.core.models.gpt import GPTModel
 
 EXIT_BAD_PATHS = 2
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -138,16 +148,28 @@ def _warn_without_tokenizer(hf_config: Path) -> None:
 def hf_to_torch_dist(hf_dir: Path, out_dir: Path, iteration: int = 0) -> Path:
     """Write an HF checkpoint's weights as a torch_dist checkpoint; returns the iteration folder. The checkpoint is
     built in a hidden sibling of `out_dir` and renamed into place whole."""
-    from rlpipe.train.hf_export import readable_temp_dir, replace_folder
-    from rlpipe.train.trainer import MegatronTrainer  # megatron import: only when a conversion runs
+    import torch
 
-    trainer = MegatronTrainer(single_process_spec(Path(hf_dir)))
-    trainer.load_hf(Path(hf_dir))
+    from rlpipe.train import dist_ckpt  # megatron import: only when a conversion runs
+    from rlpipe.train.hf_export import readable_temp_dir, replace_folder
+    from rlpipe.train.weights import hf_to_megatron, read_hf_state
+
+    state = read_hf_state(Path(hf_dir))
+    module, hf_config = _staging_model(Path(hf_dir), {t.dtype for t in state.values()})  # dtypes: no data read
+    params = dict(module.named_parameters())
+    into = {name: p.detach() for name, p in params.items() if p.device.type == "cpu"}  # converted in place
+    with torch.no_grad():
+        for name, tensor in hf_to_megatron(state, hf_config, tp_rank=0, tp_size=1, into=into):
+            param = params.pop(name)
+            if name not in into:
+                param.copy_(tensor)
+    if params:
+        raise KeyError(f"HF checkpoint {hf_dir} has no source for Megatron parameters {sorted(params)}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = readable_temp_dir(out_dir)
     try:
-        folder = trainer.save_torch_dist(tmp, iteration)
+        folder = dist_ckpt.save_model(module, tmp, iteration)
         replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -157,12 +179,35 @@ def hf_to_torch_dist(hf_dir: Path, out_dir: Path, iteration: int = 0) -> Path:
 def torch_dist_to_hf(ckpt_dir: Path, hf_config_dir: Path, out_dir: Path) -> Path:
     """Export a torch_dist checkpoint as HF safetensors plus HF_CONFIG_DIR's config / tokenizer files (written
     atomically by `export_hf`)."""
+    from rlpipe.train import dist_ckpt
     from rlpipe.train.hf_export import export_hf
-    from rlpipe.train.trainer import MegatronTrainer
+    from rlpipe.train.weights import megatron_to_hf
 
-    trainer = MegatronTrainer(single_process_spec(Path(hf_config_dir)))
-    trainer.load_torch_dist(Path(ckpt_dir))
-    return export_hf(trainer.hf_named_tensors(), Path(hf_config_dir), Path(out_dir))
+    module, hf_config = _staging_model(Path(hf_config_dir), dist_ckpt.stored_model_dtypes(Path(ckpt_dir)))
+    dist_ckpt.load_model(module, Path(ckpt_dir))
+    return export_hf(megatron_to_hf(module.named_parameters(), hf_config), Path(hf_config_dir), Path(out_dir))
+
+
+def _staging_model(hf_config_dir: Path, dtypes: set[torch.dtype]) -> tuple[GPTModel, Any]:
+    """The (GPTModel, HF config) the weights pass through: the whole model (TP = PP = 1) in the dtype that holds
+    every one of `dtypes` exactly (bf16 if they all are, else fp32), its parameters allocated but not initialised
+    (each is overwritten; untouched memory costs nothing until then), without the trainer's optimizer and gradient
+    buffers."""
+    import dataclasses
+
+    import torch
+    from megatron.core import tensor_parallel
+    from transformers import AutoConfig
+
+    from rlpipe.train.cpu_shim import apply_cpu_patches
+    from rlpipe.train.model import build_gpt_model, transformer_config_from_hf
+
+    apply_cpu_patches()
+    spec = single_process_spec(hf_config_dir, params_dtype="bf16" if dtypes == {torch.bfloat16} else "fp32")
+    hf_config = AutoConfig.from_pretrained(hf_config_dir)
+    tensor_parallel.model_parallel_cuda_manual_seed(spec.seed)
+    config = dataclasses.replace(transformer_config_from_hf(hf_config, spec), perform_initialization=False)
+    return build_gpt_model(hf_config, config), hf_config
 
 
 def main(argv: list[str] | None = None) -> None:

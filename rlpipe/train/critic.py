@@ -83,7 +83,7 @@ class MegatronCritic(MegatronTrainer):
     @torch.no_grad()
     def load_hf(self, path: Path) -> None:
         """Backbone from an HF folder (a causal LM or a value model); head from its `score.weight`, else zero."""
-        hf_state = read_hf_state(path)
+        hf_state = dict(read_hf_state(path))  # a dict: the head is taken out, a missing lm_head filled in
         head = hf_state.pop(HF_VALUE_HEAD, None)
         if "score.bias" in hf_state or (head is not None and head.shape != (1, self.config.hidden_size)):
             raise ValueError(
@@ -95,7 +95,7 @@ class MegatronCritic(MegatronTrainer):
             # and the critic drops it anyway (its output layer is the value head).
             hf_state.setdefault("lm_head.weight", hf_state["model.embed_tokens.weight"])
         backbone = [name for name, _ in self._module.named_parameters() if name != VALUE_HEAD]
-        shards = self._megatron_shards(hf_state, path, backbone)
+        shards = dict(self._megatron_shards(hf_state, path, backbone))
         for name, param in self._module.named_parameters():
             if name == VALUE_HEAD:
                 param.copy_(head if head is not None else torch.zeros_like(param))

@@ -35,9 +35,13 @@ from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncRequest
 from megatron.core.dist_checkpointing.strategies.filesystem_async import FileSystemWriterAsync
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from rlpipe.config.files import TRACKER_FILE
+
+MODEL_KEY_PREFIXES = ("embedding.", "decoder.", "output_layer.")  # GPTModel's parts, as its sharded keys begin
 
 
 class ThreadedTorchDistSave(TorchDistSaveShardedStrategy):
@@ -153,6 +157,17 @@ def iteration_folder(path: Path) -> Path:
     if folder is None:
         raise FileNotFoundError(f"{path} is neither a torch_dist iteration folder nor has a {TRACKER_FILE}")
     return folder
+
+
+def stored_model_dtypes(path: Path) -> set[torch.dtype]:
+    """The dtypes a torch_dist checkpoint stores the model's weights in (a full checkpoint's optimizer state aside),
+    read from its metadata alone."""
+    metadata = FileSystemReader(str(iteration_folder(path))).read_metadata().state_dict_metadata
+    return {
+        entry.properties.dtype
+        for key, entry in metadata.items()
+        if isinstance(entry, TensorStorageMetadata) and key.startswith(MODEL_KEY_PREFIXES)
+    }
 
 
 def save_model(module: torch.nn.Module, directory: Path, iteration: int) -> Path:

@@ -1,27 +1,38 @@
 """Writing the trainer's weights as a HuggingFace folder (Miles' --save-hf): serve or share them directly.
 
-The folder is the source checkpoint's config and tokenizer files plus `model.safetensors` with the trained
-weights, built under a temporary name and renamed into place, so a reader never sees half a model. Its folder and
-files get the usual modes (0777 / 0666 minus the umask): a `tempfile.mkdtemp` folder's 0700 would survive the rename.
+The folder is the source checkpoint's config and tokenizer files plus the trained weights, built under a temporary
+name and renamed into place, so a reader never sees half a model. The weights are written as they come, at most
+`shard_bytes` per file: `model.safetensors` when one file holds them all, else HF's sharded layout
+(`model-00001-of-0000N.safetensors` ... and `model.safetensors.index.json`), so a stream of tensors is never held
+whole. Its folder and files get the usual modes (0777 / 0666 minus the umask): a `tempfile.mkdtemp` folder's 0700
+would survive the rename.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from rlpipe.rollout.sglang.protocol import alone, buckets
+
 # Files of an HF folder that describe the model (config, tokenizer, chat template) rather than hold weights.
 DESCRIPTION_FILES = ("*.json", "*.txt", "*.model", "*.jinja")
+SHARD_BYTES = 256 * 2**20  # a file's tensors are held until it is written: beside the model, about this much
 
 
-def export_hf(named: list[tuple[str, torch.Tensor]], source: Path, out: Path) -> Path:
-    """Write `named` (HF names) with `source`'s description files to `out` atomically; returns `out`."""
+def export_hf(
+    named: Iterable[tuple[str, torch.Tensor]], source: Path, out: Path, shard_bytes: int = SHARD_BYTES
+) -> Path:
+    """Write `named` (HF names) with `source`'s description files to `out` atomically, `shard_bytes` per weights
+    file at most (a larger tensor alone); returns `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = readable_temp_dir(out)
@@ -30,13 +41,38 @@ def export_hf(named: list[tuple[str, torch.Tensor]], source: Path, out: Path) ->
             for file in Path(source).glob(pattern):
                 if not file.name.endswith(".safetensors.index.json"):  # describes the source's shards, not ours
                     shutil.copyfile(file, tmp / file.name)  # contents only: a new file's mode, not the source's
-        tensors = {name: t.detach().cpu().contiguous() for name, t in named}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        os.chmod(tmp / "model.safetensors", new_file_mode(tmp))  # safetensors writes 0600 whatever the umask
+        write_weights(named, tmp, shard_bytes)
         replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def write_weights(named: Iterable[tuple[str, torch.Tensor]], folder: Path, shard_bytes: int) -> None:
+    """`named` as safetensors files in `folder`, each written (and its tensors let go) once `shard_bytes` are in
+    it; named at the end, when their number is known."""
+    files: list[tuple[Path, list[str]]] = []
+    total = 0
+    for bucket in buckets(((name, alone(t.detach().cpu())) for name, t in named), shard_bytes):
+        path = folder / f".part-{len(files)}.safetensors"
+        save_file(dict(bucket), str(path), metadata={"format": "pt"})
+        os.chmod(path, new_file_mode(folder))  # safetensors writes 0600 whatever the umask
+        files.append((path, [name for name, _ in bucket]))
+        total += sum(t.numel() * t.element_size() for _, t in bucket)
+    if len(files) == 1:
+        os.replace(files[0][0], folder / "model.safetensors")
+        return
+    if not files:  # no tensors: still a (weightless) weights file, as readers expect one
+        save_file({}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(folder / "model.safetensors", new_file_mode(folder))
+        return
+    weight_map = {}
+    for i, (path, names) in enumerate(files):
+        final = f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
+        os.replace(path, folder / final)
+        weight_map.update(dict.fromkeys(names, final))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def readable_temp_dir(near: Path) -> Path:

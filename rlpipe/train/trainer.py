@@ -21,7 +21,7 @@ per-token values for the loss callback; `rlpipe.train.critic.MegatronCritic` swa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -154,16 +154,25 @@ class MegatronTrainer:
             return "embedding.word_embeddings.weight"
         return to_global(local_name, self._layer_offset, self._expert_offset)
 
-    def _hf_shards(self, path: Path) -> dict[str, torch.Tensor]:
+    def _hf_shards(self, path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         """Every *.safetensors file of an HF checkpoint folder, as this rank's (TP shard, PP stage) parameters
-        under local names."""
+        under local names, one at a time (the folder is read tensor by tensor)."""
         return self._megatron_shards(read_hf_state(path), path, [name for name, _ in self._base_parameters()])
 
     def _megatron_shards(
-        self, hf_state: dict[str, torch.Tensor], path: Path, names: list[str]
-    ) -> dict[str, torch.Tensor]:
-        """HF-named full tensors -> this rank's parameters `names` (local names); `path` only names the source."""
-        whole = hf_to_megatron(
+        self,
+        hf_state: Mapping[str, torch.Tensor],
+        path: Path,
+        names: list[str],
+        into: Mapping[str, torch.Tensor] | None = None,
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named full tensors -> this rank's parameters `names` (local names), streamed: a tensor is converted
+        when its turn comes and is the caller's from then on (`into`: as `hf_to_megatron`'s, by global name).
+        `path` only names the source in the KeyError raised, at the end, for parameters it has no source for."""
+        wanted: dict[str, list[str]] = {}  # global name -> this rank's local names (a tied output layer shares)
+        for name in names:
+            wanted.setdefault(self._global_name(name), []).append(name)
+        converted = hf_to_megatron(
             hf_state,
             self.hf_config,
             parallel_state.get_tensor_model_parallel_rank(),
@@ -172,18 +181,24 @@ class MegatronTrainer:
                 parallel_state.get_expert_tensor_parallel_rank(),
                 parallel_state.get_expert_tensor_parallel_world_size(),
             ),
+            into=into,
         )
-        missing = [n for n in names if self._global_name(n) not in whole]
+        for global_name, tensor in converted:
+            for name in wanted.pop(global_name, ()):
+                yield name, tensor
+        missing = [name for names_here in wanted.values() for name in names_here]
         if missing:
             raise KeyError(f"HF checkpoint {path} has no source for Megatron parameters {missing}")
-        return {name: whole[self._global_name(name)] for name in names}
 
     @torch.no_grad()
     def load_hf(self, path: Path) -> None:
-        """Load an HF checkpoint's weights into this rank's shards (the start-of-run conversion)."""
-        shards = self._hf_shards(path)
-        for name, param in self._base_parameters():
-            param.copy_(shards[name])
+        """Load an HF checkpoint's weights into this rank's shards (the start-of-run conversion), tensor by tensor:
+        beside the model, only the tensor being copied is held. Parameters on the host are converted in place."""
+        params = dict(self._base_parameters())
+        into = {self._global_name(name): p.detach() for name, p in params.items() if p.device.type == "cpu"}
+        for name, tensor in self._megatron_shards(read_hf_state(path), path, list(params), into):
+            if self._global_name(name) not in into:
+                params[name].copy_(tensor)
         self.optimizer.reload_model_params()  # refresh the optimizer's fp32 main copies (bf16 / distributed)
 
     @torch.no_grad()
@@ -219,7 +234,7 @@ class MegatronTrainer:
         if dist_ckpt.is_torch_dist(path):
             state = dist_ckpt.load_model_state(self._module, path, skip=lora.is_adapter)
         else:
-            state = self._hf_shards(path)
+            state = dict(self._hf_shards(path))
         params = dict(self._base_parameters())
         wrong = [
             f"{name}: {tuple(state[name].shape) if name in state else 'missing'} vs {tuple(p.shape)}"

@@ -35,7 +35,7 @@ def test_megatron_layout_at_tp2(tmp_path: Path) -> None:
     config = AutoConfig.from_pretrained(folder)
     hf = load_file(folder / "model.safetensors")
     d = 16  # head dim = 64 / 4
-    rank1 = hf_to_megatron(hf, config, tp_rank=1, tp_size=2)
+    rank1 = dict(hf_to_megatron(hf, config, tp_rank=1, tp_size=2))
     attn = "model.layers.0.self_attn."
     qkv = rank1["decoder.layers.0.self_attention.linear_qkv.weight"]  # group 1 only: [2d + d + d, 64]
     assert torch.equal(qkv[: 2 * d], hf[attn + "q_proj.weight"][2 * d : 4 * d])  # heads 2, 3

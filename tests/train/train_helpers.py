@@ -123,11 +123,11 @@ def assert_round_trip_exact(folder: Path, tp: int) -> None:
     """HF checkpoint -> every TP rank's Megatron shards -> HF names gives back each tensor bit for bit."""
     config = AutoConfig.from_pretrained(folder)
     hf = load_file(folder / "model.safetensors")
-    per_rank = [hf_to_megatron(hf, config, rank, tp) for rank in range(tp)]
+    per_rank = [dict(hf_to_megatron(hf, config, rank, tp)) for rank in range(tp)]
     back = dict(pair for name in per_rank[0] for pair in shards_to_hf(name, [r[name] for r in per_rank], config))
     assert back.keys() == hf.keys()
     for name, tensor in hf.items():
-        assert torch.equal(back[name], tensor), name
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
 
 
 def spawn_world(worker: Callable[..., None], nprocs: int, folder: Path, *args: object) -> None:
