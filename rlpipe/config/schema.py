@@ -114,6 +114,13 @@ class RolloutConfig(Group):
     """Where prompts come from, how many samples flow per rollout, sampling, reward (ROLLOUT_ARGS)."""
 
     prompt_data: str | None = F(None, "Prompt dataset file (.jsonl or .parquet).", "--prompt-data")
+    stream_prompt_data: bool = F(
+        False,
+        "Read prompt_data on demand (a row index in memory; rows read, templated and tokenized a chunk at a time "
+        "as the cursor reaches them) instead of all at start: for files too large to hold (a million prompts). "
+        "Malformed rows and prompts over max_prompt_len are then skipped (logged with file:line) when met, not "
+        "reported before the run. Not for the SFT job's conversations.",
+    )
     input_key: str = F(
         "prompt", "Dataset column holding the prompt (a string or a list of chat messages).", "--input-key"
     )
@@ -138,6 +145,13 @@ class RolloutConfig(Group):
         "fail",
         "What a reward call that raises or times out does: fail stops the run with the reward's own error; zero "
         "scores that sample 0; drop_group drops its whole group from the rollout. Counted in metrics either way.",
+    )
+    reward_workers: NonNegativeInt | None = F(
+        None,
+        "Worker processes for rewards computed on the host (math-verify, deepscaler, dapo, f1, exact_match, "
+        "reasoning_gym, custom plain functions): each call then has its own timeout and starts as its sample "
+        "finishes generating. None: one per core (at most 16) once a rollout has 256 samples or more, except for "
+        "exact_match and f1, which cost less than the trip to a worker; 0: always in-process; N: always N workers.",
     )
 
     num_rollout: PositiveInt | None = F(
@@ -440,6 +454,12 @@ class SGLangConfig(Group):
     context_length: PositiveInt | None = F(None, "Longest context SGLang accepts (tokens).", "--sglang-context-length")
     log_level: Literal["debug", "info", "warning", "error"] = F("warning", "SGLang log level.", "--sglang-log-level")
     version: str = F("0.5.23", "SGLang version the flags are named for (flag names changed at 0.5.14).")
+    server_concurrency: PositiveInt = F(
+        512,
+        "Generate requests the rollout manager keeps open per engine, through the router (requests; each asks for "
+        "a prompt's n samples). Raise it when engines decode many sequences at once and replies take long.",
+        "--sglang-server-concurrency",
+    )
     rollout_quantization: Literal["fp8", "mxfp8", "nvfp4"] | None = F(
         None,
         "Quantize the engine's weights online (SGLang --quantization; GPU only). FP8 and MXFP8 exclude each "

@@ -54,6 +54,11 @@ def job(r: Resolver) -> None:
             "rollout.partial_rollout=false",
         ),
         "debug.rollout_only": (r.d["debug"]["rollout_only"], "is training only", "debug.rollout_only=false"),
+        "rollout.stream_prompt_data": (
+            ro["stream_prompt_data"],
+            "reads its conversations at start (only prompts are streamed)",
+            "rollout.stream_prompt_data=false",
+        ),
     }
     for key, (bad, what, fix) in refused.items():
         if bad:

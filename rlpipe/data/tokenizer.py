@@ -7,6 +7,7 @@ Padding side is not saved with a tokenizer, so it is set here: left, as batched 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ def load_tokenizer(hf_checkpoint: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
+@dataclass(frozen=True)
+class Decoder:
+    """`tokenizer.decode` as the Rust tokenizer does it, without transformers' per-token Python checks of the ids:
+    ~5x faster, which matters at 8,192 responses per rollout (bench/rollout_manager.py). Falls back to
+    `tokenizer.decode` when the tokenizer asks for transformers' clean-up of spaces, the one thing the wrapper adds.
+    A class, not a closure, so it pickles (reward worker processes receive it in their RewardContext)."""
+
+    tokenizer: PreTrainedTokenizerFast
+
+    def __call__(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        if self.tokenizer.clean_up_tokenization_spaces:
+            return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
 def special_token_ids(tok: PreTrainedTokenizerFast) -> frozenset[int]:
     """Ids of all special tokens (pad, bos, eos, unk, extra specials)."""
     return frozenset(tok.all_special_ids)
@@ -50,16 +66,32 @@ def encode_prompt(
     `tools` (functions or JSON schemas) are listed to the model by templates that describe tools (Qwen's system
     block); a multi-turn rollout passes its environment's tools.
     """
+    return encode_prompts(tok, [prompt], apply_chat_template, tools)[0]
+
+
+def encode_prompts(
+    tok: PreTrainedTokenizerFast, prompts: list[Prompt], apply_chat_template: bool, tools: list[Any] | None = None
+) -> list[list[int]]:
+    """`encode_prompt` for many prompts at once: each is templated, then all are tokenized in one batched call of
+    the fast tokenizer (Rust, on every core), which gives the same ids as one call per prompt, much faster."""
+    texts = [_prompt_text(tok, prompt, apply_chat_template, tools) for prompt in prompts]
+    if not texts:
+        return []
+    return tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def _prompt_text(
+    tok: PreTrainedTokenizerFast, prompt: Prompt, apply_chat_template: bool, tools: list[Any] | None = None
+) -> str:
+    """The text `encode_prompt` tokenizes: the templated prompt, or the plain string with templating off."""
     if apply_chat_template:
         if tok.chat_template is None:
             raise ValueError(f"the tokenizer from {tok.name_or_path!r} has no chat template; turn templating off")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, tools=tools)
-    elif isinstance(prompt, str):
-        text = prompt
-    else:
-        raise ValueError("a prompt given as chat messages needs apply_chat_template=True")
-    return tok.encode(text, add_special_tokens=False)
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, tools=tools)
+    if isinstance(prompt, str):
+        return prompt
+    raise ValueError("a prompt given as chat messages needs apply_chat_template=True")
 
 
 def encode_sft_pair(tok: PreTrainedTokenizerFast, prompt: Prompt, answer: str) -> tuple[list[int], list[int]]:

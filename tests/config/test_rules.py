@@ -820,6 +820,11 @@ BAD = [
         ],
     ),
     Bad(
+        "sft-streamed",
+        ["algo.loss_type=sft_loss", "rollout.n_samples=1", "rollout.stream_prompt_data=true"],
+        [("rollout.stream_prompt_data", "reads its conversations at start", "rollout.stream_prompt_data=false")],
+    ),
+    Bad(
         "sft-rollout-in-an-rl-run",
         ["rollout.rollout_function_path=rlpipe.rollout.sft.generate_rollout"],
         [("rollout.rollout_function_path", "serves conversations", "algo.loss_type=sft_loss")],
