@@ -71,13 +71,17 @@ def main() -> None:
     print("| planner | ms / rollout | micro-batches | / lower bound | budget fill |")
     print("|---|---|---|---|---|")
     counts = {}
-    for name, plan in (("in-order greedy (baseline)", in_order_greedy), ("best-fit decreasing (rlpipe)", split_by_tokens)):
+    for name, plan in (
+        ("in-order greedy (baseline)", in_order_greedy),
+        ("best-fit decreasing (rlpipe)", split_by_tokens),
+    ):
         groups = plan(lengths, args.budget)
         assert sorted(i for g in groups for i in g) == list(range(args.samples))
         assert all(sum(lengths[i] for i in g) <= args.budget or len(g) == 1 for g in groups)
         counts[name] = len(groups)
         ms = best_ms(plan, lengths, args.budget, args.rounds)
-        print(f"| {name} | {ms:.1f} | {len(groups)} | {len(groups) / bound:.3f} | {total / (len(groups) * args.budget):.3f} |")
+        fill = total / (len(groups) * args.budget)
+        print(f"| {name} | {ms:.1f} | {len(groups)} | {len(groups) / bound:.3f} | {fill:.3f} |")
     base, ours = counts.values()
     print(f"\nforward passes: {ours / base:.3f}x the baseline's")
 

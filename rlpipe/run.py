@@ -83,7 +83,7 @@ def _train_in_process(run: Resolved, run_dir: Path):
 
     cfg = run.cfg
     engine_context = contextlib.nullcontext(None) if cfg.debug.train_only else started_engine(run, run_dir / "logs")
-    with engine_context as engine:
-        rollout = RolloutRole(cfg, engine)  # first: reading the prompt file is cheaper than building the trainer
+    # The rollout role first: reading the prompt file is cheaper than building the trainer.
+    with engine_context as engine, contextlib.closing(RolloutRole(cfg, engine)) as rollout:
         trainer = None if cfg.debug.rollout_only else TrainerRole(cfg)
         return Loop(run, trainer, rollout, run_dir).train()  # type: ignore[arg-type]

@@ -147,6 +147,7 @@ class RolloutActor:
         self.role = RolloutRole(run.cfg, engine)
 
     def close(self) -> None:
+        self.role.close()
         self._engines.close()
 
     def open_weight_sync(self, address: str, port: int, world_size: int, backend: str) -> None:

@@ -20,10 +20,11 @@ import asyncio
 import functools
 import inspect
 import math
+import re
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlpipe.data.sample import Sample
 from rlpipe.reward.context import RewardContext
@@ -36,6 +37,9 @@ from rlpipe.reward.math_grader import math_reward
 from rlpipe.reward.reasoning_gym import reasoning_gym_reward
 from rlpipe.reward.remote import remote_reward
 from rlpipe.threads import in_daemon_thread
+
+if TYPE_CHECKING:  # the pool (pebble, multiprocessing) is the rollout side's; the config phase imports this hub
+    from rlpipe.reward.pool import RewardPool
 
 RewardFn = Callable[[Sample, RewardContext], Awaitable[float]]
 
@@ -67,6 +71,11 @@ register("f1", f1_reward)
 register("remote", remote_reward)
 register("reasoning_gym", reasoning_gym_reward)
 
+IO_REWARDS = frozenset({"remote"})  # built-ins that wait on the network: they stay in the event loop, off the pool
+# Built-ins that cost microseconds, less than a trip to a worker process: rollout.reward_workers unset keeps them
+# in-process (bench/reward_throughput.py measures both).
+LIGHT_REWARDS = frozenset({"exact_match", "f1"})
+
 # The built-in names, for the config schema to validate `rm_type` against.
 REWARD_TYPES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 
@@ -87,7 +96,7 @@ class EnvironmentFailure(RuntimeError):
     trustworthy reward, so `rollout.reward_failure` treats it as a failed reward call."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Scored:
     """What `score_groups` made of a batch: the groups that keep, and how many reward calls failed.
 
@@ -98,6 +107,11 @@ class Scored:
     failures: int = 0
     timeouts: int = 0
     dropped: int = 0
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio.run (3.11) formats the main task, result included, while restoring SIGINT, and a
+        # full repr of 8,192 samples cost 0.6 s per scored rollout (bench/rollout_manager.py --profile).
+        return f"Scored({len(self.kept)} groups kept, {self.failures} failures, {self.dropped} dropped)"
 
     def metrics(self) -> dict[str, float]:
         """The counts under the names the rollout metrics use."""
@@ -114,6 +128,28 @@ class _Failure:
 
     error: Exception
     timed_out: bool
+
+
+def reward_function(ctx: RewardContext) -> tuple[Callable[..., Any], str, bool]:
+    """The run's reward: (function, its name for messages, whether it scores whole groups). A custom reward
+    (`ctx.custom_rm_path`) takes precedence over `rm_type`, as in Miles."""
+    if ctx.custom_rm_path is not None:
+        return _custom_reward(ctx.custom_rm_path, ctx.group_rm), ctx.custom_rm_path, ctx.group_rm
+    return get_reward(ctx.rm_type), ctx.rm_type, False
+
+
+def worth_a_pool(ctx: RewardContext) -> bool:
+    """Whether rollout.reward_workers unset starts a pool for this reward (at enough calls): host work that costs
+    more than the trip to a worker (a custom plain function may cost anything, so it does)."""
+    return computes_on_host(ctx) and (ctx.custom_rm_path is not None or ctx.rm_type not in LIGHT_REWARDS)
+
+
+def computes_on_host(ctx: RewardContext) -> bool:
+    """Whether the run's reward is CPU work that a process pool speeds up: a built-in that is not a network call,
+    or a custom reward written as a plain function (an `async def` one is taken to wait on I/O)."""
+    if ctx.custom_rm_path is not None:
+        return not inspect.iscoroutinefunction(_custom_reward(ctx.custom_rm_path, ctx.group_rm))
+    return ctx.rm_type not in IO_REWARDS
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -134,6 +170,23 @@ async def _attempt(fn: Callable[..., Any], arg: Any, ctx: RewardContext) -> Any:
             return await _call(fn, arg, ctx)
     except Exception as err:
         return _Failure(err, timed_out=deadline.expired())
+
+
+async def _attempt_inline(fn: RewardFn, arg: Sample, ctx: RewardContext) -> Any:
+    """One call of a built-in host reward in this event loop: its value, or a `_Failure` if it raised."""
+    try:
+        return await fn(arg, ctx)
+    except Exception as err:
+        return _Failure(err, timed_out=False)
+
+
+async def _attempt_in_pool(pool: RewardPool, arg: Any) -> Any:
+    """One reward call in the pool's worker processes, which time it out themselves (`reward_timeout_s` from the
+    call's start, not its wait in the queue): its value, or a `_Failure`."""
+    try:
+        return await pool.result(arg)
+    except Exception as err:
+        return _Failure(err, timed_out=isinstance(err, TimeoutError))
 
 
 def _checked(value: Any, who: str) -> float:
@@ -164,8 +217,7 @@ def _failure_message(
     if failure.timed_out:
         own = f"TimeoutError: no reward within rollout.reward_timeout_s={ctx.reward_timeout_s:g} s"
     else:
-        frames = traceback.extract_tb(err.__traceback__)
-        where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        where = _raised_at(err)
         own = f"{type(err).__name__}: {err}{where}"
     batch = [sample for group in groups for sample in group]
     at = [pos for pos, sample in enumerate(batch) if any(sample is mine for mine in samples)]
@@ -178,7 +230,17 @@ def _failure_message(
     )
 
 
-async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored:
+def _raised_at(err: Exception) -> str:
+    """ " (at file:line)" of the innermost frame that raised `err`: from its traceback, or, for an error raised in a
+    reward worker process, from the text of the worker's traceback that pebble attaches."""
+    remote = re.findall(r'File "([^"]+)", line (\d+)', getattr(err, "traceback", "") or "")
+    if remote:
+        return f" (at {remote[-1][0]}:{remote[-1][1]})"
+    frames = traceback.extract_tb(err.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+async def score_groups(groups: list[list[Sample]], ctx: RewardContext, pool: RewardPool | None = None) -> Scored:
     """Score every sample of `groups` concurrently, set each `sample.reward`, and apply `ctx.reward_failure` to
     the calls that raise or time out: "fail" raises `RewardError`, "zero" scores their samples 0.0, "drop_group"
     leaves their groups out of `Scored.kept` (every sample of a dropped group gets reward None).
@@ -187,15 +249,17 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored
     reward runs on worker threads, so it must be thread-safe (pure functions of the sample are). Running them one
     at a time instead would make a reward that hangs on every sample cost the whole batch times the timeout. With
     `ctx.group_rm` and a custom reward each group is one call. Each call is bounded by `ctx.reward_timeout_s`.
+    With `pool`, rewards that compute on the host (`computes_on_host`) run in its worker processes instead, and
+    calls it began while the samples were generated (`RewardPool.start`) are collected rather than made again.
     Multi-turn samples: the reward an environment gave (`metadata["env_reward"]`) is the sample's reward, and a
     failed environment (`metadata["env_error"]`) counts as a failed call. A
     reward that returns something other than a finite number is a bug and raises TypeError under every policy.
     """
-    if ctx.custom_rm_path is not None:
-        fn, who = _custom_reward(ctx.custom_rm_path, ctx.group_rm), ctx.custom_rm_path
-    else:
-        fn, who = get_reward(ctx.rm_type), ctx.rm_type
-    per_group = ctx.custom_rm_path is not None and ctx.group_rm
+    fn, who, per_group = reward_function(ctx)
+    pooled = pool if pool is not None and computes_on_host(ctx) else None
+    # A built-in that computes on the host, in-process: called in turn, no task or timer per call (which cost
+    # more than exact_match itself); a timeout could not stop it anyway, as it never awaits.
+    inline = pooled is None and ctx.custom_rm_path is None and computes_on_host(ctx)
     # One entry per reward call: (position of its group, the samples it scores).
     calls = [(g, group) for g, group in enumerate(groups)]
     if not per_group:
@@ -207,10 +271,16 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext) -> Scored
             return _Failure(EnvironmentFailure(failed[0]), timed_out=False)  # the episode never finished
         if not per_group and "env_reward" in samples[0].metadata:
             return samples[0].metadata["env_reward"]  # the environment judged its own episode
+        arg = samples if per_group else samples[0]
+        if inline:
+            return await _attempt_inline(fn, arg, ctx)
         async with limit:
-            return await _attempt(fn, samples if per_group else samples[0], ctx)
+            return await (_attempt_in_pool(pooled, arg) if pooled else _attempt(fn, arg, ctx))
 
-    results = await asyncio.gather(*(bounded(samples) for _, samples in calls))
+    if inline:
+        results = [await bounded(samples) for _, samples in calls]
+    else:
+        results = await asyncio.gather(*(bounded(samples) for _, samples in calls))
     scored, dropped = Scored(kept=[]), set()
     for (g, samples), result in zip(calls, results, strict=True):
         if isinstance(result, _Failure):

@@ -6,6 +6,7 @@ SGLang engine client (production, GPU). The loop and the rollout manager only ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -40,12 +41,19 @@ class GenerateOutput:
     routed_experts: np.ndarray | None = None  # [prompt + output - 1, layers, k] int32, SGLang's routed_experts
 
 
+OnOutput = Callable[[int, list[GenerateOutput]], None]  # (prompt position, its responses)
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
     """What the rollout side needs from an inference engine."""
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[GenerateOutput]]:
-        """For each prompt (token ids), `params.n` responses."""
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, on_output: OnOutput | None = None
+    ) -> list[list[GenerateOutput]]:
+        """For each prompt (token ids), `params.n` responses. `on_output(i, responses)` is called once per prompt, as
+        soon as prompt i's responses are in (engines that answer one prompt at a time call it as each arrives), so
+        the caller can act on a sample before the slowest one ends."""
 
     def begin_weight_update(self) -> None: ...
 

@@ -56,7 +56,7 @@ def started_engine(run: Resolved, log_dir: Path, engine_urls: list[str] | None =
             router.add_worker(url)
         yield SGLangEngine(
             router.url, urls, tp_size=cfg.sglang.rollout_num_gpus_per_engine, routes_shape=routes_shape(cfg),
-            version=cfg.sglang.version,
+            version=cfg.sglang.version, max_inflight=cfg.sglang.server_concurrency * len(urls),
         )  # fmt: skip
     finally:
         router.stop()

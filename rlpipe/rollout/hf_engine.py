@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizerFast
 
 from rlpipe.data.tokenizer import load_tokenizer
-from rlpipe.rollout.engine import GenerateOutput, SamplingParams
+from rlpipe.rollout.engine import GenerateOutput, OnOutput, SamplingParams
 from rlpipe.rollout.routes import RouteRecorder
 
 
@@ -58,8 +58,11 @@ class HFEngine:
     def weight_version(self) -> int:
         return self._weight_version
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[GenerateOutput]]:
-        """For each prompt (token ids), `params.n` responses, all decoded in one batch."""
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, on_output: OnOutput | None = None
+    ) -> list[list[GenerateOutput]]:
+        """For each prompt (token ids), `params.n` responses, all decoded in one batch (so `on_output` is called for
+        every prompt at the end)."""
         _check_params(prompts, params)
         with self._lock:
             if self._released:
@@ -84,7 +87,11 @@ class HFEngine:
             )
             for i, (ids, lps, reason) in enumerate(zip(tokens, log_probs, reasons, strict=True))
         ]
-        return [outputs[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        per_prompt = [outputs[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        if on_output is not None:
+            for i, responses in enumerate(per_prompt):
+                on_output(i, responses)
+        return per_prompt
 
     @torch.inference_mode()
     def _decode(

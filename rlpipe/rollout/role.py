@@ -18,9 +18,11 @@ from rlpipe.config.dotted import import_dotted
 from rlpipe.config.schema import RunConfig
 from rlpipe.data.dataset import PromptDataset
 from rlpipe.data.sample import Sample
-from rlpipe.data.tokenizer import SftExample, encode_sft_pair, load_tokenizer, special_token_ids
+from rlpipe.data.tokenizer import Decoder, SftExample, encode_sft_pair, load_tokenizer, special_token_ids
 from rlpipe.loading import loading
 from rlpipe.reward import RewardContext
+from rlpipe.reward.hub import computes_on_host, worth_a_pool
+from rlpipe.reward.pool import RewardPool, pool_size
 from rlpipe.rollout.engine import RolloutEngine
 from rlpipe.rollout.generate import LORA_ADAPTER_NAME, RolloutSource, generate_rollout, sampling_params
 from rlpipe.rollout.multi_turn import EpisodeRunner, ObservationRenderer, episode_metrics, scripted_episode
@@ -46,15 +48,18 @@ class RolloutRole:
         self.cfg, self.engine = cfg, engine
         with loading("the tokenizer", cfg.ckpt.hf_checkpoint):
             self.tokenizer = load_tokenizer(cfg.ckpt.hf_checkpoint)
+        self.decode = Decoder(self.tokenizer)
         ro = cfg.rollout
         self.episodes = self._episodes()
         # what the chat template lists to the model: the environment's tools, asked once (an env may list them remotely)
         tools = getattr(self.episodes.make_env(), "tools", None) if self.episodes is not None else None
         self.tools = list(tools.values()) if tools else None
         self.sft = cfg.sft_job  # the SFT job: datasets of conversations
-        self.dataset = self._dataset(ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle)
+        self.dataset = self._dataset(
+            ro.prompt_data, ro.input_key, ro.label_key, shuffle=ro.shuffle, streaming=ro.stream_prompt_data
+        )
         self.source = RolloutSource(
-            self.dataset, engine, self._reward_context(ro.rm_type), self.tokenizer.decode, episodes=self.episodes
+            self.dataset, engine, self._reward_context(ro.rm_type), self.decode, episodes=self.episodes
         )
         self.rollout_fn = import_dotted(ro.rollout_function_path) if ro.rollout_function_path else generate_rollout
         self.eval_sets = {
@@ -62,13 +67,36 @@ class RolloutRole:
                 self._dataset(ds.path, ds.input_key, ds.label_key, shuffle=False),
                 engine,
                 self._reward_context(ds.rm_type),
-                self.tokenizer.decode,
+                self.decode,
                 episodes=self.episodes,
             )
             for name, ds in cfg.eval.datasets.items()
         }
         # Generation-based eval needs a reward; an SFT job's eval datasets without one have an eval loss only.
         self.scored_eval = [n for n, ds in cfg.eval.datasets.items() if ds.rm_type or ro.custom_rm_path or not self.sft]
+        assert ro.batch_size is not None and ro.n_samples is not None  # resolved
+        self._pools: dict[RewardContext, RewardPool] = {}
+        self.source.reward_pool = self._reward_pool(self.source.reward, ro.batch_size * ro.n_samples)
+        for name, source in self.eval_sets.items():
+            n = cfg.eval.datasets[name].n_samples or 1
+            source.reward_pool = self._reward_pool(source.reward, len(source.dataset) * n)
+
+    def _reward_pool(self, ctx: RewardContext, calls: int) -> RewardPool | None:
+        """Worker processes for a reward computed on the host, when `rollout.reward_workers` asks for them for
+        batches of `calls` reward calls: one pool per reward context (training and an eval set with the same reward
+        share it), its workers started on first use."""
+        setting = self.cfg.rollout.reward_workers
+        if not computes_on_host(ctx) or (setting is None and not worth_a_pool(ctx)):
+            return None
+        workers = pool_size(setting, calls)
+        if workers and ctx not in self._pools:
+            self._pools[ctx] = RewardPool(ctx, workers)
+        return self._pools.get(ctx) if workers else None
+
+    def close(self) -> None:
+        """Stop the reward worker processes."""
+        for pool in self._pools.values():
+            pool.close()
 
     def _episodes(self) -> EpisodeRunner | None:
         """Multi-turn (rollout.env): the runner that plays samples against one environment each."""
@@ -81,20 +109,22 @@ class RolloutRole:
             max_turns=ro.max_turns, max_turn_tokens=ro.max_turn_tokens, env_timeout_s=ro.env_timeout_s,
         )  # fmt: skip
 
-    def _dataset(self, path: str, input_key: str | None, label_key: str | None, shuffle: bool) -> PromptDataset:
+    def _dataset(
+        self, path: str, input_key: str | None, label_key: str | None, shuffle: bool, streaming: bool = False
+    ) -> PromptDataset:
         ro = self.cfg.rollout
         return PromptDataset(
             path, self.tokenizer, input_key=input_key or ro.input_key, label_key=label_key,
             metadata_key=ro.metadata_key, apply_chat_template=ro.apply_chat_template,
             max_prompt_len=ro.max_prompt_len, shuffle=shuffle, seed=ro.seed,
-            tools=self.tools, conversations=self.sft,
+            tools=self.tools, conversations=self.sft, streaming=streaming,
         )  # fmt: skip
 
     def _reward_context(self, rm_type: str | None) -> RewardContext:
         ro = self.cfg.rollout
         return RewardContext(
             rm_type=rm_type or "custom", eos_token_id=self.tokenizer.eos_token_id,
-            special_token_ids=special_token_ids(self.tokenizer), decode=self.tokenizer.decode,
+            special_token_ids=special_token_ids(self.tokenizer), decode=self.decode,
             rm_url=ro.rm_url, custom_rm_path=ro.custom_rm_path, group_rm=ro.group_rm,
             reward_timeout_s=ro.reward_timeout_s, reward_failure=ro.reward_failure,
         )  # fmt: skip
@@ -108,6 +138,8 @@ class RolloutRole:
         else:
             self.source.metrics = {}
             groups = self.rollout_fn(self.cfg, rollout_id, self.source)
+            if self.source.reward_pool is not None:
+                self.source.reward_pool.forget_started()  # calls begun for samples this rollout did not keep
             samples, metrics = [s for group in groups for s in group], dict(self.source.metrics)
             if debug.save_rollout_data:
                 save_rollout_data(debug.save_rollout_data, rollout_id, samples)

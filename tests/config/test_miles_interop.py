@@ -182,12 +182,8 @@ def test_slime_s_own_sglang_flags_are_not_passed_to_the_server(tmp_path: Path) -
     run = load_imported(TRAIN + flags + "--sglang-expert-parallel-size 2 --rollout-num-gpus-per-engine 2\n", tmp_path)
     assert run.cfg.sglang.rollout_num_gpus_per_engine == 2  # --sglang-tp-size: the same setting
     assert run.cfg.sglang.extra == {"ep_size": 2}  # SGLang's alias, renamed
-    assert run.cfg.miles.extra_args[:4] == [
-        "--sglang-server-concurrency",
-        "256",
-        "--sglang-router-policy",
-        "round_robin",
-    ]
+    assert run.cfg.sglang.server_concurrency == 256  # the rollout manager's requests in flight per engine
+    assert run.cfg.miles.extra_args[:2] == ["--sglang-router-policy", "round_robin"]
     clash = import_miles(TRAIN + "--rollout-num-gpus-per-engine 4 --sglang-tp-size 2\n", base_dir=None)
     assert any(u.flag == "--sglang-tp-size" and u.kind == "invalid" for u in clash.unmapped)
 

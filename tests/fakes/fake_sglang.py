@@ -133,8 +133,13 @@ class FakeSGLang:
         port: int = 0,
         return_routed_experts: bool = False,
         max_lora_rank: int | None = None,
+        canned_tokens: int | None = None,
+        reply_latency_s: float = 0.0,
     ) -> None:
-        self.engine = HFEngine(hf_checkpoint, seed=seed)
+        # canned: every request answered with `canned_tokens` tokens at once (after reply_latency_s), no model run;
+        # what a throughput benchmark of the client side needs (bench/rollout_manager.py)
+        self.canned_tokens, self.reply_latency_s = canned_tokens, reply_latency_s
+        self.engine = HFEngine(hf_checkpoint, seed=seed) if canned_tokens is None else None
         self.seed = seed
         self.max_lora_rank = max_lora_rank  # None: started without --enable-lora
         self.adapters: dict[str, HFEngine] = {}  # lora_name -> the engine serving it
@@ -253,12 +258,25 @@ class FakeSGLang:
         if lora is not None and lora not in self.adapters:
             return _error(f"LoRA adapter {lora!r} is not loaded; loaded: {sorted(self.adapters)}")
         engine = self.adapters[lora] if lora is not None else self.engine
-        try:  # HFEngine decodes synchronously: off the event loop, so abort/pause requests still get through
-            (outputs,) = await asyncio.get_running_loop().run_in_executor(None, engine.generate, [ids], params)
-        except (RuntimeError, ValueError) as exc:
-            return _error(str(exc))
+        if self.canned_tokens is not None:
+            outputs = await self._canned(ids, params)
+        else:
+            try:  # HFEngine decodes synchronously: off the event loop, so abort/pause requests still get through
+                (outputs,) = await asyncio.get_running_loop().run_in_executor(None, engine.generate, [ids], params)
+            except (RuntimeError, ValueError) as exc:
+                return _error(str(exc))
         items = [self._reply(o, len(ids), body.get("return_logprob", False)) for o in outputs]
         return web.json_response(items[0] if params.n == 1 else items)
+
+    async def _canned(self, ids: list[int], params: SamplingParams) -> list[GenerateOutput]:
+        """The canned answer: the prompt's tokens repeated up to the budget (or `canned_tokens`), "length" when the
+        budget cut it, else "stop" on its last token."""
+        if self.reply_latency_s:
+            await asyncio.sleep(self.reply_latency_s)
+        count = min(self.canned_tokens or 1, params.max_new_tokens)
+        reason = "length" if count == params.max_new_tokens else "stop"
+        out = [ids[k % len(ids)] for k in range(count)]
+        return [GenerateOutput(out, "", [-1.0] * count, reason) for _ in range(params.n)]
 
     def _reply(self, out: GenerateOutput, prompt_len: int, logprobs: bool) -> dict[str, Any]:
         reason: dict[str, Any] = {"type": out.finish_reason}
@@ -431,13 +449,16 @@ def main() -> None:
     parser.add_argument("--enable-return-routed-experts", action="store_true")
     parser.add_argument("--enable-lora", action="store_true")
     parser.add_argument("--max-lora-rank", type=int, default=None)
+    parser.add_argument("--canned-reply-tokens", type=int, default=None, help="answer at once, no model (benchmarks)")
+    parser.add_argument("--reply-latency-s", type=float, default=0.0, help="with --canned-reply-tokens: delay each")
     args, rest = parser.parse_known_args()
     torch.set_num_threads(1)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # launched for GPUs (on Ray): hold the launcher to them
         _join_nodes(args)
     fake = FakeSGLang(
         args.model_path, host=args.host, port=args.port, return_routed_experts=args.enable_return_routed_experts,
-        max_lora_rank=args.max_lora_rank if args.enable_lora else None,
+        max_lora_rank=args.max_lora_rank if args.enable_lora else None, canned_tokens=args.canned_reply_tokens,
+        reply_latency_s=args.reply_latency_s,
     )  # fmt: skip
     print(f"fake sglang serving {args.model_path} on {fake.url}; other flags: {rest}", flush=True)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None, access_log=None)

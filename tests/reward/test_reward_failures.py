@@ -147,8 +147,11 @@ class CountingEngine:
 
     weight_version = 0
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[GenerateOutput]]:
-        return [[GenerateOutput([1], "", [-0.5], "stop") for _ in range(params.n)] for _ in prompts]
+    def generate(self, prompts: list[list[int]], params: SamplingParams, on_output=None) -> list[list[GenerateOutput]]:
+        outputs = [[GenerateOutput([1], "", [-0.5], "stop") for _ in range(params.n)] for _ in prompts]
+        for i, responses in enumerate(outputs if on_output is not None else []):
+            on_output(i, responses)
+        return outputs
 
     def abort(self) -> None:
         pass

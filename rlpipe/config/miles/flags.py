@@ -98,6 +98,7 @@ MILES_DEFAULTS: dict[str, Any] = {
     "cluster.actor_num_gpus_per_node": 8,
     "cluster.rollout_num_gpus": None,
     "log.wandb_mode": "online",
+    "sglang.server_concurrency": 512,  # slime/Miles' sglang_utils/arguments.py
 }
 
 
@@ -244,7 +245,6 @@ def miles_flag_names() -> frozenset[str]:
 # `--sglang-*` flags that slime and Miles define for their own launcher and router rather than pass to SGLang's
 # server (slime/backends/sglang_utils/arguments.py, miles/backends/sglang_utils/arguments.py): flag -> what it is.
 LAUNCHER_SGLANG_FLAGS: dict[str, str] = {
-    "--sglang-server-concurrency": "slime/Miles' cap on requests in flight per engine",
     "--sglang-config": "slime/Miles' YAML of engine groups (prefill/decode disaggregation)",
     "--sglang-router-ip": "the address of an sglang-router slime/Miles reuse instead of starting one",
     "--sglang-router-port": "the port of an sglang-router slime/Miles reuse instead of starting one",
