@@ -125,7 +125,7 @@ def main() -> None:
             print(f"HTTP floor (bare aiohttp, same bodies): {floor:.2f} s, {n / floor:.0f} samples/s\n")
             print(
                 "| rollout | seconds | samples/s | vs HTTP floor | manager CPU s | samples / CPU s | reward | RSS MiB |"
-            )  # noqa: E501
+            )
             print("|---|---:|---:|---:|---:|---:|---:|---:|")
             profiler = cProfile.Profile() if args.profile else None
             for rollout_id in range(args.rollouts):
