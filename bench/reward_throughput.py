@@ -7,8 +7,8 @@ One process, back to back, on the same samples:
   1. `math` scored in-process (the event loop; what every rollout did before issue 20) - the baseline;
   2. the same in `RewardPool` with one worker per core (`auto_workers()`), already started, as it is from the second
      rollout on (its start-up is printed apart);
-  3. overlap: an engine that hands out the samples evenly over `--gen-factor` x the pool's scoring time (the engine is
-     the slower side), each one started in the pool as it arrives (`RolloutSource.generate_turn` does this), against
+  3. overlap: an engine that hands out the groups evenly over `--gen-factor` x the pool's scoring time (the engine is
+     the slower side), each started in the pool as it arrives (`RolloutSource.generate_turn` does this), against
      scoring them all after the last one arrives. Reported: the scoring time left after generation ends;
   4. a light reward (`f1`) in-process vs pooled: why rollout.reward_workers unset keeps exact_match and f1 in-process.
 
@@ -63,16 +63,15 @@ def timed(groups: list[list[Sample]], ctx: RewardContext, pool: RewardPool | Non
 
 
 def overlapped(groups: list[list[Sample]], ctx: RewardContext, pool: RewardPool, span: float, early: bool) -> float:
-    """Samples arrive evenly over `span` seconds (each started in the pool on arrival if `early`); returns the
-    seconds from the last arrival until every reward is in."""
-    flat = [s for g in groups for s in g]
+    """Groups arrive evenly over `span` seconds, as a prompt's reply brings its n samples (each group started in the
+    pool on arrival if `early`); returns the seconds from the last arrival until every reward is in."""
     start = time.perf_counter()
-    for k, sample in enumerate(flat):
-        due = start + span * (k + 1) / len(flat)
+    for k, group in enumerate(groups):
+        due = start + span * (k + 1) / len(groups)
         while (now := time.perf_counter()) < due:
             time.sleep(min(due - now, 0.01))
         if early:
-            pool.start(sample)
+            pool.start(group)
     generated = time.perf_counter()
     asyncio.run(score_groups(groups, ctx, pool))
     return time.perf_counter() - generated

@@ -277,6 +277,9 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext, pool: Rew
         async with limit:
             return await (_attempt_in_pool(pooled, arg) if pooled else _attempt(fn, arg, ctx))
 
+    if pooled is not None and not per_group:  # one task per group for the calls no one began while generating
+        for group in groups:
+            pooled.start([s for s in group if not _judged_by_env(s) and not pooled.started(s)])
     if inline:
         results = [await bounded(samples) for _, samples in calls]
     else:
@@ -303,6 +306,11 @@ async def score_groups(groups: list[list[Sample]], ctx: RewardContext, pool: Rew
             scored.kept.append(group)
     scored.dropped = len(dropped)
     return scored
+
+
+def _judged_by_env(sample: Sample) -> bool:
+    """The environment scored the episode, or failed it: no reward call is made for this sample."""
+    return "env_reward" in sample.metadata or "env_error" in sample.metadata
 
 
 def group_by_index(samples: list[Sample]) -> list[list[Sample]]:

@@ -11,8 +11,9 @@ processes (pebble's ProcessPool, spawned: the parent may hold CUDA, Ray and aioh
     thread can only be abandoned, and an async one that never awaits cannot be stopped at all;
   * math-verify's own per-parse timeouts work again: they use signal.alarm, which needs the main thread, and
     each worker calls the reward on its main thread;
-  * `start(sample)` schedules a sample's call the moment its generation ends, so rewards are computed while the
-    engine still generates the rest; `score_groups` then collects them (`result`).
+  * `start(samples)` schedules a prompt's samples the moment their generation ends, as one task (each sample still
+    its own call), so rewards are computed while the engine still generates the rest; `score_groups` starts the
+    samples no one started the same way, then collects every call (`result`).
 
 Which calls go to the pool (`takes`): the built-in rewards that compute on the host (everything but `remote`), and
 custom rewards that are plain functions; async custom rewards stay in the event loop (they wait on I/O).
@@ -26,8 +27,10 @@ import inspect
 import multiprocessing
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from pebble import ProcessPool
@@ -75,10 +78,34 @@ def _score_in_worker(arg: Sample | list[Sample]) -> Any:
     return _worker_loop.run_until_complete(result) if inspect.isawaitable(result) else result
 
 
+def _score_each_in_worker(samples: list[Sample]) -> list[tuple[bool, Any]]:
+    """Each sample's own reward call, in turn, in one task: (True, value) or (False, the call's exception, its
+    traceback text attached as `traceback`, as pebble attaches one to a task's error)."""
+    outcomes: list[tuple[bool, Any]] = []
+    for sample in samples:
+        try:
+            outcomes.append((True, _score_in_worker(sample)))
+        except Exception as err:
+            err.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            outcomes.append((False, err))
+    return outcomes
+
+
 def _slim(sample: Sample) -> Sample:
     """The sample a worker needs: a shallow copy without the per-token log-probs and routed experts, which are the
     bulk of a long sample's pickle and which no reward reads."""
     return dataclasses.replace(sample, rollout_log_probs=[], rollout_routed_experts=None)
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A sample's call begun by `start`: the task scoring it (with others), its place in that task's answer, and the
+    response length it was begun at (a sample that grew since needs a new call)."""
+
+    sample: Sample
+    length: int
+    task: Future[list[tuple[bool, Any]]]
+    position: int
 
 
 class RewardPool:
@@ -90,43 +117,66 @@ class RewardPool:
         self.ctx = ctx
         self.workers = workers
         self._pool: ProcessPool | None = None
-        self._started: dict[int, tuple[Sample, int, Future[Any]]] = {}  # id(sample) -> (sample, length, call)
+        self._started: dict[int, _Started] = {}  # by id(sample)
         self._lock = threading.Lock()  # start() runs on the generating thread, result() on the scoring one
+
+    @property
+    def per_group(self) -> bool:
+        """The reward scores whole groups (a custom group reward): one call per group, never begun early."""
+        return self.ctx.custom_rm_path is not None and self.ctx.group_rm
+
+    def _submit(self, fn: Callable[..., Any], timeout: float, arg: Any) -> Future[Any]:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPool(self.workers, initializer=_init_worker, initargs=(self.ctx,), context=context)
+        return self._pool.submit(fn, timeout, arg)
 
     def submit(self, arg: Sample | list[Sample]) -> Future[Any]:
         """Schedule one reward call (a sample, or a group for a group reward); its future raises TimeoutError if the
         call ran past `reward_timeout_s`, or the reward's own exception."""
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPool(self.workers, initializer=_init_worker, initargs=(self.ctx,), context=context)
         slim = [_slim(s) for s in arg] if isinstance(arg, list) else _slim(arg)
-        return self._pool.submit(_score_in_worker, self.ctx.reward_timeout_s, slim)
+        return self._submit(_score_in_worker, self.ctx.reward_timeout_s, slim)
 
-    def start(self, sample: Sample) -> None:
-        """Begin scoring a sample whose generation just ended; `result` picks the call up later. Nothing for a group
-        reward, whose call needs the whole group."""
-        if self.ctx.custom_rm_path is not None and self.ctx.group_rm:
+    def start(self, samples: list[Sample]) -> None:
+        """Begin scoring samples whose generation just ended, each its own call, all in one task: one hand-off to a
+        worker for a prompt's n samples instead of n (the hand-off costs the scoring process ~0.7 ms of CPU, a sixth
+        of a math-verify call). The task may run len(samples) x `reward_timeout_s`; past that, or if its worker dies,
+        `result` makes each sample's call again alone, under its own timeout. Nothing for a group reward."""
+        if self.per_group or not samples:
             return
-        call = (sample, len(sample.response_tokens), self.submit(sample))
+        timeout = self.ctx.reward_timeout_s * len(samples)
+        task = self._submit(_score_each_in_worker, timeout, [_slim(s) for s in samples])
         with self._lock:
-            self._started[id(sample)] = call
+            for position, sample in enumerate(samples):
+                self._started[id(sample)] = _Started(sample, len(sample.response_tokens), task, position)
+
+    def started(self, sample: Sample) -> bool:
+        """Whether `start` began a call for `sample` as it now stands."""
+        with self._lock:
+            begun = self._started.get(id(sample))
+        return begun is not None and begun.sample is sample and begun.length == len(sample.response_tokens)
 
     async def result(self, arg: Sample | list[Sample]) -> Any:
-        """The reward of `arg`: the call `start` began for it (if the sample has not grown since), else a new one."""
+        """The reward of `arg`: from the call `start` began for it (if the sample has not grown since), else from a
+        new call; the call's own exception if it raised."""
         with self._lock:
-            started = self._started.pop(id(arg), None) if isinstance(arg, Sample) else None
-        if started is None or started[0] is not arg or started[1] != len(arg.response_tokens):
-            future = self.submit(arg)
-        else:
-            future = started[2]
-        return await asyncio.wrap_future(future)
+            begun = self._started.pop(id(arg), None) if isinstance(arg, Sample) else None
+        if begun is not None and begun.sample is arg and begun.length == len(arg.response_tokens):
+            try:
+                ok, value = (await asyncio.wrap_future(begun.task))[begun.position]
+            except Exception:  # the task as a whole ran out of time or lost its worker: this sample alone, again
+                return await asyncio.wrap_future(self.submit(arg))
+            if not ok:
+                raise value
+            return value
+        return await asyncio.wrap_future(self.submit(arg))
 
     def forget_started(self) -> None:
         """Drop calls begun for samples that were never scored (a rollout's aborted or surplus samples)."""
         with self._lock:
-            started, self._started = list(self._started.values()), {}
-        for _, _, future in started:
-            future.cancel()
+            begun, self._started = list(self._started.values()), {}
+        for task in {id(b.task): b.task for b in begun}.values():
+            task.cancel()
 
     def close(self) -> None:
         """Stop the workers (calls still running are ended)."""

@@ -91,6 +91,9 @@ class RolloutSource:
         def arrived(row: int, responses: list[GenerateOutput]) -> None:
             for k, out in enumerate(responses, start=row * per_row):
                 take(todo[k], budgets[k], out)
+            if self.reward_pool is not None and self.episodes is None:  # scored while the engine generates the rest
+                samples = todo[row * per_row : (row + 1) * per_row]
+                self.reward_pool.start([s for s in samples if s.status not in UNFINISHED])
 
         def take(sample: Sample, budget: int, out: GenerateOutput) -> None:
             ids, log_probs, reason = out.output_ids[:budget], out.output_log_probs[:budget], out.finish_reason
@@ -106,8 +109,6 @@ class RolloutSource:
             # the policy of the newest tokens (the async staleness bound uses it), as the reply arrives
             sample.weight_version = self.engine.weight_version
             sample.rollout_id = rollout_id
-            if self.reward_pool is not None and self.episodes is None and sample.status not in UNFINISHED:
-                self.reward_pool.start(sample)  # scored while the engine generates the rest
 
         rows = [s.tokens for s in todo[::per_row]]
         self.engine.generate(rows, replace(params, n=per_row, max_new_tokens=max(budgets)), arrived)

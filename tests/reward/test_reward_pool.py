@@ -103,7 +103,8 @@ def test_a_reward_that_raises_in_a_worker_is_reported_as_in_process(rewards: str
 
 
 def test_a_hanging_call_times_out_and_the_pool_goes_on(rewards: str, pool_of) -> None:
-    """One worker: the hanging call must be ended (its worker replaced) for the calls queued behind it to run."""
+    """One worker: the hanging call must be ended (its worker replaced) for the calls queued behind it to run. The
+    group's task runs out of its 5 x 3 s first; then each sample is called alone, and only the hanging ones fail."""
     ctx = context(custom_rm_path=f"{rewards}.hanging", reward_failure="zero", reward_timeout_s=3.0)
     pool = pool_of(ctx, workers=1)
     labels = ["hang", "ok", "ok", "hang", "ok"]
@@ -131,8 +132,7 @@ def test_a_started_sample_is_scored_once_and_a_grown_one_again(rewards: str, poo
         Sample(prompt="p", index=i, group_index=0, response_tokens=[7] * (i + 1), metadata={"log": str(log)})
         for i in range(3)
     ]
-    for sample in samples:
-        pool.start(sample)
+    pool.start(samples)  # one task, three calls
     samples[2].response_tokens.append(7)  # it grew after its call began: that call's answer is stale
     asyncio.run(score_groups([samples], ctx, pool))
     assert [s.reward for s in samples] == [1.0, 2.0, 4.0]
