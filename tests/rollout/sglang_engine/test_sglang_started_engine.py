@@ -26,7 +26,7 @@ def _sglang_run(hf_checkpoint: Path) -> SimpleNamespace:
     cfg = SimpleNamespace(
         ckpt=SimpleNamespace(hf_checkpoint=str(hf_checkpoint)),
         rollout=SimpleNamespace(engine="sglang"),
-        sglang=SimpleNamespace(rollout_num_gpus_per_engine=1, version="0.5.23"),
+        sglang=SimpleNamespace(rollout_num_gpus_per_engine=1, version="0.5.23", server_concurrency=512),
         cluster=SimpleNamespace(colocate=False),
         algo=SimpleNamespace(use_rollout_routing_replay=False),
     )
