@@ -48,6 +48,11 @@ class RewardContext:
     reward_timeout_s: float = 60.0
     reward_failure: Literal["fail", "zero", "drop_group"] = "fail"
 
+    @property
+    def scores_groups(self) -> bool:
+        """One reward call per group: a custom reward with `group_rm` (it has no effect on built-ins)."""
+        return self.custom_rm_path is not None and self.group_rm
+
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError(f"RewardContext.timeout_s must be > 0, got {self.timeout_s}")

@@ -134,8 +134,8 @@ def reward_function(ctx: RewardContext) -> tuple[Callable[..., Any], str, bool]:
     """The run's reward: (function, its name for messages, whether it scores whole groups). A custom reward
     (`ctx.custom_rm_path`) takes precedence over `rm_type`, as in Miles."""
     if ctx.custom_rm_path is not None:
-        return _custom_reward(ctx.custom_rm_path, ctx.group_rm), ctx.custom_rm_path, ctx.group_rm
-    return get_reward(ctx.rm_type), ctx.rm_type, False
+        return _custom_reward(ctx.custom_rm_path, ctx.group_rm), ctx.custom_rm_path, ctx.scores_groups
+    return get_reward(ctx.rm_type), ctx.rm_type, ctx.scores_groups
 
 
 def worth_a_pool(ctx: RewardContext) -> bool:

@@ -15,8 +15,9 @@ processes (pebble's ProcessPool, spawned: the parent may hold CUDA, Ray and aioh
     its own call), so rewards are computed while the engine still generates the rest; `score_groups` starts the
     samples no one started the same way, then collects every call (`result`).
 
-Which calls go to the pool (`takes`): the built-in rewards that compute on the host (everything but `remote`), and
-custom rewards that are plain functions; async custom rewards stay in the event loop (they wait on I/O).
+Which calls go to the pool (`rlpipe.reward.hub.computes_on_host`): the built-in rewards that compute on the host
+(everything but `remote`), and custom rewards that are plain functions; async custom rewards stay in the event loop
+(they wait on I/O).
 """
 
 from __future__ import annotations
@@ -120,11 +121,6 @@ class RewardPool:
         self._started: dict[int, _Started] = {}  # by id(sample)
         self._lock = threading.Lock()  # start() runs on the generating thread, result() on the scoring one
 
-    @property
-    def per_group(self) -> bool:
-        """The reward scores whole groups (a custom group reward): one call per group, never begun early."""
-        return self.ctx.custom_rm_path is not None and self.ctx.group_rm
-
     def _submit(self, fn: Callable[..., Any], timeout: float, arg: Any) -> Future[Any]:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
@@ -142,7 +138,7 @@ class RewardPool:
         worker for a prompt's n samples instead of n (the hand-off costs the scoring process ~0.7 ms of CPU, a sixth
         of a math-verify call). The task may run len(samples) x `reward_timeout_s`; past that, or if its worker dies,
         `result` makes each sample's call again alone, under its own timeout. Nothing for a group reward."""
-        if self.per_group or not samples:
+        if self.ctx.scores_groups or not samples:
             return
         timeout = self.ctx.reward_timeout_s * len(samples)
         task = self._submit(_score_each_in_worker, timeout, [_slim(s) for s in samples])

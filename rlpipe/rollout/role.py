@@ -86,7 +86,7 @@ class RolloutRole:
         batches of `calls` reward calls: one pool per reward context (training and an eval set with the same reward
         share it), its workers started on first use."""
         setting = self.cfg.rollout.reward_workers
-        if not computes_on_host(ctx) or (setting is None and not worth_a_pool(ctx)):
+        if not (computes_on_host(ctx) if setting is not None else worth_a_pool(ctx)):
             return None
         workers = pool_size(setting, calls)
         if workers and ctx not in self._pools:
