@@ -1,7 +1,8 @@
-"""Sweeps (`launch.py -m`): the cartesian product of comma-separated overrides, every point validated and planned
-before any starts, each in its own output folder, run one after another on this machine or, with `--launcher ray`,
-submitted as Ray jobs to a cluster (cluster.address, $RAY_ADDRESS, or a local Ray) and run as many at once as its
-resources hold; one summary table (final reward, eval, wall time) and one plot of every point's reward at the end.
+"""Sweeps (`rlpipe train -m`, `launch.py -m`): the cartesian product of comma-separated overrides, every point
+validated and planned before any starts, each in its own output folder, run one after another on this machine or,
+with `--launcher ray`, submitted as Ray jobs to a cluster (cluster.address, $RAY_ADDRESS, or a local Ray) and run as
+many at once as its resources hold; one summary table (final reward, eval, wall time) and one plot of every point's
+reward at the end.
 
 Why not hydra-ray-launcher / hydra-submitit-launcher: both are Hydra launcher plugins for `@hydra.main` apps, which
 rlpipe is not (it composes with Hydra's compose API so a bad config exits 2 before anything heavy starts), and neither
@@ -16,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,9 +61,9 @@ class Point:
         return Path(self.run.cfg.output_dir) / self.run.cfg.run_name
 
 
-def prepare(overrides: list[str], on_ray: bool) -> tuple[str, list[Point], list[str]]:
-    """The sweep folder, its points resolved as they will run (in their own folder, on Ray if `on_ray`), and the
-    problems of those that do not resolve."""
+def prepare(overrides: list[str], on_ray: bool, extra_dirs: Sequence[Path] = ()) -> tuple[str, list[Point], list[str]]:
+    """The sweep folder, its points resolved as they will run (in their own folder, on Ray if `on_ray`, with the
+    config folders `extra_dirs`), and the problems of those that do not resolve."""
     given = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "output_dir"]
     stamp = given[0].split("=", 1)[1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S")
     varying = [o.split("=", 1)[0] for o in overrides if "," in o.split("=", 1)[-1]]
@@ -70,24 +72,25 @@ def prepare(overrides: list[str], on_ray: bool) -> tuple[str, list[Point], list[
         words = [*point, *(["cluster.backend=ray"] if on_ray else []), f"output_dir={Path(stamp, str(i))}"]
         label = " ".join(o for o in point if o.split("=", 1)[0] in varying) or f"point {i}"
         try:
-            points.append(Point(i, words, label, load(words)))
+            points.append(Point(i, words, label, load(words, extra_dirs=extra_dirs)))
         except ConfigError as exc:
             problems.append(f"sweep point {' '.join(point)}:\n{exc.render()}")
     return stamp, points, problems
 
 
-def run_locally(points: list[Point], launch: Path) -> None:
-    """Each point as its own `launch.py` process, one after another."""
+def run_locally(points: list[Point], command: list[str]) -> None:
+    """Each point as its own training process (`command` + its overrides), one after another."""
     for point in points:
         print(f"[{point.index + 1}/{len(points)}] {point.label}", flush=True)
         start = time.monotonic()
-        point.returncode = subprocess.call([sys.executable, str(launch), *point.overrides], env=os.environ)
+        point.returncode = subprocess.call([*command, *point.overrides], env=os.environ)
         point.seconds = time.monotonic() - start
 
 
-def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concurrent: int | None = None) -> None:
-    """Each point as a Ray job (entrypoint: this Python and launch.py, run from this folder, so the cluster must see
-    it: a shared filesystem or the same image), started as soon as the resources its roles take are free."""
+def run_on_ray(points: list[Point], command: list[str], address: str | None, max_concurrent: int | None = None) -> None:
+    """Each point as a Ray job (entrypoint: `command`, this Python's `-m rlpipe train`, run from this folder, so the
+    cluster must see both: a shared filesystem or the same image), started as soon as the resources its roles take
+    are free."""
     import ray
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -114,8 +117,8 @@ def run_on_ray(points: list[Point], launch: Path, address: str | None, max_concu
                 waiting[0].needs, [p.needs for p in running.values()], capacity, max_concurrent
             ):
                 point = waiting.pop(0)
-                command = shlex.join([sys.executable, str(launch), *point.overrides])
-                job = _submit(client, f"cd {shlex.quote(cwd)} && {command}")
+                entrypoint = shlex.join([*command, *point.overrides])
+                job = _submit(client, f"cd {shlex.quote(cwd)} && {entrypoint}")
                 point.seconds = time.monotonic()
                 running[job] = point
                 print(f"[{point.index + 1}/{len(points)}] {point.label}: Ray job {job}", flush=True)
@@ -181,10 +184,16 @@ def summarize(points: list[Point], folder: Path) -> str:
 
 
 def multirun(
-    overrides: list[str], launcher: str, launch: Path, address: str | None = None, max_concurrent: int | None = None
+    overrides: list[str],
+    launcher: str,
+    extra_dirs: Sequence[Path] = (),
+    address: str | None = None,
+    max_concurrent: int | None = None,
 ) -> int:
-    """`launch.py -m ...`: validate every point, run them (`launcher`: local or ray), summarise."""
-    stamp, points, problems = prepare(overrides, on_ray=launcher == "ray")
+    """`rlpipe train -m ...`: validate every point, run them (`launcher`: local or ray), summarise. Each point is
+    `python -m rlpipe train` with the same config folders, the same whether the sweep came from launch.py or not."""
+    stamp, points, problems = prepare(overrides, on_ray=launcher == "ray", extra_dirs=extra_dirs)
+    command = [sys.executable, "-m", "rlpipe", "train", *(w for d in extra_dirs for w in ("--config-dir", str(d)))]
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
@@ -192,9 +201,9 @@ def multirun(
     print(f"rlpipe: sweep of {len(points)} jobs under {stamp}/, {where}", flush=True)
     if launcher == "ray":
         address = address or points[0].run.cfg.cluster.address or os.environ.get("RAY_ADDRESS")
-        run_on_ray(points, launch, address, max_concurrent)
+        run_on_ray(points, command, address, max_concurrent)
     else:
-        run_locally(points, launch)
+        run_locally(points, command)
     print(summarize(points, Path(stamp)), end="")
     failed = sum(p.returncode != 0 for p in points)
     print(f"rlpipe: sweep done, {len(points) - failed} succeeded, {failed} failed; {stamp}/summary.md, rewards.png")

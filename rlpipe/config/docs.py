@@ -9,6 +9,7 @@ import types
 import typing
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from rlpipe.config.keys import _model_class
@@ -21,6 +22,12 @@ def _bounds(metadata: list[object]) -> str:
     """annotated-types constraints (Gt, Ge, Lt, Le) as `> 0, <= 1`."""
     parts = [f"{op} {getattr(m, attr)}" for m in metadata for attr, op in _BOUNDS.items() if hasattr(m, attr)]
     return ", ".join(parts)
+
+
+def field_type(info: FieldInfo) -> str:
+    """A field's readable type with its bounds: `int (> 0) | None`, `float (>= 0, <= 1)`."""
+    bounds = _bounds(info.metadata)
+    return _type_name(info.annotation) + (f" ({bounds})" if bounds else "")
 
 
 def _type_name(annotation: object) -> str:
@@ -52,9 +59,7 @@ def _rows(model: type[BaseModel], prefix: str) -> typing.Iterator[tuple[str, lis
         default = "required" if info.default is PydanticUndefined else f"`{info.default!r}`"
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         flag = f"`{extra['miles']}`" if extra.get("miles") else ""
-        bounds = _bounds(info.metadata)
-        kind = _type_name(info.annotation) + (f" ({bounds})" if bounds else "")
-        kind = kind.replace("|", "\\|")
+        kind = field_type(info).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | {kind} | {default} | {info.description} | {flag} |")
     if rows:
         yield prefix.rstrip(".") or "top level", [model.__doc__ or "", *rows]

@@ -9,12 +9,15 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from rlpipe.config.errors import Problem
+from rlpipe.config.mistakes import sweep_without_multirun, unparsable
 from rlpipe.config.schema import EvalDataset, RunConfig
 
 # Keys under these prefixes are free-form maps: anything below is accepted (values checked later).
@@ -50,6 +53,36 @@ def schema_keys() -> frozenset[str]:
     return frozenset(_walk(RunConfig, ""))
 
 
+def field_info(key: str) -> FieldInfo | None:
+    """The schema field of a dotted key (`rollout.n_samples`), or None for a group or an unknown key."""
+    model: type[BaseModel] | None = RunConfig
+    *groups, leaf = key.split(".")
+    for name in groups:
+        info = model.model_fields.get(name) if model else None
+        model = _model_class(info.annotation) if info else None
+    info = model.model_fields.get(leaf) if model else None
+    return None if info is None or _model_class(info.annotation) else info
+
+
+def group_fields(group: str) -> list[tuple[str, FieldInfo]]:
+    """(dotted key, field) for every leaf directly in a schema group (`rollout`); [] when it is not a group."""
+    info = RunConfig.model_fields.get(group)
+    model = _model_class(info.annotation) if info else None
+    if model is None:
+        return []
+    return [(f"{group}.{name}", f) for name, f in model.model_fields.items() if _model_class(f.annotation) is None]
+
+
+def value_kind(key: str) -> str | None:
+    """ "list" for a key holding a list, "str" for free text (`lora.target_modules` is a comma list in one string),
+    else None: what `key=a,b` was more likely meant as when it is not a sweep."""
+    info = field_info(key)
+    kinds = [info.annotation, *typing.get_args(info.annotation)] if info else []
+    if any(typing.get_origin(k) in (list, tuple) for k in kinds):
+        return "list"
+    return "str" if str in kinds else None
+
+
 def is_known_key(key: str) -> bool:
     if key in schema_keys() or any(key.startswith(p) for p in FREE_PREFIXES):
         return True
@@ -83,12 +116,41 @@ def suggest(key: str) -> str:
     return "valid top-level keys: " + ", ".join(sorted(k for k in keys if "." not in k))
 
 
-def group_options(conf_dir: Path, group: str) -> list[str]:
-    """Option names of a config group folder (conf/<group>/<option>.yaml)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+def config_groups(conf_dirs: Sequence[Path]) -> list[str]:
+    """Group names: the folders of every config folder on the search path (conf/<group>/)."""
+    return sorted({p.name for d in conf_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
 
 
-def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
+def is_group(conf_dirs: Sequence[Path], key: str) -> bool:
+    return bool(key) and any((d / key).is_dir() for d in conf_dirs)
+
+
+def group_options(conf_dirs: Sequence[Path], group: str) -> list[str]:
+    """Option names of a config group across the search path (<dir>/<group>/<option>.yaml)."""
+    return sorted({p.stem for d in conf_dirs for p in (d / group).glob("*.yaml")})
+
+
+def shadowed_options(conf_dirs: Sequence[Path]) -> list[Problem]:
+    """An option in a later config folder named like one in an earlier folder is never read (Hydra takes the
+    first): say so instead of silently training on the other file."""
+    problems, seen = [], {}
+    for d in conf_dirs:
+        for path in sorted(d.glob("*/*.yaml")):
+            key = (path.parent.name, path.stem)
+            if key in seen:
+                problems.append(
+                    Problem(
+                        f"{key[0]}={key[1]}",
+                        f"{path} has the name of {seen[key]}, which is found first, so yours would not be read",
+                        f"rename it (e.g. {path.with_stem(path.stem + '-mine').name}) and pick that name",
+                    )
+                )
+            else:
+                seen[key] = path
+    return problems
+
+
+def check_overrides(overrides: list[str], conf_dirs: Sequence[Path]) -> list[Problem]:
     """Check each CLI override's key (not its value) against the schema and the group folders."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -99,23 +161,26 @@ def check_overrides(overrides: list[str], conf_dir: Path) -> list[Problem]:
         try:
             (override,) = parser.parse_overrides([text])
         except HydraException as exc:
-            problems.append(Problem(text, f"cannot parse this override: {exc}", "write it as key=value"))
+            problems.append(unparsable(text, str(exc)))
             continue
         key = override.key_or_group
-        if (conf_dir / key).is_dir():  # a group choice: model=qwen3-4B, +experiment=tiny-cpu
+        # sweeps are expanded (rlpipe.sweep) before a single run's overrides get here
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
+        if is_group(conf_dirs, key):  # a group choice: model=qwen3-4B, +experiment=tiny-cpu
             if override.is_delete():
                 continue
-            choices = (
-                list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
-            )
-            options = group_options(conf_dir, key)
-            for choice in choices:
-                if choice not in options:
-                    near = difflib.get_close_matches(choice, options, n=1)
-                    hint = f"did you mean `{key}={near[0]}`? " if near else ""
-                    problems.append(
-                        Problem(key, f"no option `{choice}` in conf/{key}/", hint + "options: " + ", ".join(options))
-                    )
+            options = group_options(conf_dirs, key)
+            for choice in [v for v in values if v not in options]:
+                near = difflib.get_close_matches(choice, options, n=1)
+                hint = f"did you mean `{key}={near[0]}`? " if near else ""
+                problems.append(
+                    Problem(key, f"no option `{choice}` in conf/{key}/", hint + "options: " + ", ".join(options))
+                )
+            if len(values) > 1 and all(v in options for v in values):
+                problems.append(sweep_without_multirun(text, key, values, None))
+            continue
+        if override.is_sweep_override() and is_known_key(key):
+            problems.append(sweep_without_multirun(text, key, values, value_kind(key)))
             continue
         if key.startswith("hydra."):
             problems.append(Problem(key, "Hydra runtime settings are not used by rlpipe", "remove this override"))

@@ -14,7 +14,12 @@ from rlpipe.config.secrets import redact, redact_text
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
+        .strip()
+        .removesuffix("\n...")
+        .strip()
+    )
 
 
 def _emit(node: dict[str, Any], prefix: str, depth: int, reasons: dict[str, str], out: list[str]) -> None:
@@ -29,12 +34,19 @@ def _emit(node: dict[str, Any], prefix: str, depth: int, reasons: dict[str, str]
             out.append(f"{pad}{key}: {_scalar(value)}{note}")
 
 
-def to_yaml(run: Resolved) -> str:
+def to_yaml(run: Resolved, package: str | None = None) -> str:
     """The whole resolved config as YAML, secrets redacted; derived values carry `# derived: ...` comments, then
-    the topology."""
+    the topology. `package` (a dotted key, Hydra's `--cfg job -p rollout`): only that part, under its key."""
     reasons = {d.key: d.reason for d in run.derivations}
     out: list[str] = []
-    _emit(redact(run.cfg.model_dump(mode="json")), "", 0, reasons, out)
+    node = redact(run.cfg.model_dump(mode="json"))
+    if package:
+        *parents, leaf = package.split(".")
+        for name in parents:
+            node = node[name]
+        _emit({leaf: node[leaf]}, package.rpartition(".")[0] + "." if parents else "", 0, reasons, out)
+        return "\n".join(out) + "\n"
+    _emit(node, "", 0, reasons, out)
     out.append("# topology (derived):")
     out.extend(f"#   {k}: {v}" for k, v in run.topology.model_dump().items())
     out.extend(f"# warning: {redact_text(w)}" for w in run.warnings)

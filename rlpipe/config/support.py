@@ -49,6 +49,12 @@ def supported(r: Resolver) -> None:
             "sglang is not installed in this environment (it is an optional, GPU-only extra)",
             "pip install 'sglang==0.5.23' on the GPU machine, or rollout.engine=hf",
         )
+    if cfg["rollout"]["engine"] == "sglang" and not (installed("sglang_router") and installed("aiohttp")):
+        r.path_problem(
+            "rollout.engine", "the SGLang router and client are not installed", "pip install 'rlpipe[sglang]'"
+        )
+    if cfg["cluster"]["backend"] == "ray" and not installed("ray"):
+        r.path_problem("cluster.backend", "Ray is not installed in this environment", "pip install 'rlpipe[ray]'")
     if cfg["log"]["wandb"] and not installed("wandb"):
         r.path_problem("log.wandb", "wandb is not installed", "pip install wandb, or log.wandb=false")
     if cfg["algo"]["loss_type"] == "custom_loss":

@@ -1,6 +1,6 @@
 """Cluster launchers generated from the resolved config: a Slurm batch script and a KubeRay RayJob manifest, each
-starting a Ray cluster the size the config asks for and running `launch.py` against it (`python -m rlpipe.launch`).
-"""
+starting a Ray cluster the size the config asks for and running `rlpipe train` against it (`rlpipe launcher
+slurm|k8s`, or `python -m rlpipe.launch`)."""
 
 from __future__ import annotations
 
@@ -48,5 +48,5 @@ class ClusterShape:
 
 def job_command(overrides: list[str]) -> str:
     """The job's own command, run on the head node against the cluster the launcher started ($RLPIPE_RAY_ADDRESS)."""
-    words = ["python", "launch.py", *overrides, "cluster.backend=ray"]
+    words = ["python", "-m", "rlpipe", "train", *overrides, "cluster.backend=ray"]
     return " ".join(shlex.quote(w) for w in words) + ' "cluster.address=${RLPIPE_RAY_ADDRESS}"'

@@ -1,4 +1,5 @@
-"""`python -m rlpipe.launch slurm|k8s [options] [overrides...]`: print the launcher of the resolved config."""
+"""`rlpipe launcher slurm|k8s [options] [overrides...]` (or `python -m rlpipe.launch ...`): print the launcher of the
+resolved config."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from rlpipe.config import ConfigError, Resolved, load
 from rlpipe.launch import UnsupportedLayout
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlpipe.launch", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m rlpipe.launch") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="target", required=True)
     slurm = sub.add_parser("slurm", help="an sbatch script: a Ray cluster across the allocation, then the job")
     slurm.add_argument("--partition")
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     k8s.add_argument("--ray-version", help="the image's Ray version (KubeRay's rayVersion)")
     for p in (slurm, k8s):
         p.add_argument("--cpus-per-node", type=int, default=16)
-        p.add_argument("overrides", nargs="*", help="the run's overrides, as for launch.py")
+        p.add_argument("overrides", nargs="*", help="the run's overrides, as for rlpipe train")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         # as the job will run it (on Ray); its files live on the cluster, checked when the job starts there

@@ -64,11 +64,11 @@ def rayjob_manifest(
         "metadata": {"name": _k8s_name(run.cfg.run_name)},
         "spec": {
             # KubeRay submits this with RAY_ADDRESS set to the new cluster, which cluster.backend=ray joins.
-            "entrypoint": shlex.join(["python", "launch.py", *overrides, "cluster.backend=ray"]),
+            "entrypoint": shlex.join(["python", "-m", "rlpipe", "train", *overrides, "cluster.backend=ray"]),
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_S,
             "rayClusterSpec": cluster,
         },
     }
-    header = "# rlpipe: `python -m rlpipe.launch k8s ...`; apply with `kubectl apply -f` (needs the KubeRay operator)\n"
+    header = "# rlpipe: `rlpipe launcher k8s ...`; apply with `kubectl apply -f` (needs the KubeRay operator)\n"
     return header + yaml.safe_dump(manifest, sort_keys=False)

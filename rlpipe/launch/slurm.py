@@ -52,7 +52,7 @@ def slurm_script(
     run_dir = f"{cfg.output_dir}/{cfg.run_name}"
     header = [
         "#!/bin/bash",
-        f"# rlpipe: `python -m rlpipe.launch slurm {' '.join(shlex.quote(o) for o in overrides)}`",
+        f"# rlpipe: `rlpipe launcher slurm {' '.join(shlex.quote(o) for o in overrides)}`",
         f"# {shape.nodes} node(s) x {shape.gpus_per_node} GPU(s): a Ray head on the first, workers on the rest.",
         f"#SBATCH --job-name={cfg.run_name}",
         f"#SBATCH --nodes={shape.nodes}",

@@ -210,9 +210,9 @@ def _staging_model(hf_config_dir: Path, dtypes: set[torch.dtype]) -> tuple[GPTMo
     return build_gpt_model(hf_config, config), hf_config
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m rlpipe.tools.convert") -> None:
     """Parse, check every path (exit 2 with one message listing the problems), then convert."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     problems = path_problems(args)
     if problems:
         print(render_problems(problems), file=sys.stderr)
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         teardown()
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rlpipe.tools.convert", description=__doc__.split("\n")[0])
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     overwrite = "replace OUT if it is a non-empty folder (it is swapped for the new one only once that is complete)"
     to_dist = commands.add_parser("hf-to-torch-dist", help="HF safetensors -> torch_dist")

@@ -88,7 +88,7 @@ def test_slurm_shape_one_node_or_engines_on_nodes_of_their_own() -> None:
     assert ClusterShape.of(run, 16) == ClusterShape(1, 8, 16)
     text = slurm_script(run, ["experiment=glm4-9b-dapo"], partition="gpu", time_limit="1-00:00:00")
     assert "#SBATCH --nodes=1" in text and "#SBATCH --gpus-per-node=8" in text and "#SBATCH --partition=gpu" in text
-    assert "python launch.py experiment=glm4-9b-dapo cluster.backend=ray" in text
+    assert "python -m rlpipe train experiment=glm4-9b-dapo cluster.backend=ray" in text
     colocated = load(["experiment=glm4-9b-dapo", "cluster.colocate=true", "cluster.actor_num_nodes=4",
                       "cluster.actor_num_gpus_per_node=8"], check_paths=False)  # fmt: skip
     assert ClusterShape.of(colocated, 16) == ClusterShape(4, 8, 16)
@@ -144,7 +144,7 @@ def test_rayjob_manifest_uses_kuberay_fields(overrides: list[str]) -> None:
     assert manifest["apiVersion"] == SCHEMA["apiVersion"] and manifest["kind"] == "RayJob"
     _check(manifest, SCHEMA["schema"], "RayJob")
     spec = manifest["spec"]
-    assert spec["entrypoint"].startswith("python launch.py " + " ".join(overrides))
+    assert spec["entrypoint"].startswith("python -m rlpipe train " + " ".join(overrides))
     workers = spec["rayClusterSpec"]["workerGroupSpecs"]
     shape = ClusterShape.of(run, 16)
     assert sum(g["replicas"] for g in workers) + 1 == shape.nodes

@@ -32,7 +32,7 @@ BAD_INPUT = {
         [("eval.datasets.aime.pth", "unknown key", "did you mean `eval.datasets.aime.path`?")],
     ),
     "cli-hydra-setting": (["hydra.run.dir=x"], [("hydra.run.dir", "not used by rlpipe", "remove")]),
-    "cli-not-an-override": (["rollout.n_samples"], [("rollout.n_samples", "cannot parse", "key=value")]),
+    "cli-not-an-override": (["rollout.n_samples"], [("rollout.n_samples", "is not an override", "key=value")]),
     "unknown-model": (
         ["model=qwen9"],
         [("model", "no option `qwen9` in conf/model/", "options: auto, glm4-9B, llama3-8B, qwen2.5-0.5B")],

@@ -12,14 +12,14 @@ from rlpipe.config.miles.importer import MissingSources, UnsetVariables, import_
 from rlpipe.config.miles.shell import BashSyntaxError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m rlpipe.config.miles") -> int:
     """`import SCRIPT [-o conf/experiment/NAME.yaml] [--name NAME]` or `export [overrides...]`."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:  # exactly `python launch.py ... --miles`, overrides passed through untouched
         from rlpipe.cli import main as launch_main
 
         return launch_main([*argv[1:], "--miles"])
-    parser = argparse.ArgumentParser(prog="python -m rlpipe.config.miles", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="a Miles/slime launch script -> an experiment YAML")
     imp.add_argument("script", type=Path)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlpipe: cannot import {args.script}: {exc}", file=sys.stderr)
         return 2
     name = args.name or (args.output or args.script).name.removesuffix(".yaml").removesuffix(".sh")
-    text = to_experiment_yaml(result, name)
+    text = to_experiment_yaml(result, name, args.output)
     if args.output:
         args.output.write_text(text)
         print(f"rlpipe: wrote {args.output}", file=sys.stderr)

@@ -8,6 +8,7 @@ unknown flags.
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -460,10 +461,21 @@ def _miles_defaults(values: dict[Key, Any], model: str, conf_dir: Path) -> None:
             values[path] = miles_value
 
 
-def to_experiment_yaml(result: ImportResult, name: str) -> str:
-    """The imported config as conf/experiment/<name>.yaml, the flags not applied listed in its header."""
+def schema_line(output: Path) -> str:
+    """The header line that points an editor (the YAML language server) at the experiment JSON schema, by a path
+    relative to the file `output` (written after `# @package _global_`: Hydra reads only the `# @` lines that open
+    a file)."""
+    from rlpipe.config.json_schema import EXPERIMENT, schema_dir
+
+    return f"# yaml-language-server: $schema={os.path.relpath(schema_dir() / EXPERIMENT, output.resolve().parent)}"
+
+
+def to_experiment_yaml(result: ImportResult, name: str, output: Path | None = None) -> str:
+    """The imported config as conf/experiment/<name>.yaml, the flags not applied listed in its header; with the
+    file it is written to (`output`), the header also names the experiment JSON schema for editors."""
     head = [
         "# @package _global_",
+        *([schema_line(output)] if output is not None else []),
         "# Imported from a Miles launch script (python -m rlpipe.config.miles import ...); check it with",
         f"#   python launch.py +experiment={name} --cfg job",
     ]
