@@ -37,7 +37,7 @@ Check = tuple[str, int, str]  # (dotted path, positional arguments it is called 
 # config key -> (positional parameters the function is called with, how they are documented)
 DOTTED_FIELDS: dict[str, tuple[int, str]] = {
     "rollout.dynamic_sampling_filter_path": (2, "f(cfg, samples) -> bool"),
-    "rollout.buffer_filter_path": (4, "f(cfg, rollout_id, buffer, num_samples) -> list[Sample]"),
+    "rollout.buffer_filter_path": (4, "f(cfg, rollout_id, buffer, num_groups) -> list[list[Sample]]"),
     "rollout.rollout_function_path": (3, "f(cfg, rollout_id, source: RolloutSource) -> list[list[Sample]]"),
     "rollout.custom_rm_path": (2, "replaced by rlpipe.reward.custom.reward_signature (it depends on group_rm)"),
     "algo.custom_loss_function_path": (2, "f(cfg, inputs) -> (loss, metrics)"),

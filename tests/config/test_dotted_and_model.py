@@ -40,7 +40,7 @@ def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: 
         ("rollout.dynamic_sampling_filter_path", "json.no_such_function", "has no attribute `no_such_function`"),
         ("rollout.dynamic_sampling_filter_path", "keep", "not a dotted path"),
         ("rollout.dynamic_sampling_filter_path", "json.JSONDecodeError.msg", "does not import"),
-        ("rollout.buffer_filter_path", "json.dumps", "expected f(cfg, rollout_id, buffer, num_samples)"),
+        ("rollout.buffer_filter_path", "json.dumps", "expected f(cfg, rollout_id, buffer, num_groups)"),
         ("rollout.rollout_function_path", "math.pi", "is not callable"),
         ("rollout.custom_rm_path", "cfgtest_no_such_reward.score", "not found"),
     ],
