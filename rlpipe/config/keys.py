@@ -132,12 +132,13 @@ def group_options(conf_dirs: Sequence[Path], group: str) -> list[str]:
 
 def shadowed_options(conf_dirs: Sequence[Path]) -> list[Problem]:
     """An option in a later config folder named like one in an earlier folder is never read (Hydra takes the
-    first): say so instead of silently training on the other file."""
+    first): say so instead of silently training on the other file. A byte-identical copy (a project that copied
+    conf/, or a Ray job's working_dir, which uploads the checkout's conf/ link as a copy) reads the same either way."""
     problems, seen = [], {}
     for d in conf_dirs:
         for path in sorted(d.glob("*/*.yaml")):
             key = (path.parent.name, path.stem)
-            if key in seen:
+            if key in seen and path.read_bytes() != seen[key].read_bytes():
                 problems.append(
                     Problem(
                         f"{key[0]}={key[1]}",
@@ -145,7 +146,7 @@ def shadowed_options(conf_dirs: Sequence[Path]) -> list[Problem]:
                         f"rename it (e.g. {path.with_stem(path.stem + '-mine').name}) and pick that name",
                     )
                 )
-            else:
+            elif key not in seen:
                 seen[key] = path
     return problems
 

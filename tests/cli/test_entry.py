@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,9 @@ def test_a_projects_own_conf_folder_and_config_dir(tmp_path: Path, monkeypatch: 
     assert main(["+experiment=mine", "--cfg", "job"]) == 0
     assert main(["+experiment=other", "--config-dir", str(tmp_path / "more"), "--cfg", "job"]) == 0
     assert main(["+experiment=other", "--cfg", "job"]) == 2  # not on the search path without --config-dir
-    (mine / "tiny-cpu.yaml").write_text(text)  # named like a shipped experiment: would never be read
+    shutil.copy(CONF_DIR / "experiment" / "tiny-cpu.yaml", mine)  # a byte-identical copy reads the same: fine
+    assert main(["--cfg", "job"]) == 0
+    (mine / "tiny-cpu.yaml").write_text(text)  # named like a shipped experiment, but edited: would never be read
     assert main(["--cfg", "job"]) == 2
 
 
