@@ -24,14 +24,13 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
 
 from rlpipe.cli.flags import BY_NAME, FLAGS, Flag
 from rlpipe.cli.verbs import PROG, VERBS
-from rlpipe.config.keys import config_groups, field_info, group_options, schema_keys
+from rlpipe.config.keys import config_groups, field_info, group_options, schema_groups, schema_keys, union_members
 from rlpipe.config.load import search_path
 
 SHELLS = ("bash", "zsh")
@@ -126,7 +125,7 @@ def _flag_values(flag: Flag) -> list[str]:
     if flag.values:
         return list(flag.values)
     if flag.arg == "GROUP":
-        return [key for key in schema_keys() if "." not in key and field_info(key) is None]
+        return schema_groups()
     return []
 
 
@@ -168,7 +167,7 @@ def _allowed_values(key: str) -> list[str]:
     """The values a key's annotation allows, as typed on the command line: its Literal words, true/false for a bool,
     and null when it is Optional; [] for free values (numbers, paths, text)."""
     info = field_info(key)
-    kinds = _union_members(info.annotation) if info else []
+    kinds = union_members(info.annotation) if info else []
     words: list[str] = []
     for kind in kinds:
         if kind is bool:
@@ -176,15 +175,6 @@ def _allowed_values(key: str) -> list[str]:
         elif typing.get_origin(kind) is typing.Literal:
             words += [_yaml_word(v) for v in typing.get_args(kind)]
     return [*words, "null"] if words and type(None) in kinds else words
-
-
-def _union_members(annotation: object) -> list[object]:
-    """`A | B | None` -> [A, B, NoneType], each with any `Annotated[...]` removed."""
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [m for a in typing.get_args(annotation) for m in _union_members(a)]
-    return [annotation]
 
 
 def _yaml_word(value: object) -> str:

@@ -11,9 +11,8 @@ from pydantic.fields import FieldInfo
 
 from rlpipe.cli.flags import FLAGS
 from rlpipe.config.docs import field_type
-from rlpipe.config.keys import config_groups, field_info, group_fields, group_options
+from rlpipe.config.keys import config_groups, field_info, group_fields, group_options, schema_groups
 from rlpipe.config.load import search_path
-from rlpipe.config.schema import RunConfig
 
 # The keys most runs set, per group; every key is in `--help GROUP` and docs/config.md.
 MAIN_KEYS = (
@@ -109,5 +108,4 @@ def group_help(group: str, prog: str) -> str | None:
 
 
 def unknown_group(group: str) -> str:
-    groups = [name for name in RunConfig.model_fields if group_fields(name)]
-    return f"rlpipe: --help {group}: no such group; groups: {', '.join(groups)}"
+    return f"rlpipe: --help {group}: no such group; groups: {', '.join(schema_groups())}"

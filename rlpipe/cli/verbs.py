@@ -36,12 +36,16 @@ def _train(argv: list[str]) -> int:
     return main(argv, prog=f"{PROG} train")
 
 
-def _plan(argv: list[str]) -> int:
+def _with_view(argv: list[str], view: str, verb: str) -> int:
+    """`rlpipe plan|export`: the training command with its view flag, unless the words give it or ask for help."""
     from rlpipe.cli.train import main
 
-    words = ["--plan=json" if w == "--json" else w for w in argv]
-    has_plan = any(w.split("=")[0] == "--plan" for w in words) or {"-h", "--help"} & set(words)
-    return main(words if has_plan else [*words, "--plan"], prog=f"{PROG} plan")
+    given = any(w.split("=")[0] == view for w in argv) or {"-h", "--help"} & set(argv)
+    return main(argv if given else [*argv, view], prog=f"{PROG} {verb}")
+
+
+def _plan(argv: list[str]) -> int:
+    return _with_view(["--plan=json" if w == "--json" else w for w in argv], "--plan", "plan")
 
 
 def _import(argv: list[str]) -> int:
@@ -51,10 +55,7 @@ def _import(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    from rlpipe.cli.train import main
-
-    help_asked = {"-h", "--help"} & set(argv)
-    return main(argv if help_asked else [*argv, "--miles"], prog=f"{PROG} export")
+    return _with_view(argv, "--miles", "export")
 
 
 def _convert(argv: list[str]) -> int:

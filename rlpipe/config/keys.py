@@ -73,11 +73,25 @@ def group_fields(group: str) -> list[tuple[str, FieldInfo]]:
     return [(f"{group}.{name}", f) for name, f in model.model_fields.items() if _model_class(f.annotation) is None]
 
 
+def schema_groups() -> list[str]:
+    """The top-level keys that are groups of keys (`rollout`, `lora`), in schema order."""
+    return [name for name, info in RunConfig.model_fields.items() if _model_class(info.annotation)]
+
+
+def union_members(annotation: object) -> list[object]:
+    """`A | B | None` -> [A, B, NoneType], each with any `Annotated[...]` removed."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in union_members(a)]
+    return [annotation]
+
+
 def value_kind(key: str) -> str | None:
     """ "list" for a key holding a list, "str" for free text (`lora.target_modules` is a comma list in one string),
     else None: what `key=a,b` was more likely meant as when it is not a sweep."""
     info = field_info(key)
-    kinds = [info.annotation, *typing.get_args(info.annotation)] if info else []
+    kinds = union_members(info.annotation) if info else []
     if any(typing.get_origin(k) in (list, tuple) for k in kinds):
         return "list"
     return "str" if str in kinds else None

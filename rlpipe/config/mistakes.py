@@ -21,15 +21,12 @@ def sweep_without_multirun(text: str, key: str, values: list[str], kind: str | N
     the schema) says which single value it more likely meant."""
     message = f"a comma list is a sweep over {len(values)} values; one run takes one value"
     sweep = f"run one job per value with -m: rlpipe train -m {shlex.quote(text)}"
+    joined = ",".join(values)
     if kind == "list":
-        return Problem(
-            text, message, f"for one list, write {shell_word(f'{key}=[{chr(44).join(values)}]')}; to {sweep}"
-        )
+        return Problem(text, message, f"for one list, write {shell_word(f'{key}=[{joined}]')}; to {sweep}")
     if kind == "str":
-        text_value = f"{key}='{','.join(values)}'"
-        return Problem(
-            text, message, f"for the text {','.join(values)}, quote it: {shell_word(text_value)}; to {sweep}"
-        )
+        quoted = f"{key}='{joined}'"
+        return Problem(text, message, f"for the text {joined}, quote it: {shell_word(quoted)}; to {sweep}")
     return Problem(text, message, sweep)
 
 
